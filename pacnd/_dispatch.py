@@ -51,7 +51,9 @@ def get_engine(device="cpu"):
         return _configured[device]
     env = os.environ.get("PACND_ENGINE")
     if env:
-        _check_name(env)
+        if env not in ENGINES:
+            raise ValueError(f"the environment variable PACND_ENGINE={env!r} is not a known "
+                             f"engine; choose one of {sorted(ENGINES)} or unset it")
         if ENGINES[env][0] == device:
             return env
     return _DEFAULT[device]

@@ -49,12 +49,17 @@ def _param_array(value, name, ck_allowed, dtype):
     value = _unwrap(value)
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         arr = np.asarray([float(value)], dtype=np.float64)
+        if not np.isfinite(arr).all():
+            raise ValueError(f"{name} must be finite, got {float(value)}")
         return arr, ()
     if isinstance(value, np.ndarray) or type(value).__module__.split(".")[0] == "cupy":
         if value.dtype.kind not in "fiu":
             raise TypeError(f"{name} must be real, got dtype {value.dtype}")
         if value.ndim == 0:
-            return np.asarray([float(value)], dtype=np.float64), ()
+            arr = np.asarray([float(value)], dtype=np.float64)
+            if not np.isfinite(arr).all():
+                raise ValueError(f"{name} must be finite, got {float(value)}")
+            return arr, ()
         if value.ndim != 1 or value.shape[0] not in ck_allowed:
             raise ValueError(
                 f"{name} has shape {tuple(value.shape)}; give a scalar or one value per kernel "

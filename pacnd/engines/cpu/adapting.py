@@ -1,0 +1,434 @@
+"""Adapting kernel K on tiles (Numba): forward, and backward to guide, alpha, lam.
+
+K of one tile is ``Kt[ck, ti, p]`` — K channel ``ck`` (1, or Cg with
+``channel_wise``), class tap ``ti``, tile pixel ``p`` (see
+:mod:`pacnd.engines.cpu.layout`). :func:`kernel_tile` computes it from the
+guide with the mask/normalisation applied; with ``save`` it also keeps the raw
+``phi`` and the squared distances for :func:`kernel_tile_vjp`, which turns a
+gradient w.r.t. the tile's K into guide, alpha and lam gradients.
+
+The PAC kernels call these per tile (K is never materialised at full size);
+:func:`adapting_kernel` / :func:`adapting_kernel_vjp` (the engine interface
+for the public full-K call) walk all tiles and write or read the full K.
+
+Options reach the kernels as run-time integers so each kernel compiles once
+per dtype: ``kind`` (0 gaussian, 1 laplacian, 2 inverse), ``asym``, ``chw``
+(channel-wise), ``normalize``, ``masked`` (normalize or a mask: taps off the
+input, or on masked-out pixels, get K = 0), ``has_mask``. ``cst`` holds the
+dtype's constants ``[0.5, EPS, 1, 0, relu floor, 2]`` (the relu floor is 0
+with ``asym``, else a huge negative number: ``max(diff, floor)`` is the relu).
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from ..._kernelspec import EPS
+from .fastexp import vexp
+from .indexing import COL_BLOCK, FASTMATH, decode_row, jrange, unit_of
+from .layout import layout_of, tiles
+
+__all__ = ["adapting_kernel", "adapting_kernel_vjp", "kernel_tile", "kernel_tile_vjp",
+           "constants", "options", "params"]
+
+
+def constants(dtype, asym):
+    return np.array([0.5, EPS, 1.0, 0.0, 0.0 if asym else -1e30, 2.0], dtype=dtype)
+
+
+def options(spec, mask):
+    """int64 [kind, asym, chw, normalize, masked, has_mask]."""
+    return np.array([spec.code, spec.asym, spec.channel_wise, spec.normalize,
+                     spec.normalize or mask is not None, mask is not None], dtype=np.int64)
+
+
+def params(spec, ck, dtype):
+    a, l_ = spec.params_for(ck)
+    return np.ascontiguousarray(a, dtype=dtype), np.ascontiguousarray(l_, dtype=dtype)
+
+
+def dummy_mask(dtype):
+    return np.zeros((1, 1, 1, 1, 1), dtype=dtype)
+
+
+# --------------------------------------------------------------------------- forward
+@njit(inline="always", cache=True)
+def _tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh, tdi, thi, twi, ja, jb):
+    """M[0:jb-ja] = 1 where the tap lands on a real (unmasked) input pixel, else 0."""
+    m = jb - ja
+    idd = taps[0, tdi, 1] + jd * cls[0, 4]
+    ihh = taps[1, thi, 1] + jh * cls[1, 4]
+    ok = (taps[0, tdi, 3] != 0 and taps[1, thi, 3] != 0 and taps[2, twi, 3] != 0
+          and 0 <= idd < geo[0, 0] and 0 <= ihh < geo[0, 1])
+    ibw = taps[2, twi, 1]
+    isw = cls[2, 4]
+    lo, hi = ja, ja
+    if ok:
+        lo, hi = jrange(ibw, isw, geo[0, 2], ja, jb)
+    for jj in range(m):
+        M[jj] = 0.0
+    if has_mask:
+        for j in range(lo, hi):
+            M[j - ja] = mask[b, 0, idd, ihh, ibw + j * isw]
+    else:
+        for j in range(lo, hi):
+            M[j - ja] = 1.0
+
+
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def kernel_tile(guide, mask, geo, cls, taps, r0, r1, c0, c1, opt, alpha, lam, cst,
+                Kt, Krt, D2t, save):
+    """K of tile ``rows [r0, r1) x cols [c0, c1)`` into ``Kt`` (Ck, T_r, npix).
+
+    With ``save``: ``Krt`` = phi (before mask/normalisation), ``D2t`` = squared
+    distance, same shape.
+    """
+    kind, asym, chw, normalize, masked, has_mask = opt[0], opt[1], opt[2], opt[3], opt[4], opt[5]
+    cg_n = guide.shape[1]
+    ck_n = Kt.shape[0]
+    gd_n, gh_n, gw_n = geo[1, 0], geo[1, 1], geo[1, 2]
+    nd, nh = cls[0, 2], cls[1, 2]
+    td_n, th_n, tw_n = cls[0, 3], cls[1, 3], cls[2, 3]
+    gsd, gsh, gsw = cls[0, 5], cls[1, 5], cls[2, 5]
+    half, eps, one, zero, floor = cst[0], cst[1], cst[2], cst[3], cst[4]
+    ncol = c1 - c0
+    nblk = (ncol + COL_BLOCK - 1) // COL_BLOCK
+    for u in prange((r1 - r0) * nblk):
+        r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
+        m = jb - ja
+        b, jd, jh = decode_row(r, nd, nh)
+        f0 = np.zeros((cg_n, m), dtype=Kt.dtype)
+        cd = cls[0, 6] + jd * gsd
+        ch = cls[1, 6] + jh * gsh
+        cbw = cls[2, 6]
+        if 0 <= cd < gd_n and 0 <= ch < gh_n:
+            lo, hi = jrange(cbw, gsw, gw_n, ja, jb)
+            for c in range(cg_n):
+                for j in range(lo, hi):
+                    f0[c, j - ja] = guide[b, c, cd, ch, cbw + j * gsw]
+        d2 = np.empty(m, dtype=Kt.dtype)
+        for tdi in range(td_n):
+            gd = taps[0, tdi, 2] + jd * gsd
+            for thi in range(th_n):
+                gh = taps[1, thi, 2] + jh * gsh
+                rowok = 0 <= gd < gd_n and 0 <= gh < gh_n
+                for twi in range(tw_n):
+                    ti = (tdi * th_n + thi) * tw_n + twi
+                    gbw = taps[2, twi, 2]
+                    lo, hi = ja, ja
+                    if rowok:
+                        lo, hi = jrange(gbw, gsw, gw_n, ja, jb)
+                    for c in range(cg_n):
+                        if chw != 0 or c == 0:
+                            for jj in range(m):
+                                d2[jj] = zero
+                        for jj in range(lo - ja):
+                            v = max(-f0[c, jj], floor)
+                            d2[jj] += v * v
+                        for j in range(lo, hi):
+                            v = max(guide[b, c, gd, gh, gbw + j * gsw] - f0[c, j - ja], floor)
+                            d2[j - ja] += v * v
+                        for jj in range(hi - ja, m):
+                            v = max(-f0[c, jj], floor)
+                            d2[jj] += v * v
+                        if chw != 0 or c == cg_n - 1:
+                            k = c * (chw != 0)
+                            if kind == 0:
+                                for jj in range(m):
+                                    Kt[k, ti, pb + jj] = vexp(-half * d2[jj])
+                            elif kind == 1:
+                                for jj in range(m):
+                                    Kt[k, ti, pb + jj] = vexp(-math.sqrt(d2[jj] + eps))
+                            else:
+                                a, e = alpha[k], half * lam[k]
+                                for jj in range(m):
+                                    Kt[k, ti, pb + jj] = a + (d2[jj] + eps) ** e
+                            if save:
+                                for jj in range(m):
+                                    Krt[k, ti, pb + jj] = Kt[k, ti, pb + jj]
+                                    D2t[k, ti, pb + jj] = d2[jj]
+        if masked:
+            M = np.empty(m, dtype=Kt.dtype)
+            for tdi in range(td_n):
+                for thi in range(th_n):
+                    for twi in range(tw_n):
+                        ti = (tdi * th_n + thi) * tw_n + twi
+                        _tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh,
+                                      tdi, thi, twi, ja, jb)
+                        for k in range(ck_n):
+                            for jj in range(m):
+                                Kt[k, ti, pb + jj] *= M[jj]
+        if normalize:
+            Z = np.empty(m, dtype=Kt.dtype)
+            for k in range(ck_n):
+                for jj in range(m):
+                    Z[jj] = zero
+                for ti in range(td_n * th_n * tw_n):
+                    for jj in range(m):
+                        Z[jj] += Kt[k, ti, pb + jj]
+                for jj in range(m):
+                    if Z[jj] == zero:
+                        Z[jj] = one
+                for ti in range(td_n * th_n * tw_n):
+                    for jj in range(m):
+                        Kt[k, ti, pb + jj] /= Z[jj]
+
+
+# --------------------------------------------------------------------------- backward
+@njit(parallel=True, cache=True, fastmath=FASTMATH)
+def kernel_tile_vjp(guide, mask, geo, cls, taps, r0, r1, c0, c1, opt, alpha, lam, cst,
+                    Kt, Krt, D2t, gKt, grad_guide, part, need_guide, need_alpha, need_lam):
+    """Backward of :func:`kernel_tile` for one tile.
+
+    ``gKt`` (Ck, T_r, npix): gradient w.r.t. the tile's final K; overwritten.
+    ``grad_guide`` (B, Cg, *guide): accumulated. ``part`` (units, 2, Ck):
+    per-unit alpha and lam partial sums (the caller adds them up).
+    """
+    kind, chw, normalize, masked, has_mask = opt[0], opt[2], opt[3], opt[4], opt[5]
+    cg_n = guide.shape[1]
+    ck_n = Kt.shape[0]
+    gd_n, gh_n, gw_n = geo[1, 0], geo[1, 1], geo[1, 2]
+    nd, nh = cls[0, 2], cls[1, 2]
+    td_n, th_n, tw_n = cls[0, 3], cls[1, 3], cls[2, 3]
+    t_n = td_n * th_n * tw_n
+    gsd, gsh, gsw = cls[0, 5], cls[1, 5], cls[2, 5]
+    half, eps, one, zero, floor, two = cst[0], cst[1], cst[2], cst[3], cst[4], cst[5]
+    ncol = c1 - c0
+    nblk = (ncol + COL_BLOCK - 1) // COL_BLOCK
+    nunits = (r1 - r0) * nblk
+    # 1) through normalisation and mask, alpha/lam sums, then d phi / d d2
+    for u in prange(nunits):
+        r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
+        m = jb - ja
+        b, jd, jh = decode_row(r, nd, nh)
+        if masked:
+            M = np.empty((t_n, m), dtype=Kt.dtype)
+            for tdi in range(td_n):
+                for thi in range(th_n):
+                    for twi in range(tw_n):
+                        ti = (tdi * th_n + thi) * tw_n + twi
+                        _tap_validity(M[ti], mask, has_mask, b, geo, cls, taps, jd, jh,
+                                      tdi, thi, twi, ja, jb)
+        for k in range(ck_n):
+            if normalize:
+                Z = np.zeros(m, dtype=Kt.dtype)
+                S = np.zeros(m, dtype=Kt.dtype)
+                for ti in range(t_n):
+                    for jj in range(m):
+                        Z[jj] += Krt[k, ti, pb + jj] * M[ti, jj]
+                        S[jj] += gKt[k, ti, pb + jj] * Kt[k, ti, pb + jj]
+                for jj in range(m):
+                    if Z[jj] == zero:
+                        Z[jj] = one
+                for ti in range(t_n):
+                    for jj in range(m):
+                        gKt[k, ti, pb + jj] = (gKt[k, ti, pb + jj] - S[jj]) / Z[jj]
+            if masked:
+                for ti in range(t_n):
+                    for jj in range(m):
+                        gKt[k, ti, pb + jj] *= M[ti, jj]
+            sa = 0.0
+            sl = 0.0
+            if need_alpha:
+                for ti in range(t_n):
+                    for jj in range(m):
+                        sa += gKt[k, ti, pb + jj]
+            if need_lam:
+                a = alpha[k]
+                for ti in range(t_n):
+                    for jj in range(m):
+                        g = gKt[k, ti, pb + jj]
+                        if g != zero:
+                            sl += g * half * math.log(D2t[k, ti, pb + jj] + eps) * (
+                                Krt[k, ti, pb + jj] - a)
+            part[u, 0, k] = sa
+            part[u, 1, k] = sl
+            if need_guide:
+                if kind == 0:
+                    for ti in range(t_n):
+                        for jj in range(m):
+                            gKt[k, ti, pb + jj] *= -half * Krt[k, ti, pb + jj]
+                elif kind == 1:
+                    for ti in range(t_n):
+                        for jj in range(m):
+                            gKt[k, ti, pb + jj] *= -Krt[k, ti, pb + jj] / (
+                                two * math.sqrt(D2t[k, ti, pb + jj] + eps))
+                else:
+                    l_ = lam[k]
+                    e = half * l_ - one
+                    for ti in range(t_n):
+                        for jj in range(m):
+                            g = gKt[k, ti, pb + jj]
+                            if g != zero:
+                                gKt[k, ti, pb + jj] = g * half * l_ * (
+                                    D2t[k, ti, pb + jj] + eps) ** e
+    if not need_guide:
+        return
+    # 2) scatter 2*diff*g_d2 to neighbours and centres; one guide channel per thread
+    cbw = cls[2, 6]
+    for c in prange(cg_n):
+        kg = c * chw  # chw is 0 or 1
+        for u in range(nunits):
+            r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
+            m = jb - ja
+            b, jd, jh = decode_row(r, nd, nh)
+            f0 = np.zeros(m, dtype=Kt.dtype)
+            acc = np.zeros(m, dtype=Kt.dtype)
+            cd = cls[0, 6] + jd * gsd
+            ch = cls[1, 6] + jh * gsh
+            cok = 0 <= cd < gd_n and 0 <= ch < gh_n
+            clo, chi = ja, ja
+            if cok:
+                clo, chi = jrange(cbw, gsw, gw_n, ja, jb)
+                for j in range(clo, chi):
+                    f0[j - ja] = guide[b, c, cd, ch, cbw + j * gsw]
+            for tdi in range(td_n):
+                gd = taps[0, tdi, 2] + jd * gsd
+                for thi in range(th_n):
+                    gh = taps[1, thi, 2] + jh * gsh
+                    rowok = 0 <= gd < gd_n and 0 <= gh < gh_n
+                    for twi in range(tw_n):
+                        ti = (tdi * th_n + thi) * tw_n + twi
+                        gbw = taps[2, twi, 2]
+                        lo, hi = ja, ja
+                        if rowok:
+                            lo, hi = jrange(gbw, gsw, gw_n, ja, jb)
+                        for jj in range(lo - ja):
+                            v = max(-f0[jj], floor)
+                            acc[jj] -= two * v * gKt[kg, ti, pb + jj]
+                        for j in range(lo, hi):
+                            jj = j - ja
+                            v = max(guide[b, c, gd, gh, gbw + j * gsw] - f0[jj], floor)
+                            gv = two * v * gKt[kg, ti, pb + jj]
+                            grad_guide[b, c, gd, gh, gbw + j * gsw] += gv
+                            acc[jj] -= gv
+                        for jj in range(hi - ja, m):
+                            v = max(-f0[jj], floor)
+                            acc[jj] -= two * v * gKt[kg, ti, pb + jj]
+            for j in range(clo, chi):
+                grad_guide[b, c, cd, ch, cbw + j * gsw] += acc[j - ja]
+
+
+# --------------------------------------------------------------------------- full K
+@njit(parallel=True, cache=True)
+def put_taps(Kt, K, tap_ids, cls, r0, r1, c0, c1):
+    """``K[b, k, tap_ids[ti], od, oh, ow] = Kt[k, ti, p]`` for the tile's pixels."""
+    nd, nh = cls[0, 2], cls[1, 2]
+    ncol = c1 - c0
+    t_n = tap_ids.shape[0]
+    for rr in prange(r1 - r0):
+        b, jd, jh = decode_row(r0 + rr, nd, nh)
+        od = cls[0, 0] + jd * cls[0, 1]
+        oh = cls[1, 0] + jh * cls[1, 1]
+        for k in range(Kt.shape[0]):
+            for ti in range(t_n):
+                t = tap_ids[ti]
+                for j in range(c0, c1):
+                    K[b, k, t, od, oh, cls[2, 0] + j * cls[2, 1]] = Kt[k, ti, rr * ncol + j - c0]
+
+
+@njit(parallel=True, cache=True)
+def take_taps(K, Kt, tap_ids, cls, r0, r1, c0, c1):
+    """Inverse of :func:`put_taps`: ``Kt[k, ti, p] = K[b, k, tap_ids[ti], od, oh, ow]``."""
+    nd, nh = cls[0, 2], cls[1, 2]
+    ncol = c1 - c0
+    t_n = tap_ids.shape[0]
+    for rr in prange(r1 - r0):
+        b, jd, jh = decode_row(r0 + rr, nd, nh)
+        od = cls[0, 0] + jd * cls[0, 1]
+        oh = cls[1, 0] + jh * cls[1, 1]
+        for k in range(Kt.shape[0]):
+            for ti in range(t_n):
+                t = tap_ids[ti]
+                for j in range(c0, c1):
+                    Kt[k, ti, rr * ncol + j - c0] = K[b, k, t, od, oh, cls[2, 0] + j * cls[2, 1]]
+
+
+# --------------------------------------------------------------------------- helpers
+class KernelContext:
+    """Everything the tile kernels need about K for one operation."""
+
+    def __init__(self, guide, geom, spec, mask, lay):
+        self.guide5 = guide.reshape(guide.shape[:2] + lay.guide3)
+        self.dtype = guide.dtype
+        self.ck = guide.shape[1] if spec.channel_wise else 1
+        self.opt = options(spec, mask)
+        self.alpha, self.lam = params(spec, self.ck, guide.dtype)
+        self.cst = constants(guide.dtype, spec.asym)
+        self.mask5 = (dummy_mask(guide.dtype) if mask is None
+                      else mask.reshape(mask.shape[:2] + lay.in3))
+        self.geo = lay.geo
+        self.spec = spec
+
+    def compute(self, tc, tile, Kt, Krt=None, D2t=None):
+        save = Krt is not None
+        if not save:
+            Krt = D2t = Kt
+        kernel_tile(self.guide5, self.mask5, self.geo, tc.cls, tc.taps, *tile, self.opt,
+                    self.alpha, self.lam, self.cst, Kt, Krt, D2t, save)
+
+    def backward(self, tc, tile, Kt, Krt, D2t, gKt, grad_guide, needs):
+        r0, r1, c0, c1 = tile
+        nblk = (c1 - c0 + COL_BLOCK - 1) // COL_BLOCK
+        part = np.zeros(((r1 - r0) * nblk, 2, self.ck), dtype=np.float64)
+        gg = grad_guide if grad_guide is not None else self.guide5[:1, :1, :1, :1, :1]
+        kernel_tile_vjp(self.guide5, self.mask5, self.geo, tc.cls, tc.taps, r0, r1, c0, c1,
+                        self.opt, self.alpha, self.lam, self.cst, Kt, Krt, D2t, gKt, gg,
+                        part, grad_guide is not None, "alpha" in needs, "lam" in needs)
+        return part.sum(axis=0)
+
+
+def _bytes_per_pixel(ck, taps, itemsize, arrays):
+    return ck * taps * itemsize * arrays
+
+
+def adapting_kernel(guide, geom, spec, mask=None):
+    from . import TILE_BYTES  # noqa: PLC0415 - read at call time (tests change it)
+    lay = layout_of(geom, all_taps=True)
+    ctx = KernelContext(guide, geom, spec, mask, lay)
+    B = guide.shape[0]
+    T = geom.taps
+    K = np.empty((B, ctx.ck, T) + lay.out3, dtype=guide.dtype)
+    for tc in lay.classes:
+        bpp = _bytes_per_pixel(ctx.ck, tc.ntaps, guide.itemsize, 1)
+        for tile in tiles(tc, B, bpp, TILE_BYTES):
+            npix = (tile[1] - tile[0]) * (tile[3] - tile[2])
+            Kt = np.empty((ctx.ck, tc.ntaps, npix), dtype=guide.dtype)
+            ctx.compute(tc, tile, Kt)
+            put_taps(Kt, K, tc.tap_ids, tc.cls, *tile)
+    return K.reshape((B, ctx.ck) + tuple(geom.kernel_size) + tuple(geom.out_size))
+
+
+def adapting_kernel_vjp(grad_K, guide, geom, spec, mask=None, needs=("guide", "alpha", "lam")):
+    from . import TILE_BYTES  # noqa: PLC0415
+    lay = layout_of(geom, all_taps=True)
+    ctx = KernelContext(guide, geom, spec, mask, lay)
+    B = guide.shape[0]
+    T = geom.taps
+    gK = grad_K.reshape((B, ctx.ck, T) + lay.out3)
+    need_guide = "guide" in needs
+    grad_guide = np.zeros(ctx.guide5.shape, dtype=guide.dtype) if need_guide else None
+    sums = np.zeros((2, ctx.ck))
+    for tc in lay.classes:
+        bpp = _bytes_per_pixel(ctx.ck, tc.ntaps, guide.itemsize, 4)
+        for tile in tiles(tc, B, bpp, TILE_BYTES):
+            npix = (tile[1] - tile[0]) * (tile[3] - tile[2])
+            shape = (ctx.ck, tc.ntaps, npix)
+            Kt, Krt, D2t, gKt = (np.empty(shape, dtype=guide.dtype) for _ in range(4))
+            ctx.compute(tc, tile, Kt, Krt, D2t)
+            take_taps(gK, gKt, tc.tap_ids, tc.cls, *tile)
+            sums += ctx.backward(tc, tile, Kt, Krt, D2t, gKt, grad_guide, needs)
+    return finish_kernel_grads(spec, needs, grad_guide, sums, guide)
+
+
+def finish_kernel_grads(spec, needs, grad_guide, sums, guide):
+    res = {}
+    if "guide" in needs and grad_guide is not None:
+        res["guide"] = grad_guide.reshape(guide.shape)
+    if spec is not None and spec.kind == "inverse":
+        if "alpha" in needs:
+            res["alpha"] = sums[0].astype(guide.dtype)
+        if "lam" in needs:
+            res["lam"] = sums[1].astype(guide.dtype)
+    return res
