@@ -79,7 +79,7 @@ __global__ void adapting_bwd_d2(const int* __restrict__ P, const T* __restrict__
                                 const T* __restrict__ mask, const T* __restrict__ alpha,
                                 const T* __restrict__ lam, T* __restrict__ gK,
                                 T* __restrict__ partial) {
-    extern __shared__ __align__(16) unsigned char pac_smem[];
+    PAC_DYNAMIC_SMEM(pac_smem);
     T* buf = reinterpret_cast<T*>(pac_smem);
     PacGeo g;
     g.load(P);

@@ -144,33 +144,36 @@ __global__ void pac_bwd_input_direct(const int* __restrict__ P, const T* __restr
     }
 }
 
-// grid (gx, NSPLIT): block reduction of one weight element over its split of
-// the (b, y) range; ws[split, o, c, t] gets the partial sum.
+// thread per (split, o, c, t): the sum over the split's share of the (b, y)
+// range, ws[split, o, c, t]; the splits are summed afterwards (deterministic,
+// no atomics).
 template <typename T>
 __global__ void pac_bwd_weight_direct(const int* __restrict__ P, const T* __restrict__ x,
                                       const T* __restrict__ gout, const T* __restrict__ K,
                                       const T* __restrict__ guide, const T* __restrict__ mask,
                                       const T* __restrict__ alpha, const T* __restrict__ lam,
                                       const T* __restrict__ zinv, T* __restrict__ ws) {
-    extern __shared__ __align__(16) unsigned char pac_smem[];
-    T* buf = reinterpret_cast<T*>(pac_smem);
     PacGeo g;
     g.load(P);
     const int T_ = g[P_T], nin = g[P_NIN], nout = g[P_NOUT], cin = g[P_CIN], cout = g[P_COUT];
     const int cin_g = g[P_CIN_G], cout_g = g[P_COUT_G];
     const long long wn = (long long)cout * cin_g * T_;
     const long long ntot = (long long)g[P_B] * nout;
-    const long long lo = (long long)blockIdx.y * g[P_SPLIT_LEN];
-    const long long hi = lo + g[P_SPLIT_LEN] < ntot ? lo + g[P_SPLIT_LEN] : ntot;
-    for (long long we = blockIdx.x; we < wn; we += gridDim.x) {
+    const long long total = wn * g[P_NSPLIT];
+    for (long long e = blockIdx.x * (long long)blockDim.x + threadIdx.x; e < total;
+         e += (long long)gridDim.x * blockDim.x) {
+        const long long we = e % wn;
+        const long long split = e / wn;
         const int t = (int)(we % T_);
         const int r = (int)(we / T_);
         const int cl = r % cin_g, o = r / cin_g;
         const int c = (o / cout_g) * cin_g + cl;
+        const long long lo = split * g[P_SPLIT_LEN];
+        const long long hi = lo + g[P_SPLIT_LEN] < ntot ? lo + g[P_SPLIT_LEN] : ntot;
         int tc[3], y[3];
         pac_tap_coords(g, t, tc);
         T s = T(0);
-        for (long long q = lo + threadIdx.x; q < hi; q += blockDim.x) {
+        for (long long q = lo; q < hi; ++q) {
             const int yf = (int)(q % nout), b = (int)(q / nout);
             pac_unflat(yf, &g.v[P_OUT], y);
             const int xf = pac_in_flat(g, y, tc);
@@ -179,8 +182,7 @@ __global__ void pac_bwd_weight_direct(const int* __restrict__ P, const T* __rest
             s += gout[((long long)b * cout + o) * nout + yf] * kv *
                  x[((long long)b * cin + c) * nin + xf];
         }
-        const T tot = pac_block_sum(s, buf);
-        if (threadIdx.x == 0) ws[(long long)blockIdx.y * wn + we] = tot;
+        ws[e] = s;
     }
 }
 
@@ -252,7 +254,7 @@ pac_fwd_tiled(const int* __restrict__ P, const T* __restrict__ x, const T* __res
               const T* __restrict__ bias, const T* __restrict__ K, const T* __restrict__ guide,
               const T* __restrict__ mask, const T* __restrict__ alpha,
               const T* __restrict__ lam, T* __restrict__ out) {
-    extern __shared__ __align__(16) unsigned char pac_smem[];
+    PAC_DYNAMIC_SMEM(pac_smem);
     __shared__ __align__(16) T As[PAC_TK * PAC_TM];
     __shared__ __align__(16) T Bs[PAC_TK * PAC_TN];
     PacGeo g;
@@ -349,7 +351,7 @@ template <typename T>
 __global__ void __launch_bounds__(PAC_TILE_THREADS)
 pac_bwd_input_tiled(const int* __restrict__ P, const T* __restrict__ w,
                     const T* __restrict__ gout, const T* __restrict__ K, T* __restrict__ gx) {
-    extern __shared__ __align__(16) unsigned char pac_smem[];
+    PAC_DYNAMIC_SMEM(pac_smem);
     __shared__ __align__(16) T As[PAC_TK * PAC_TM];
     __shared__ __align__(16) T Bs[PAC_TK * PAC_TN];
     PacGeo g;

@@ -16,6 +16,12 @@
 #define PAC_EPS 1e-4
 #endif
 
+// Dynamic shared memory of a kernel (the host emulator used by the tests
+// redefines it).
+#ifndef PAC_DYNAMIC_SMEM
+#define PAC_DYNAMIC_SMEM(name) extern __shared__ __align__(16) unsigned char name[]
+#endif
+
 // ---------------------------------------------------------------- parameter layout
 enum PacParam {
     P_IN = 0,          // input spatial size, 3 ints

@@ -9,6 +9,9 @@ import zlib
 import numpy as np
 import pytest
 from gradcheck import check_backward
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from test_identities import _realise, pac_problems
 
 import pacnd
 
@@ -373,3 +376,32 @@ def test_gradcheck_catches_a_wrong_gradient(rng):
     with pytest.raises(AssertionError, match="guide: analytic") as info:
         check_backward(fwd, bad_vjp, {"input": x, "guide": f, "weight": w}, check_single=False)
     assert "input:" not in str(info.value) and "weight:" not in str(info.value)
+
+
+# --------------------------------------------------------------------------- random geometries
+@settings(max_examples=60, deadline=None, derandomize=True, database=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_random_geometry_gradients(data, engine):
+    """Random 1-3D geometry, groups, kernel family, asym, channel_wise, normalize
+    and mask, for PAC and PAC^T."""
+    transposed = data.draw(st.booleans(), label="transposed")
+    prob = data.draw(pac_problems(transposed), label="problem")
+    x, guide, W, b, extra = _realise(prob, transposed)
+    kopts = dict(prob["kopts"])
+    inputs = {"input": x, "guide": guide, "weight": W, "bias": b}
+    if kopts["kind"] == "inverse":
+        inputs["alpha"] = np.float64(kopts.pop("alpha"))
+        inputs["lam"] = np.float64(kopts.pop("lam"))
+    kopts["kernel"] = kopts.pop("kind")
+    opts = {**prob["geo"], **kopts, **extra}
+    if transposed:
+        f, vjp = _make(pacnd.pac_conv_transpose, pacnd.pac_conv_transpose_vjp,
+                       ("input", "guide", "weight", "bias"), engine, opts)
+    else:
+        f, vjp = _make(pacnd.pac_conv, pacnd.pac_conv_vjp, ("input", "guide", "weight", "bias"),
+                       engine, opts)
+    # degenerate draws are legitimate here (1x1 kernels, windows holding a single
+    # valid tap, outputs that see only padding), so a zero derivative is allowed
+    check_backward(f, vjp, inputs, seed=prob["seed"], allow_zero=tuple(inputs),
+                   check_single=False)

@@ -22,6 +22,8 @@ import itertools
 import numpy as np
 import pytest
 import scipy.ndimage as ndi
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import pacnd
 
@@ -234,10 +236,10 @@ def test_constant_guide_is_plain_conv(case, engine, rng):
     # When padding exceeds the kernel's reach ((k//2)*d), some centres fall in
     # the zero padding of the guide: f_0 = 0 there and K != 1 by definition.
     nd = len(size)
-    st, pd, dl = (_tup(kg[n], nd) for n in ("stride", "padding", "dilation"))
+    sd, pd, dl = (_tup(kg[n], nd) for n in ("stride", "padding", "dilation"))
     ref = pacnd.conv(x, W, b, engine=engine, **opts)
     cv = np.ones(ref.shape[2:], dtype=bool)
-    for i, (n, o, kk, ss, pp, dd) in enumerate(zip(size, ref.shape[2:], k, st, pd, dl)):
+    for i, (n, o, kk, ss, pp, dd) in enumerate(zip(size, ref.shape[2:], k, sd, pd, dl)):
         c = np.arange(o) * ss - pp + (kk // 2) * dd
         cv &= ((c >= 0) & (c < n)).reshape([o if j == i else 1 for j in range(nd)])
     beyond = any(pp > kk // 2 * dd for pp, kk, dd in zip(pd, k, dl))
@@ -261,7 +263,8 @@ def test_constant_guide_is_plain_conv(case, engine, rng):
     assert_close(inv[..., cv], ((0.5 + EPS ** -0.5) * nob)[..., cv])
     # and with normalize, K = M / (number of in-image taps)
     Kn = pacnd.adapting_kernel(guide, k, normalize=True, engine=engine, **kg)
-    assert_close(Kn[..., cv], np.broadcast_to(normalise(np.ones_like(M), M), Kn.shape)[..., cv])
+    Kc = np.broadcast_to(normalise(np.ones_like(M), M), Kn.shape)
+    assert_close(Kn[..., cv], Kc[..., cv])
 
 
 def scipy_conv(x, W, b=None, *, stride=1, padding=0, dilation=1, groups=1):
@@ -292,7 +295,7 @@ def scipy_conv(x, W, b=None, *, stride=1, padding=0, dilation=1, groups=1):
     return res
 
 
-@pytest.mark.parametrize("case", [c for c in CONV_GEOMS if c != "1d"] + ["1d"])
+@pytest.mark.parametrize("case", list(CONV_GEOMS))
 def test_conv_is_scipy_correlate(case, engine, rng):
     size, k, cin, cout, opts = _geom(case)
     x = rng.standard_normal((2, cin) + size)
@@ -539,7 +542,7 @@ def test_pool_is_literal_weighted_sum(engine, rng):
         assert_close(got, literal_pac(x, K, W, 2, 1, 1, groups=3))
 
 
-# =========================================================================== (d) transposed, adjoint
+# ================================================================ (d) transposed, adjoint
 CONVT_GEOMS = {
     "k3_s2_p1_op1": dict(size=(4, 5), k=3, stride=2, padding=1, output_padding=1),
     "k3_s3_p1": dict(size=(3, 4), k=3, stride=3, padding=1),
@@ -718,10 +721,6 @@ def test_dtypes(dts, engine):
 
 
 # =========================================================================== random geometries
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-
 @st.composite
 def pac_problems(draw, transposed):
     nd = draw(st.integers(1, 3))

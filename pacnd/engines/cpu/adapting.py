@@ -53,7 +53,10 @@ def dummy_mask(dtype):
 
 
 # --------------------------------------------------------------------------- forward
-@njit(inline="always", cache=True)
+# Each kernel is a thin ``prange`` over work units calling a plain ``njit`` body:
+# Numba's parfor passes are slow on large loop bodies, so this keeps compile
+# times short.
+@njit(cache=True, fastmath=FASTMATH)
 def _tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh, tdi, thi, twi, ja, jb):
     """M[0:jb-ja] = 1 where the tap lands on a real (unmasked) input pixel, else 0."""
     m = jb - ja
@@ -67,16 +70,109 @@ def _tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh, tdi, thi, twi, j
     if ok:
         lo, hi = jrange(ibw, isw, geo[0, 2], ja, jb)
     for jj in range(m):
-        M[jj] = 0.0
+        M[jj] = 0
     if has_mask:
         for j in range(lo, hi):
             M[j - ja] = mask[b, 0, idd, ihh, ibw + j * isw]
     else:
         for j in range(lo, hi):
-            M[j - ja] = 1.0
+            M[j - ja] = 1
 
 
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
+def _guide_row(dst, guide, b, c, gd, gh, gbw, gsw, geo, ja, jb):
+    """dst[jj] = guide[b, c, gd, gh, gbw + (ja+jj)*gsw], 0 off the guide."""
+    m = jb - ja
+    lo, hi = ja, ja
+    if 0 <= gd < geo[1, 0] and 0 <= gh < geo[1, 1]:
+        lo, hi = jrange(gbw, gsw, geo[1, 2], ja, jb)
+    for jj in range(m):
+        dst[jj] = 0
+    for j in range(lo, hi):
+        dst[j - ja] = guide[b, c, gd, gh, gbw + j * gsw]
+    return lo, hi
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _phi_row(Kt, k, ti, pb, d2, m, kind, alpha, lam, cst):
+    half, eps = cst[0], cst[1]
+    if kind == 0:
+        for jj in range(m):
+            Kt[k, ti, pb + jj] = vexp(-half * d2[jj])
+    elif kind == 1:
+        for jj in range(m):
+            Kt[k, ti, pb + jj] = vexp(-math.sqrt(d2[jj] + eps))
+    else:
+        a, e = alpha[k], half * lam[k]
+        for jj in range(m):
+            Kt[k, ti, pb + jj] = a + (d2[jj] + eps) ** e
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _kernel_unit(u, nblk, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
+                 Kt, Krt, D2t, save):
+    kind, chw, normalize, masked, has_mask = opt[0], opt[2], opt[3], opt[4], opt[5]
+    cg_n = guide.shape[1]
+    ck_n = Kt.shape[0]
+    td_n, th_n, tw_n = cls[0, 3], cls[1, 3], cls[2, 3]
+    t_n = td_n * th_n * tw_n
+    gsd, gsh, gsw = cls[0, 5], cls[1, 5], cls[2, 5]
+    floor = cst[4]
+    r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
+    m = jb - ja
+    b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
+    f0 = np.empty((cg_n, m), dtype=Kt.dtype)
+    for c in range(cg_n):
+        _guide_row(f0[c], guide, b, c, cls[0, 6] + jd * gsd, cls[1, 6] + jh * gsh,
+                   cls[2, 6], gsw, geo, ja, jb)
+    fn = np.empty(m, dtype=Kt.dtype)
+    d2 = np.empty(m, dtype=Kt.dtype)
+    for ti in range(t_n):
+        tdi = ti // (th_n * tw_n)
+        thi = (ti // tw_n) % th_n
+        twi = ti % tw_n
+        gd = taps[0, tdi, 2] + jd * gsd
+        gh = taps[1, thi, 2] + jh * gsh
+        for c in range(cg_n):
+            if chw != 0 or c == 0:
+                for jj in range(m):
+                    d2[jj] = 0
+            _guide_row(fn, guide, b, c, gd, gh, taps[2, twi, 2], gsw, geo, ja, jb)
+            for jj in range(m):
+                v = max(fn[jj] - f0[c, jj], floor)
+                d2[jj] += v * v
+            if chw != 0 or c == cg_n - 1:
+                k = c * (chw != 0)
+                _phi_row(Kt, k, ti, pb, d2, m, kind, alpha, lam, cst)
+                if save:
+                    for jj in range(m):
+                        Krt[k, ti, pb + jj] = Kt[k, ti, pb + jj]
+                        D2t[k, ti, pb + jj] = d2[jj]
+    if masked:
+        M = fn
+        for ti in range(t_n):
+            _tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh,
+                          ti // (th_n * tw_n), (ti // tw_n) % th_n, ti % tw_n, ja, jb)
+            for k in range(ck_n):
+                for jj in range(m):
+                    Kt[k, ti, pb + jj] *= M[jj]
+    if normalize:
+        Z = d2
+        for k in range(ck_n):
+            for jj in range(m):
+                Z[jj] = 0
+            for ti in range(t_n):
+                for jj in range(m):
+                    Z[jj] += Kt[k, ti, pb + jj]
+            for jj in range(m):
+                if Z[jj] == 0:
+                    Z[jj] = 1
+            for ti in range(t_n):
+                for jj in range(m):
+                    Kt[k, ti, pb + jj] /= Z[jj]
+
+
+@njit(parallel=True, cache=True)
 def kernel_tile(guide, mask, geo, cls, taps, r0, r1, c0, c1, opt, alpha, lam, cst,
                 Kt, Krt, D2t, save):
     """K of tile ``rows [r0, r1) x cols [c0, c1)`` into ``Kt`` (Ck, T_r, npix).
@@ -84,230 +180,144 @@ def kernel_tile(guide, mask, geo, cls, taps, r0, r1, c0, c1, opt, alpha, lam, cs
     With ``save``: ``Krt`` = phi (before mask/normalisation), ``D2t`` = squared
     distance, same shape.
     """
-    kind, asym, chw, normalize, masked, has_mask = opt[0], opt[1], opt[2], opt[3], opt[4], opt[5]
-    cg_n = guide.shape[1]
-    ck_n = Kt.shape[0]
-    gd_n, gh_n, gw_n = geo[1, 0], geo[1, 1], geo[1, 2]
-    nd, nh = cls[0, 2], cls[1, 2]
-    td_n, th_n, tw_n = cls[0, 3], cls[1, 3], cls[2, 3]
-    gsd, gsh, gsw = cls[0, 5], cls[1, 5], cls[2, 5]
-    half, eps, one, zero, floor = cst[0], cst[1], cst[2], cst[3], cst[4]
-    ncol = c1 - c0
-    nblk = (ncol + COL_BLOCK - 1) // COL_BLOCK
+    nblk = (c1 - c0 + COL_BLOCK - 1) // COL_BLOCK
     for u in prange((r1 - r0) * nblk):
-        r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
-        m = jb - ja
-        b, jd, jh = decode_row(r, nd, nh)
-        f0 = np.zeros((cg_n, m), dtype=Kt.dtype)
-        cd = cls[0, 6] + jd * gsd
-        ch = cls[1, 6] + jh * gsh
-        cbw = cls[2, 6]
-        if 0 <= cd < gd_n and 0 <= ch < gh_n:
-            lo, hi = jrange(cbw, gsw, gw_n, ja, jb)
-            for c in range(cg_n):
-                for j in range(lo, hi):
-                    f0[c, j - ja] = guide[b, c, cd, ch, cbw + j * gsw]
-        d2 = np.empty(m, dtype=Kt.dtype)
-        for tdi in range(td_n):
-            gd = taps[0, tdi, 2] + jd * gsd
-            for thi in range(th_n):
-                gh = taps[1, thi, 2] + jh * gsh
-                rowok = 0 <= gd < gd_n and 0 <= gh < gh_n
-                for twi in range(tw_n):
-                    ti = (tdi * th_n + thi) * tw_n + twi
-                    gbw = taps[2, twi, 2]
-                    lo, hi = ja, ja
-                    if rowok:
-                        lo, hi = jrange(gbw, gsw, gw_n, ja, jb)
-                    for c in range(cg_n):
-                        if chw != 0 or c == 0:
-                            for jj in range(m):
-                                d2[jj] = zero
-                        for jj in range(lo - ja):
-                            v = max(-f0[c, jj], floor)
-                            d2[jj] += v * v
-                        for j in range(lo, hi):
-                            v = max(guide[b, c, gd, gh, gbw + j * gsw] - f0[c, j - ja], floor)
-                            d2[j - ja] += v * v
-                        for jj in range(hi - ja, m):
-                            v = max(-f0[c, jj], floor)
-                            d2[jj] += v * v
-                        if chw != 0 or c == cg_n - 1:
-                            k = c * (chw != 0)
-                            if kind == 0:
-                                for jj in range(m):
-                                    Kt[k, ti, pb + jj] = vexp(-half * d2[jj])
-                            elif kind == 1:
-                                for jj in range(m):
-                                    Kt[k, ti, pb + jj] = vexp(-math.sqrt(d2[jj] + eps))
-                            else:
-                                a, e = alpha[k], half * lam[k]
-                                for jj in range(m):
-                                    Kt[k, ti, pb + jj] = a + (d2[jj] + eps) ** e
-                            if save:
-                                for jj in range(m):
-                                    Krt[k, ti, pb + jj] = Kt[k, ti, pb + jj]
-                                    D2t[k, ti, pb + jj] = d2[jj]
-        if masked:
-            M = np.empty(m, dtype=Kt.dtype)
-            for tdi in range(td_n):
-                for thi in range(th_n):
-                    for twi in range(tw_n):
-                        ti = (tdi * th_n + thi) * tw_n + twi
-                        _tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh,
-                                      tdi, thi, twi, ja, jb)
-                        for k in range(ck_n):
-                            for jj in range(m):
-                                Kt[k, ti, pb + jj] *= M[jj]
-        if normalize:
-            Z = np.empty(m, dtype=Kt.dtype)
-            for k in range(ck_n):
-                for jj in range(m):
-                    Z[jj] = zero
-                for ti in range(td_n * th_n * tw_n):
-                    for jj in range(m):
-                        Z[jj] += Kt[k, ti, pb + jj]
-                for jj in range(m):
-                    if Z[jj] == zero:
-                        Z[jj] = one
-                for ti in range(td_n * th_n * tw_n):
-                    for jj in range(m):
-                        Kt[k, ti, pb + jj] /= Z[jj]
+        _kernel_unit(u, nblk, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
+                     Kt, Krt, D2t, save)
 
 
 # --------------------------------------------------------------------------- backward
-@njit(parallel=True, cache=True, fastmath=FASTMATH)
+@njit(cache=True, fastmath=FASTMATH)
+def _kernel_vjp_unit(u, nblk, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
+                     Kt, Krt, D2t, gKt, part, need_guide, need_alpha, need_lam):
+    """Through normalisation and mask, alpha/lam sums, then d phi / d d2 (into gKt)."""
+    kind, normalize, masked, has_mask = opt[0], opt[3], opt[4], opt[5]
+    ck_n = Kt.shape[0]
+    th_n, tw_n = cls[1, 3], cls[2, 3]
+    t_n = cls[0, 3] * th_n * tw_n
+    half, eps, one, two = cst[0], cst[1], cst[2], cst[5]
+    r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
+    m = jb - ja
+    b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
+    M = np.empty((t_n if masked else 0, m), dtype=Kt.dtype)
+    if masked:
+        for ti in range(t_n):
+            _tap_validity(M[ti], mask, has_mask, b, geo, cls, taps, jd, jh,
+                          ti // (th_n * tw_n), (ti // tw_n) % th_n, ti % tw_n, ja, jb)
+    Z = np.empty(m, dtype=Kt.dtype)
+    S = np.empty(m, dtype=Kt.dtype)
+    for k in range(ck_n):
+        if normalize:
+            for jj in range(m):
+                Z[jj] = 0
+                S[jj] = 0
+            for ti in range(t_n):
+                for jj in range(m):
+                    Z[jj] += Krt[k, ti, pb + jj] * M[ti, jj]
+                    S[jj] += gKt[k, ti, pb + jj] * Kt[k, ti, pb + jj]
+            for jj in range(m):
+                if Z[jj] == 0:
+                    Z[jj] = 1
+            for ti in range(t_n):
+                for jj in range(m):
+                    gKt[k, ti, pb + jj] = (gKt[k, ti, pb + jj] - S[jj]) / Z[jj]
+        if masked:
+            for ti in range(t_n):
+                for jj in range(m):
+                    gKt[k, ti, pb + jj] *= M[ti, jj]
+        sa = 0.0
+        sl = 0.0
+        if need_alpha:
+            for ti in range(t_n):
+                for jj in range(m):
+                    sa += gKt[k, ti, pb + jj]
+        if need_lam:
+            a = alpha[k]
+            for ti in range(t_n):
+                for jj in range(m):
+                    g = gKt[k, ti, pb + jj]
+                    if g != 0:
+                        sl += g * half * math.log(D2t[k, ti, pb + jj] + eps) * (
+                            Krt[k, ti, pb + jj] - a)
+        part[u, 0, k] = sa
+        part[u, 1, k] = sl
+        if need_guide:
+            if kind == 0:
+                for ti in range(t_n):
+                    for jj in range(m):
+                        gKt[k, ti, pb + jj] *= -half * Krt[k, ti, pb + jj]
+            elif kind == 1:
+                for ti in range(t_n):
+                    for jj in range(m):
+                        gKt[k, ti, pb + jj] *= -Krt[k, ti, pb + jj] / (
+                            two * math.sqrt(D2t[k, ti, pb + jj] + eps))
+            else:
+                hl = half * lam[k]
+                e = hl - one
+                for ti in range(t_n):
+                    for jj in range(m):
+                        g = gKt[k, ti, pb + jj]
+                        if g != 0:
+                            gKt[k, ti, pb + jj] = g * hl * (D2t[k, ti, pb + jj] + eps) ** e
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _guide_grad_channel(c, nblk, guide, geo, cls, taps, r0, r1, c0, c1, opt, cst, gKt,
+                        grad_guide):
+    """Scatter ``2*diff*g_d2`` of guide channel ``c`` to neighbours and centres."""
+    chw = opt[2]
+    kg = c * (chw != 0)
+    th_n, tw_n = cls[1, 3], cls[2, 3]
+    t_n = cls[0, 3] * th_n * tw_n
+    gsd, gsh, gsw = cls[0, 5], cls[1, 5], cls[2, 5]
+    floor, two = cst[4], cst[5]
+    cbw = cls[2, 6]
+    f0 = np.empty(COL_BLOCK, dtype=gKt.dtype)
+    fn = np.empty(COL_BLOCK, dtype=gKt.dtype)
+    acc = np.empty(COL_BLOCK, dtype=gKt.dtype)
+    for u in range((r1 - r0) * nblk):
+        r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
+        m = jb - ja
+        b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
+        cd = cls[0, 6] + jd * gsd
+        ch = cls[1, 6] + jh * gsh
+        clo, chi = _guide_row(f0, guide, b, c, cd, ch, cbw, gsw, geo, ja, jb)
+        for jj in range(m):
+            acc[jj] = 0
+        for ti in range(t_n):
+            tdi = ti // (th_n * tw_n)
+            thi = (ti // tw_n) % th_n
+            twi = ti % tw_n
+            gd = taps[0, tdi, 2] + jd * gsd
+            gh = taps[1, thi, 2] + jh * gsh
+            gbw = taps[2, twi, 2]
+            lo, hi = _guide_row(fn, guide, b, c, gd, gh, gbw, gsw, geo, ja, jb)
+            for jj in range(m):
+                fn[jj] = two * max(fn[jj] - f0[jj], floor) * gKt[kg, ti, pb + jj]
+                acc[jj] -= fn[jj]
+            for j in range(lo, hi):
+                grad_guide[b, c, gd, gh, gbw + j * gsw] += fn[j - ja]
+        for j in range(clo, chi):
+            grad_guide[b, c, cd, ch, cbw + j * gsw] += acc[j - ja]
+
+
+@njit(parallel=True, cache=True)
 def kernel_tile_vjp(guide, mask, geo, cls, taps, r0, r1, c0, c1, opt, alpha, lam, cst,
                     Kt, Krt, D2t, gKt, grad_guide, part, need_guide, need_alpha, need_lam):
     """Backward of :func:`kernel_tile` for one tile.
 
     ``gKt`` (Ck, T_r, npix): gradient w.r.t. the tile's final K; overwritten.
-    ``grad_guide`` (B, Cg, *guide): accumulated. ``part`` (units, 2, Ck):
-    per-unit alpha and lam partial sums (the caller adds them up).
+    ``grad_guide`` (B, Cg, *guide): accumulated, one guide channel per thread.
+    ``part`` (units, 2, Ck): per-unit alpha and lam partial sums.
     """
-    kind, chw, normalize, masked, has_mask = opt[0], opt[2], opt[3], opt[4], opt[5]
-    cg_n = guide.shape[1]
-    ck_n = Kt.shape[0]
-    gd_n, gh_n, gw_n = geo[1, 0], geo[1, 1], geo[1, 2]
-    nd, nh = cls[0, 2], cls[1, 2]
-    td_n, th_n, tw_n = cls[0, 3], cls[1, 3], cls[2, 3]
-    t_n = td_n * th_n * tw_n
-    gsd, gsh, gsw = cls[0, 5], cls[1, 5], cls[2, 5]
-    half, eps, one, zero, floor, two = cst[0], cst[1], cst[2], cst[3], cst[4], cst[5]
-    ncol = c1 - c0
-    nblk = (ncol + COL_BLOCK - 1) // COL_BLOCK
-    nunits = (r1 - r0) * nblk
-    # 1) through normalisation and mask, alpha/lam sums, then d phi / d d2
-    for u in prange(nunits):
-        r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
-        m = jb - ja
-        b, jd, jh = decode_row(r, nd, nh)
-        if masked:
-            M = np.empty((t_n, m), dtype=Kt.dtype)
-            for tdi in range(td_n):
-                for thi in range(th_n):
-                    for twi in range(tw_n):
-                        ti = (tdi * th_n + thi) * tw_n + twi
-                        _tap_validity(M[ti], mask, has_mask, b, geo, cls, taps, jd, jh,
-                                      tdi, thi, twi, ja, jb)
-        for k in range(ck_n):
-            if normalize:
-                Z = np.zeros(m, dtype=Kt.dtype)
-                S = np.zeros(m, dtype=Kt.dtype)
-                for ti in range(t_n):
-                    for jj in range(m):
-                        Z[jj] += Krt[k, ti, pb + jj] * M[ti, jj]
-                        S[jj] += gKt[k, ti, pb + jj] * Kt[k, ti, pb + jj]
-                for jj in range(m):
-                    if Z[jj] == zero:
-                        Z[jj] = one
-                for ti in range(t_n):
-                    for jj in range(m):
-                        gKt[k, ti, pb + jj] = (gKt[k, ti, pb + jj] - S[jj]) / Z[jj]
-            if masked:
-                for ti in range(t_n):
-                    for jj in range(m):
-                        gKt[k, ti, pb + jj] *= M[ti, jj]
-            sa = 0.0
-            sl = 0.0
-            if need_alpha:
-                for ti in range(t_n):
-                    for jj in range(m):
-                        sa += gKt[k, ti, pb + jj]
-            if need_lam:
-                a = alpha[k]
-                for ti in range(t_n):
-                    for jj in range(m):
-                        g = gKt[k, ti, pb + jj]
-                        if g != zero:
-                            sl += g * half * math.log(D2t[k, ti, pb + jj] + eps) * (
-                                Krt[k, ti, pb + jj] - a)
-            part[u, 0, k] = sa
-            part[u, 1, k] = sl
-            if need_guide:
-                if kind == 0:
-                    for ti in range(t_n):
-                        for jj in range(m):
-                            gKt[k, ti, pb + jj] *= -half * Krt[k, ti, pb + jj]
-                elif kind == 1:
-                    for ti in range(t_n):
-                        for jj in range(m):
-                            gKt[k, ti, pb + jj] *= -Krt[k, ti, pb + jj] / (
-                                two * math.sqrt(D2t[k, ti, pb + jj] + eps))
-                else:
-                    l_ = lam[k]
-                    e = half * l_ - one
-                    for ti in range(t_n):
-                        for jj in range(m):
-                            g = gKt[k, ti, pb + jj]
-                            if g != zero:
-                                gKt[k, ti, pb + jj] = g * half * l_ * (
-                                    D2t[k, ti, pb + jj] + eps) ** e
-    if not need_guide:
-        return
-    # 2) scatter 2*diff*g_d2 to neighbours and centres; one guide channel per thread
-    cbw = cls[2, 6]
-    for c in prange(cg_n):
-        kg = c * chw  # chw is 0 or 1
-        for u in range(nunits):
-            r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
-            m = jb - ja
-            b, jd, jh = decode_row(r, nd, nh)
-            f0 = np.zeros(m, dtype=Kt.dtype)
-            acc = np.zeros(m, dtype=Kt.dtype)
-            cd = cls[0, 6] + jd * gsd
-            ch = cls[1, 6] + jh * gsh
-            cok = 0 <= cd < gd_n and 0 <= ch < gh_n
-            clo, chi = ja, ja
-            if cok:
-                clo, chi = jrange(cbw, gsw, gw_n, ja, jb)
-                for j in range(clo, chi):
-                    f0[j - ja] = guide[b, c, cd, ch, cbw + j * gsw]
-            for tdi in range(td_n):
-                gd = taps[0, tdi, 2] + jd * gsd
-                for thi in range(th_n):
-                    gh = taps[1, thi, 2] + jh * gsh
-                    rowok = 0 <= gd < gd_n and 0 <= gh < gh_n
-                    for twi in range(tw_n):
-                        ti = (tdi * th_n + thi) * tw_n + twi
-                        gbw = taps[2, twi, 2]
-                        lo, hi = ja, ja
-                        if rowok:
-                            lo, hi = jrange(gbw, gsw, gw_n, ja, jb)
-                        for jj in range(lo - ja):
-                            v = max(-f0[jj], floor)
-                            acc[jj] -= two * v * gKt[kg, ti, pb + jj]
-                        for j in range(lo, hi):
-                            jj = j - ja
-                            v = max(guide[b, c, gd, gh, gbw + j * gsw] - f0[jj], floor)
-                            gv = two * v * gKt[kg, ti, pb + jj]
-                            grad_guide[b, c, gd, gh, gbw + j * gsw] += gv
-                            acc[jj] -= gv
-                        for jj in range(hi - ja, m):
-                            v = max(-f0[jj], floor)
-                            acc[jj] -= two * v * gKt[kg, ti, pb + jj]
-            for j in range(clo, chi):
-                grad_guide[b, c, cd, ch, cbw + j * gsw] += acc[j - ja]
+    nblk = (c1 - c0 + COL_BLOCK - 1) // COL_BLOCK
+    for u in prange((r1 - r0) * nblk):
+        _kernel_vjp_unit(u, nblk, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
+                         Kt, Krt, D2t, gKt, part, need_guide, need_alpha, need_lam)
+    if need_guide:
+        for c in prange(guide.shape[1]):
+            _guide_grad_channel(c, nblk, guide, geo, cls, taps, r0, r1, c0, c1, opt, cst, gKt,
+                                grad_guide)
 
 
 # --------------------------------------------------------------------------- full K

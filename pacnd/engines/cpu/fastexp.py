@@ -59,7 +59,7 @@ _LN2_HI32 = np.float32(0.693145751953125)
 _LN2_LO32 = np.float32(1.428606765330187e-06)
 
 
-@overload(vexp, inline="always", fastmath=False)
+@overload(vexp, fastmath=False)
 def _vexp_ov(x):
     if x == types.float32:
         lo, hi = np.float32(-104.0), np.float32(88.0)

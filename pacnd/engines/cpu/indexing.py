@@ -1,4 +1,4 @@
-"""Small inlined helpers shared by the Numba kernels: tile rows and valid ranges.
+"""Small helpers shared by the Numba kernels: tile rows and valid ranges.
 
 See :mod:`pacnd.engines.cpu.layout` for the meaning of ``cls``/``taps``/``geo``.
 """
@@ -15,7 +15,7 @@ FASTMATH = {"nsz", "arcp", "contract", "reassoc", "afn"}
 COL_BLOCK = 256
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def decode_row(r, nd, nh):
     """Row ``r`` of a class -> (batch, j_d, j_h)."""
     per_b = nd * nh
@@ -25,7 +25,7 @@ def decode_row(r, nd, nh):
     return b, jd, rem - jd * nh
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def jrange(base, step, n, ja, jb):
     """``[lo, hi)``: the ``j`` in ``[ja, jb)`` with ``0 <= base + j*step < n``."""
     lo = -(base // step)                 # ceil(-base / step)
@@ -39,7 +39,7 @@ def jrange(base, step, n, ja, jb):
     return lo, hi
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def unit_of(u, nblk, r0, c0, c1):
     """Work unit ``u`` -> (row, first column, end column, tile pixel of the first column)."""
     rr = u // nblk

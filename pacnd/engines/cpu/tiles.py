@@ -17,7 +17,7 @@ from .indexing import FASTMATH, decode_row, jrange
 __all__ = ["gather_cols", "write_out", "gather_out", "scatter_input", "reduce_gk"]
 
 
-@njit(inline="always", cache=True)
+@njit(cache=True)
 def _tap_of(ti, th_n, tw_n):
     tdi = ti // (th_n * tw_n)
     rem = ti - tdi * th_n * tw_n
