@@ -100,6 +100,9 @@ def select_engine(arrays, engine=None):
     try:
         return importlib.import_module(ENGINES[name][1])
     except ImportError as exc:
-        if engine is None and name == "numba" and device == "cpu":
+        explicit = engine is not None or _configured[device] is not None \
+            or os.environ.get("PACND_ENGINE")
+        if not explicit and name == "numba":
+            # Only the built-in default falls back; an engine someone asked for never does.
             return importlib.import_module(ENGINES["numpy"][1])
         raise RuntimeError(f"engine {name!r} is not available: {exc}") from exc

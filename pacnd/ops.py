@@ -98,6 +98,12 @@ def _odd_kernel(kernel_size, name="kernel_size"):
             f"window has a centre pixel (use e.g. {tuple(k + 1 if k % 2 == 0 else k for k in kernel_size)})")
 
 
+def _check_nonempty(a, name):
+    if any(n == 0 for n in a.shape):
+        raise ValueError(f"{name} is empty: shape {tuple(a.shape)} has a zero-sized axis; PAC "
+                         f"needs at least one batch item, channel and pixel")
+
+
 def _check_out_size(out_size, in_size, what):
     if any(o < 1 for o in out_size):
         raise ValueError(
@@ -282,6 +288,7 @@ def _plan_pac(input, guide, weight, bias, *, stride, padding, dilation, groups, 
     if not isinstance(groups, numbers.Integral) or isinstance(groups, bool) or groups < 1:
         raise ValueError(f"groups={groups!r} must be a positive int")
     groups = int(groups)
+    _check_nonempty(input, "input")
     B, cin = input.shape[:2]
     in_size = tuple(input.shape[2:])
     ksize = tuple(weight.shape[2:])
@@ -382,6 +389,7 @@ def _plan_pac(input, guide, weight, bias, *, stride, padding, dilation, groups, 
 def _plan_pool(input, guide, kernel_size, *, stride, padding, dilation, kernel, alpha, lam, asym,
                normalize, channel_wise, mask, adapting, engine):
     input = check_float_array(_unwrap(input), "input")
+    _check_nonempty(input, "input")
     nd = input.ndim - 2
     if nd not in (1, 2, 3):
         raise ValueError(f"input has shape {tuple(input.shape)}: it must be (B, C, *spatial) "
@@ -650,6 +658,7 @@ def conv_transpose_vjp(grad_output, input, weight, bias=None, *, stride=1, paddi
 def _plan_kernel(guide, kernel_size, *, stride, padding, dilation, kernel, alpha, lam, asym,
                  normalize, mask, channel_wise, transposed, output_padding, engine):
     guide = check_float_array(_unwrap(guide), "guide")
+    _check_nonempty(guide, "guide")
     nd = guide.ndim - 2
     if nd not in (1, 2, 3):
         raise ValueError(f"guide has shape {tuple(guide.shape)}: it must be (B, Cg, *spatial) "

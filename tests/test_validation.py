@@ -367,3 +367,11 @@ def test_inputs_are_not_modified():
     pacnd.pac_conv_vjp(np.ones((2, 3, 5, 6)), *args, padding=1, normalize=True, engine=E)
     for a, orig in zip(args, (X, G, W, B)):
         assert np.array_equal(a, orig)
+
+
+@pytest.mark.parametrize("shape", [(0, 2, 5, 5), (1, 0, 5, 5), (1, 2, 0, 5)])
+def test_empty_input_is_rejected(shape):
+    x = np.zeros(shape)
+    g = np.zeros((shape[0], 1) + shape[2:])
+    with pytest.raises(ValueError, match=r"input is empty: shape .* zero-sized axis"):
+        pacnd.pac_conv(x, g, np.zeros((2, max(shape[1], 1), 3, 3)), engine="numpy")
