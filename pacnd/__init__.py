@@ -6,7 +6,9 @@ joint bilateral, joint bilateral upsampling, detail-preserving pooling) in
 :mod:`pacnd.filters`.
 """
 
+from . import datasets, filters
 from ._dispatch import get_engine, set_engine, use_engine
+from .filters import bilateral, detail_preserving_pool, joint_bilateral, joint_bilateral_upsample
 from .ops import (adapting_kernel, adapting_kernel_vjp, conv, conv_transpose,
                   conv_transpose_vjp, conv_vjp, pac_conv, pac_conv_transpose,
                   pac_conv_transpose_vjp, pac_conv_vjp, pac_pool, pac_pool_vjp)
@@ -16,5 +18,6 @@ __version__ = "0.1.0"
 __all__ = [
     "adapting_kernel", "adapting_kernel_vjp", "pac_conv", "pac_conv_vjp", "pac_conv_transpose",
     "pac_conv_transpose_vjp", "pac_pool", "pac_pool_vjp", "conv", "conv_vjp", "conv_transpose",
-    "conv_transpose_vjp", "get_engine", "set_engine", "use_engine",
+    "conv_transpose_vjp", "get_engine", "set_engine", "use_engine", "datasets", "filters",
+    "bilateral", "joint_bilateral", "joint_bilateral_upsample", "detail_preserving_pool",
 ]

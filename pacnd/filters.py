@@ -673,14 +673,16 @@ def detail_preserving_pool(image, *, size=2, stride=None, padding=0, alpha=0.1, 
     asym : bool, optional
         Asymmetric reward: only pixels brighter than ``I~[p]`` are rewarded.
     reference : {'box', 'dpid'} or ndarray, optional
-        How ``I~`` is computed. ``'box'`` (default; "Lite-DPP"): the mean of
-        the window's in-image pixels (average pooling). ``'dpid'``: that box
-        downscaled image smoothed with ``[1, 2, 1]/4`` along every spatial dim
-        (edge-replicated), DPID's fixed filter. An array: ``I~`` itself, with
-        the output's shape and layout (e.g. a learned filter's output, "full
-        DPP").
+        How the linearly downscaled ``I~`` is computed. ``'box'`` (default):
+        the mean of the window's in-image pixels (average pooling). ``'dpid'``:
+        that box-downscaled image smoothed with ``[1, 2, 1]/4`` along every
+        spatial dim (edge-replicated), the fixed filter of DPID (Weber et al.
+        2016), which DPP builds on. An array: ``I~`` itself, with the output's
+        shape and layout — e.g. the output of a learned linear downscaling, as
+        in the paper's full DPP.
     eps : float, optional
-        The reward's ``epsilon`` (default 1e-3, the paper's value).
+        The reward's ``epsilon``, a small constant that keeps ``rho`` smooth
+        at 0 (default 1e-3).
     channel_axis : int or None, optional
         Channel axis of ``image``.
     engine : str, optional

@@ -6,7 +6,6 @@ guide, weight, bias, learnable inverse-kernel alpha/lambda), float64, to
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 import pacnd
 import pacnd.functional as F

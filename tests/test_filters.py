@@ -98,6 +98,49 @@ def test_bilateral_preserves_step_edge(engine, rng):
     assert np.abs(out - img).std() < np.abs(noisy - img).std()
 
 
+def _coords(shape, scale):
+    grids = np.meshgrid(*[np.arange(n, dtype=np.float64) for n in shape], indexing="ij")
+    return [scale * gr for gr in grids]
+
+
+def test_bilateral_equals_paper_formulation(engine, rng):
+    """Spatial term in the guide, W = 1, normalize=True (the PAC paper's construction)."""
+    import pacnd
+
+    img = rng.random((9, 10, 2))
+    ss, sc, win = 1.4, 0.3, 5
+    out = F.bilateral(img, sigma_spatial=ss, sigma_color=sc, win_size=win, channel_axis=-1,
+                      engine=engine)
+    x = np.moveaxis(img, -1, 0)[None]
+    guide = np.concatenate([x[0] / sc, np.stack(_coords(img.shape[:2], 1 / ss))])[None]
+    ref = pacnd.pac_conv(np.ascontiguousarray(x), np.ascontiguousarray(guide),
+                         np.ones((1, 1, win, win)), shared=True, padding=win // 2,
+                         normalize=True, engine=engine)
+    close(out, np.moveaxis(ref[0], 0, -1))
+
+
+@pytest.mark.parametrize("factor,win", [(2, 5), (3, 7), (4, 9)])
+def test_jbu_equals_reference_joint_bilateral_module(engine, rng, factor, win):
+    """NVlabs/pacnet's JointBilateral baseline: PAC^T with guide (RGB*scale_color,
+    y*scale_space, x*scale_space), identity weight, normalize_kernel=True,
+    padding 1 + (k - f - 1)//2, output_padding (k - f) % 2."""
+    import pacnd
+
+    low = rng.random((3, 4))
+    guide = rng.random((3 * factor, 4 * factor, 3))
+    ss, sc = 0.6, 0.25
+    out = F.joint_bilateral_upsample(low, guide, factor=factor, sigma_spatial=ss,
+                                     sigma_color=sc, win_size=win, engine=engine)
+    g = np.concatenate([np.moveaxis(guide, -1, 0) / sc,
+                        np.stack(_coords(guide.shape[:2], 1 / (ss * factor)))])[None]
+    ref = pacnd.pac_conv_transpose(low[None, None], np.ascontiguousarray(g),
+                                   np.ones((1, 1, win, win)), stride=factor,
+                                   padding=1 + (win - factor - 1) // 2,
+                                   output_padding=(win - factor) % 2, normalize=True,
+                                   engine=engine)
+    close(out, ref[0, 0])
+
+
 # =========================================================================== joint bilateral
 def test_joint_bilateral_matches_naive(engine, rng):
     img = rng.random((8, 10, 3))

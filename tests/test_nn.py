@@ -157,7 +157,8 @@ def naive_conv_transpose_torch(x, w, b, stride, padding, output_padding, dilatio
         for j in range(W_):
             for ty in range(k):
                 for tx in range(k):
-                    y, xx = i * stride - padding + ty * dilation, j * stride - padding + tx * dilation
+                    y = i * stride - padding + ty * dilation
+                    xx = j * stride - padding + tx * dilation
                     if 0 <= y < Ho and 0 <= xx < Wo:
                         out[:, :, y, xx] += np.einsum("bc,co->bo", x[:, :, i, j], w[:, :, ty, tx])
     return out + b[None, :, None, None]

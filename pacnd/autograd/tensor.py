@@ -22,7 +22,6 @@ import numbers
 import numpy as np
 
 from .._validate import array_module
-from .mode import is_grad_enabled
 
 __all__ = ["Tensor", "is_array", "as_array"]
 

@@ -110,8 +110,8 @@ def _params_arrays(be, spec, ck, like):
         z = xp.zeros(max(ck, 1), dtype=like.dtype)
         return z, z
     a, l_ = spec.params_for(ck)
-    return (xp.asarray(np.ascontiguousarray(a, dtype=like.dtype)),
-            xp.asarray(np.ascontiguousarray(l_, dtype=like.dtype)))
+    return (xp.asarray(np.array(a, dtype=like.dtype, copy=True)),
+            xp.asarray(np.array(l_, dtype=like.dtype, copy=True)))
 
 
 def _grid1d(be, total):

@@ -81,7 +81,7 @@ def _rebuild_tensor_v2(storage, storage_offset, size, stride, requires_grad=Fals
             f"storage with {base.size} elements")
     view = np.lib.stride_tricks.as_strided(base[offset:], shape=size,
                                            strides=tuple(st * base.itemsize for st in stride))
-    return np.array(view)  # own, writable, contiguous copy
+    return np.array(view, order="C")  # own, writable, C-contiguous copy
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride):

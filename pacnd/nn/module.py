@@ -444,6 +444,11 @@ class Sequential(Module):
             return self._modules[i]
         return list(self._modules.values())[i]
 
+    def __setitem__(self, i, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"{type(module).__name__} is not a Module")
+        self._modules[i if isinstance(i, str) else list(self._modules)[i]] = module
+
     def append(self, module):
         self.add_module(str(len(self._modules)), module)
         return self
@@ -474,3 +479,8 @@ class ModuleList(Module):
 
     def __getitem__(self, i):
         return list(self._modules.values())[i]
+
+    def __setitem__(self, i, module):
+        if not isinstance(module, Module):
+            raise TypeError(f"{type(module).__name__} is not a Module")
+        self._modules[list(self._modules)[i]] = module

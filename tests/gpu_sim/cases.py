@@ -38,6 +38,22 @@ def with_engine(engine_module):
         ops.select_engine = old
 
 
+class PoisonNumpy:
+    """NumPy, except that ``empty`` / ``empty_like`` return NaN-filled arrays: any
+    element a kernel fails to write shows up as NaN."""
+
+    def __getattr__(self, name):
+        return getattr(np, name)
+
+    @staticmethod
+    def empty(shape, dtype=float):
+        return np.full(shape, np.nan, dtype=dtype)
+
+    @staticmethod
+    def empty_like(a, dtype=None):
+        return np.full(a.shape, np.nan, dtype=dtype or a.dtype)
+
+
 def rel_err(actual, expected):
     actual = np.asarray(actual, dtype=np.float64)
     expected = np.asarray(expected, dtype=np.float64)

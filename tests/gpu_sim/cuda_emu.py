@@ -23,6 +23,8 @@ import numpy as np
 from pacnd.engines import _gpu_common as common
 from pacnd.engines.cupy._source import KERNEL_FILES, kernels_dir
 
+from cases import PoisonNumpy
+
 HERE = Path(__file__).resolve().parent
 CTYPE = {"float32": "float", "float64": "double"}
 
@@ -69,22 +71,6 @@ def build():
         os.replace(tmp, so)
     _LIB["lib"] = ctypes.CDLL(str(so))
     return _LIB["lib"]
-
-
-class PoisonNumpy:
-    """NumPy, except that ``empty`` / ``empty_like`` return NaN-filled arrays: any
-    element a kernel fails to write shows up as NaN."""
-
-    def __getattr__(self, name):
-        return getattr(np, name)
-
-    @staticmethod
-    def empty(shape, dtype=float):
-        return np.full(shape, np.nan, dtype=dtype)
-
-    @staticmethod
-    def empty_like(a, dtype=None):
-        return np.full(a.shape, np.nan, dtype=dtype or a.dtype)
 
 
 class EmuBackend:

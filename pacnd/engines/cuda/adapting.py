@@ -14,6 +14,9 @@ from .. import _gpu_common as common
 
 __all__ = ["adapting_kernel", "adapting_kernel_vjp", "KERNELS"]
 
+#: static shared buffer of the block reductions (>= threads per block)
+_RED = dv.MAX_THREADS
+
 
 @cuda.jit
 def adapting_fwd(P, guide, mask, alpha, lam, K):
@@ -72,7 +75,7 @@ def adapting_zinv(P, guide, mask, alpha, lam, zinv):
 def adapting_bwd_d2(P, guide, mask, alpha, lam, gK, partial):
     """dL/dK -> dL/dd2 in place; grid (gx, B * CK), block row (b, kc). partial[row, bx, 0|1]
     = the block's sums of dL/dalpha, dL/dlam."""
-    buf = cuda.shared.array(dv.MAX_THREADS, float64)
+    buf = cuda.shared.array(_RED, float64)
     T = P[dv.NTAPS]
     nout = P[dv.NOUT]
     ck = P[dv.CK]

@@ -1,0 +1,93 @@
+"""Numba CUDA kernels of pacnd.engines.cuda under Numba's CUDA simulator.
+
+Run by ``tests/test_gpu_numba.py`` in its own process with
+``NUMBA_ENABLE_CUDASIM=1`` (the simulator must be chosen before Numba is
+imported); not collected by a plain ``pytest`` run (the file name does not
+start with ``test_``). Launches are shrunk (16 threads per block, at most 3
+blocks: every grid-stride loop and block reduction runs over several blocks)
+and the problems are tiny: a simulated thread costs ~0.1-0.5 ms.
+
+Outputs are allocated NaN-filled (every element must be written) and compared
+with the NumPy reference engine: every option (tests/gpu_sim/cases.py) and
+the authors' reference cases, float64 to 1e-10 and float32 to 2e-5.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import cases  # noqa: E402
+
+if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
+    pytest.skip("run through tests/test_gpu_numba.py (needs NUMBA_ENABLE_CUDASIM=1 before Numba "
+                "is imported)", allow_module_level=True)
+
+from numba import config as numba_config  # noqa: E402
+
+from pacnd.engines import cuda as cuda_engine  # noqa: E402
+from pacnd.engines import reference  # noqa: E402
+from pacnd.engines.cuda import _backend, config  # noqa: E402
+
+config.THREADS = 16
+config.MAX_BLOCKS = 3
+config.TARGET_THREADS = 64
+config.MIN_SPLIT = 8
+config.CHUNK_ELEMENTS = 40  # channel-wise dL/dK in several chunks
+_backend.NumbaBackend.array_module = staticmethod(lambda a: cases.PoisonNumpy())
+
+SIM_CONFIGS = sorted(cases.CONFIGS)
+F32_CONFIGS = ["conv2d_stride_dil_norm", "conv2d_cw_inverse_per_channel_norm",
+               "convT2d_s2_op1_norm", "pool2d_dpp", "conv3d_norm"]
+
+
+def test_simulator_is_on():
+    from pacnd.engines.cuda.pac import pac_fwd_direct  # noqa: PLC0415
+
+    assert numba_config.ENABLE_CUDASIM
+    assert "simulator" in type(pac_fwd_direct).__module__
+
+
+@pytest.mark.parametrize("name", SIM_CONFIGS)
+def test_numba_kernels_match_reference(name):
+    cfg = cases.CONFIGS[name]
+    arrs = cases.make_inputs(cfg, np.float64)
+    errs = cases.compare(cases.run_all(cuda_engine, cfg, arrs),
+                         cases.run_all(reference, cfg, arrs))
+    assert max(errs.values()) <= 1e-10, errs
+
+
+@pytest.mark.parametrize("name", F32_CONFIGS)
+def test_numba_kernels_float32(name):
+    cfg = cases.CONFIGS[name]
+    arrs = cases.make_inputs(cfg, np.float32)
+    got = cases.run_all(cuda_engine, cfg, arrs)
+    for v in got.values():
+        for a in (v.values() if isinstance(v, dict) else [v]):
+            assert a.dtype == np.float32
+    errs = cases.compare(got, cases.run_all(reference, cfg, arrs))
+    assert max(errs.values()) <= 2e-5, errs
+
+
+@pytest.mark.parametrize("name", cases.reference_case_names())
+def test_numba_kernels_reference_cases(name):
+    errs = cases.run_reference_case(cuda_engine, cases.load_reference_case(name))
+    assert max(errs.values()) <= 1e-10, errs
+
+
+def test_numba_kernels_repeatable():
+    cfg = cases.CONFIGS["conv2d_groups_mask_norm"]
+    arrs = cases.make_inputs(cfg, np.float32)
+    a = cases.run_all(cuda_engine, cfg, arrs)
+    b = cases.run_all(cuda_engine, cfg, arrs)
+    for k in a:
+        for g in (a[k] if isinstance(a[k], dict) else [None]):
+            va = a[k][g] if g else a[k]
+            vb = b[k][g] if g else b[k]
+            np.testing.assert_array_equal(va, vb, err_msg=f"{k}.{g}")

@@ -1,0 +1,119 @@
+"""The Numba CUDA engine without a GPU: its kernels under Numba's CUDA simulator,
+and every kernel compiled to PTX for sm_80 and sm_90.
+
+Both need a process of their own (the simulator must be switched on before
+Numba is imported; the PTX compile is slow), so a module fixture starts the
+two subprocesses at once and the tests below read their results:
+
+* ``tests/gpu_sim/sim_numba_kernels.py`` — pytest, ``NUMBA_ENABLE_CUDASIM=1``:
+  every option and the authors' reference cases against the NumPy reference;
+* ``tests/gpu_sim/ptx_compile.py`` — ``numba.cuda.compile_ptx`` of each kernel
+  with its launch argument types (float32, float64), sm_80 and sm_90.
+
+Needs the ``numba-cuda`` package (``numba-cuda[cu13]``: NVVM for the PTX);
+skipped with the reason when it is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+HERE = Path(__file__).resolve().parent
+SIM_DIR = HERE / "gpu_sim"
+REPO = HERE.parent
+TIMEOUT = 900
+
+
+def _numba_cuda_reason():
+    try:
+        import numba.cuda  # noqa: F401, PLC0415
+    except Exception as exc:
+        return f"numba.cuda does not import ({exc}); pip install 'numba-cuda[cu13]'"
+    try:
+        from importlib.metadata import version  # noqa: PLC0415
+        version("numba-cuda")
+    except Exception:
+        return ("the numba-cuda package is not installed (numba's bundled CUDA target is "
+                "deprecated); pip install 'numba-cuda[cu13]'")
+    return None
+
+
+REASON = _numba_cuda_reason()
+pytestmark = pytest.mark.skipif(REASON is not None, reason=str(REASON))
+
+
+def _env(**extra):
+    env = dict(os.environ)
+    env.pop("NUMBA_ENABLE_CUDASIM", None)
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + [p for p in
+                                                        env.get("PYTHONPATH", "").split(os.pathsep)
+                                                        if p])
+    env.update(extra)
+    return env
+
+
+@pytest.fixture(scope="module")
+def runs():
+    tmp = Path(tempfile.mkdtemp(prefix="pacnd_numba_"))
+    ptx_json = tmp / "ptx.json"
+    sim = subprocess.Popen(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
+         "-rf", "--durations=5", str(SIM_DIR / "sim_numba_kernels.py")],
+        cwd=REPO, env=_env(NUMBA_ENABLE_CUDASIM="1"), stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True)
+    ptx = subprocess.Popen([sys.executable, str(SIM_DIR / "ptx_compile.py"), str(ptx_json)],
+                           cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                           stderr=subprocess.STDOUT, text=True)
+    out = {}
+    try:
+        out["sim"] = (sim.wait(TIMEOUT), sim.stdout.read())
+        out["ptx"] = (ptx.wait(TIMEOUT), ptx.stdout.read(), ptx_json)
+    finally:
+        for p in (sim, ptx):
+            if p.poll() is None:
+                p.kill()
+    return out
+
+
+def test_numba_kernels_under_simulator(runs):
+    rc, log = runs["sim"]
+    print(log[-3000:])
+    assert rc == 0, f"simulator suite failed (rc={rc}):\n{log[-12000:]}"
+    assert " passed" in log and " failed" not in log
+
+
+def _ptx_records(runs):
+    rc, log, path = runs["ptx"]
+    assert rc == 0 and path.exists(), f"ptx_compile.py failed (rc={rc}):\n{log[-8000:]}"
+    return json.loads(path.read_text())
+
+
+def test_every_numba_kernel_compiles_to_ptx(runs):
+    from pacnd.engines.cuda._backend import all_kernels  # noqa: PLC0415
+
+    recs = _ptx_records(runs)
+    bad = [r for r in recs if not (r["ok"] and r["target"] and r["entry"])]
+    assert not bad, "\n\n".join(f"{r['kernel']} {r['dtype']} {r['cc']}:\n{r.get('error', r)}"
+                                for r in bad)
+    done = {(r["kernel"], r["dtype"], r["cc"]) for r in recs}
+    want = {(k, d, cc) for k in all_kernels() for d in ("float32", "float64")
+            for cc in ("sm_80", "sm_90")}
+    assert done == want, want ^ done
+    print("slowest:", sorted(recs, key=lambda r: -r["seconds"])[:3])
+
+
+def test_kernel_signatures_match_kernels():
+    import inspect  # noqa: PLC0415
+
+    from pacnd.engines.cuda._backend import all_kernels  # noqa: PLC0415
+    from pacnd.engines.cuda._signatures import signature  # noqa: PLC0415
+
+    for name, kern in all_kernels().items():
+        assert len(inspect.signature(kern.py_func).parameters) == len(signature(name, "float32"))
