@@ -24,8 +24,8 @@ def array_module(a):
     """The array module of ``a``: NumPy, or CuPy for CuPy arrays (never imports CuPy)."""
     mod = type(a).__module__.split(".")[0]
     if mod == "cupy":
-        import cupy  # noqa: PLC0415 - only reached when given a CuPy array
-        return cupy
+        from ._cupy import cupy_module  # noqa: PLC0415 - only reached with a CuPy array
+        return cupy_module()
     return np
 
 

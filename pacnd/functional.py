@@ -30,6 +30,7 @@ from .autograd.loss import cross_entropy, l1_loss, mse_loss
 from .autograd.pac import PAIRS as _PAIRS
 from .autograd.pac import apply_op as _apply
 from .autograd.pool import avg_pool, max_pool
+from .autograd.tensor import as_array
 from .autograd.reduce import log_softmax, logsumexp, mean, softmax, sum
 from .autograd.resize import interpolate, resize
 from .autograd.shape import (broadcast_to, concat, expand_dims, flip, getitem, pad, reshape,
@@ -60,7 +61,7 @@ def pac_conv(input, guide, weight, bias=None, *, stride=1, padding=0, dilation=1
                   dict(input=input, guide=guide, weight=weight, bias=bias, adapting=adapting,
                        alpha=alpha, lam=lam),
                   dict(stride=stride, padding=padding, dilation=dilation, groups=groups,
-                       kernel=kernel, asym=asym, normalize=normalize, mask=_unwrap(mask),
+                       kernel=kernel, asym=asym, normalize=normalize, mask=as_array(mask),
                        shared=shared, channel_wise=channel_wise, engine=engine))
 
 
@@ -74,7 +75,7 @@ def pac_conv_transpose(input, guide, weight, bias=None, *, stride=1, padding=0,
                        alpha=alpha, lam=lam),
                   dict(stride=stride, padding=padding, output_padding=output_padding,
                        dilation=dilation, groups=groups, kernel=kernel, asym=asym,
-                       normalize=normalize, mask=_unwrap(mask), shared=shared,
+                       normalize=normalize, mask=as_array(mask), shared=shared,
                        channel_wise=channel_wise, engine=engine))
 
 
@@ -86,7 +87,7 @@ def pac_pool(input, guide, kernel_size, *, stride=1, padding=0, dilation=1, kern
                   dict(input=input, guide=guide, adapting=adapting, alpha=alpha, lam=lam),
                   dict(kernel_size=kernel_size, stride=stride, padding=padding,
                        dilation=dilation, kernel=kernel, asym=asym, normalize=normalize,
-                       channel_wise=channel_wise, mask=_unwrap(mask), engine=engine))
+                       channel_wise=channel_wise, mask=as_array(mask), engine=engine))
 
 
 def adapting_kernel(guide, kernel_size, *, stride=1, padding=0, dilation=1, kernel="gaussian",
@@ -96,7 +97,7 @@ def adapting_kernel(guide, kernel_size, *, stride=1, padding=0, dilation=1, kern
     return _apply(fn, vjp, dict(guide=guide, alpha=alpha, lam=lam),
                   dict(kernel_size=kernel_size, stride=stride, padding=padding,
                        dilation=dilation, kernel=kernel, asym=asym, normalize=normalize,
-                       mask=_unwrap(mask), channel_wise=channel_wise, transposed=transposed,
+                       mask=as_array(mask), channel_wise=channel_wise, transposed=transposed,
                        output_padding=output_padding, engine=engine))
 
 
@@ -113,10 +114,6 @@ def conv_transpose(input, weight, bias=None, *, stride=1, padding=0, output_padd
     return _apply(fn, vjp, dict(input=input, weight=weight, bias=bias),
                   dict(stride=stride, padding=padding, output_padding=output_padding,
                        dilation=dilation, groups=groups, engine=engine))
-
-
-def _unwrap(a):
-    return getattr(a, "data", a) if type(a).__name__ in ("Tensor", "Parameter") else a
 
 
 for _f in (pac_conv, pac_conv_transpose, pac_pool, adapting_kernel, conv, conv_transpose):

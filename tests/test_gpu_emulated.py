@@ -53,6 +53,19 @@ def test_cuda_c_matches_reference(name, dtype, path):
         assert any(k.endswith("_tiled") for k in eng.be.launched), eng.be.launched
 
 
+RANDOM = cases.random_configs(24, seed=2019)
+
+
+@pytest.mark.parametrize("path", ["direct", "tiled"])
+@pytest.mark.parametrize("name", sorted(RANDOM))
+def test_cuda_c_random_configs(name, path):
+    cfg = RANDOM[name]
+    arrs = cases.make_inputs(cfg, np.float64, seed=3)
+    errs = cases.compare(cases.run_all(engine(path, chunk_elements=30), cfg, arrs),
+                         cases.run_all(reference, cfg, arrs))
+    assert max(errs.values()) <= 1e-10, (cfg, errs)
+
+
 def test_auto_path_picks_tiled_kernels_for_wide_layers():
     cfg = cases.TILED_CONFIGS["tiled_conv2d_norm"]
     eng = engine("auto")

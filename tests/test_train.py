@@ -177,3 +177,18 @@ def test_fit_errors():
         train.fit(model, lambda m, b: 1.0, opt, crop_sampler, steps=1, progress=False)
     with pytest.raises(ValueError, match="steps=-1"):
         train.fit(model, denoise_loss, opt, crop_sampler, steps=-1, progress=False)
+
+
+def test_train_step_benchmark_smoke():
+    """benchmarks/bench_train_step.py runs (tiny crop, in-process) and the graph
+    step computes the same loss as the hand-written direct step."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_train_step.py"
+    spec = importlib.util.spec_from_file_location("bench_train_step", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    rep = bench.run(size=12, repeat=2, subprocesses=False, quiet=True)
+    assert rep["graph"]["loss"] == pytest.approx(rep["direct"]["loss"], rel=1e-5)
+    assert rep["graph"]["median_s"] > 0 and rep["direct"]["traced_peak_bytes"] > 0

@@ -218,9 +218,12 @@ def _k_source(K, guide, spec, cin):
     return 0, 1
 
 
-def _tiled(be, kind, *, ck, cin_g, cout_g, taps, dtype):
-    """Whether the tiled GEMM kernel ``kind`` runs for this problem."""
+def _tiled(be, kind, *, ck, cin_g, cout_g, taps, dtype, kmode=1):
+    """Whether the tiled GEMM kernel ``kind`` runs for this problem (K shared by all
+    channels; the backward ones read K from a buffer, not from the guide)."""
     if not getattr(be, "has_tiled", False) or ck != 1:
+        return False
+    if kind != "fwd" and kmode == 2:
         return False
     mode = be.path()
     if mode == "direct":
@@ -329,7 +332,8 @@ def pac_vjp(be, grad_out, x, weight, geom, groups, *, K=None, guide=None, spec=N
     if need_x:
         gx = xp.empty_like(x)
         Pd = be.params(make_params(geom, **base))
-        if _tiled(be, "bwd_input", ck=ck, cin_g=cin_g, cout_g=cout_g, taps=T, dtype=dtype):
+        if _tiled(be, "bwd_input", ck=ck, cin_g=cin_g, cout_g=cout_g, taps=T, dtype=dtype,
+                  kmode=kmode):
             be.launch_tiled("pac_bwd_input_tiled", dtype, geom, (Pd, weight, grad_out, Kbuf, gx),
                             B=B, groups=groups, rows=cin_g, cols=math.prod(geom.in_size))
         else:
@@ -340,8 +344,8 @@ def pac_vjp(be, grad_out, x, weight, geom, groups, *, K=None, guide=None, spec=N
     if need_w:
         ntot = B * nout
         wn = cout * cin_g * T
-        if _tiled(be, "bwd_weight", ck=ck, cin_g=cin_g, cout_g=cout_g, taps=T, dtype=dtype) \
-                and ntot <= _INT32_MAX:
+        if _tiled(be, "bwd_weight", ck=ck, cin_g=cin_g, cout_g=cout_g, taps=T, dtype=dtype,
+                  kmode=kmode) and ntot <= _INT32_MAX:
             tiles = -(-cin_g * T // 64) * groups * -(-cout_g // 64)
             nsplit, split_len = _weight_splits(be, ntot, tiles)
             ws = xp.empty((nsplit, cout, cin_g * T), dtype=dtype)

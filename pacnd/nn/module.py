@@ -314,11 +314,12 @@ class Module:
     def _state_targets(self):
         """name -> (owner module, attribute, kind) for every state entry."""
         targets = OrderedDict()
+        seen = set()  # a shared parameter has one entry, as in named_parameters
         for mname, mod in self.named_modules():
             for pname, p in mod._parameters.items():
-                if p is not None:
-                    targets.setdefault(f"{mname}.{pname}" if mname else pname,
-                                       (mod, pname, "parameter"))
+                if p is not None and id(p) not in seen:
+                    seen.add(id(p))
+                    targets[f"{mname}.{pname}" if mname else pname] = (mod, pname, "parameter")
             for bname, b in mod._buffers.items():
                 if b is not None and bname not in mod._non_persistent:
                     targets.setdefault(f"{mname}.{bname}" if mname else bname,

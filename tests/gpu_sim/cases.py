@@ -60,7 +60,9 @@ def rel_err(actual, expected):
     assert actual.shape == expected.shape, (actual.shape, expected.shape)
     if not np.all(np.isfinite(actual)):
         return float("inf")
-    return float(np.abs(actual - expected).max()) / max(float(np.abs(expected).max()), 1e-300)
+    # relative to the largest expected value (floored at 1e-3 so that an all-zero
+    # expected gradient is compared to roundoff, not divided by zero)
+    return float(np.abs(actual - expected).max()) / max(float(np.abs(expected).max()), 1e-3)
 
 
 # --------------------------------------------------------------------------- random cases
@@ -355,3 +357,53 @@ def run_reference_case(engine_module, case):
     if "vjp" in got:
         got["vjp"] = {k: v for k, v in got["vjp"].items() if k in expected["vjp"]}
     return compare(got, expected)
+
+
+def random_configs(n, seed=0):
+    """``n`` random valid configs (op, shapes and options drawn at random)."""
+    rng = np.random.default_rng(seed)
+    out = {}
+    while len(out) < n:
+        op = str(rng.choice(["conv", "conv", "convT", "pool", "plain"]))
+        nd = int(rng.choice([1, 2, 2, 2, 3]))
+        k = tuple(int(v) for v in rng.choice([1, 3, 5], size=nd, p=[0.15, 0.6, 0.25]))
+        size = tuple(int(v) for v in rng.integers(3, 9 if nd < 3 else 5, size=nd))
+        stride = int(rng.choice([1, 1, 2, 3]))
+        dil = int(rng.choice([1, 1, 2]))
+        pad = int(rng.integers(0, max(k) // 2 * dil + 2))
+        groups = int(rng.choice([1, 1, 2]))
+        cin = groups * int(rng.integers(1, 4))
+        cout = groups * int(rng.integers(1, 4))
+        cfg = dict(op=op, B=int(rng.integers(1, 3)), cin=cin, cout=cout, size=size, k=k,
+                   stride=stride, dilation=dil, padding=pad, groups=groups,
+                   cg=int(rng.integers(1, 4)))
+        if op == "convT":
+            cfg["output_padding"] = int(rng.integers(0, max(stride, dil)))
+        if op == "pool":
+            cfg.pop("groups")
+        if op != "plain":
+            cfg["normalize"] = bool(rng.random() < 0.5)
+            if rng.random() < 0.3:
+                cfg["mask"] = True
+            kind = str(rng.choice(["gaussian", "laplacian", "inverse"]))
+            cfg["kernel"] = kind
+            if kind == "inverse":
+                cfg["alpha"] = float(rng.uniform(0, 0.5))
+                cfg["lam"] = float(rng.choice([-1.0, -0.5, 1.0]))
+                cfg["asym"] = bool(rng.random() < 0.5)
+            if op in ("pool", "conv") and rng.random() < 0.3:
+                cfg["channel_wise"] = True
+        try:
+            make_inputs(cfg)
+            geo = geometry(cfg)
+            shape_ok = True
+            if op == "convT" and cfg["output_padding"] >= max(stride, dil):
+                shape_ok = False
+        except Exception:
+            continue
+        outs = make_inputs(cfg)["grad_output"].shape[2:]
+        if not shape_ok or min(outs) < 1 or (op == "convT" and geo["padding"] >
+                                             (max(k) - 1) * dil):
+            continue
+        out[f"random{len(out)}"] = cfg
+    return out

@@ -63,6 +63,18 @@ def test_numba_kernels_match_reference(name):
     assert max(errs.values()) <= 1e-10, errs
 
 
+RANDOM = cases.random_configs(4, seed=7)
+
+
+@pytest.mark.parametrize("name", sorted(RANDOM))
+def test_numba_kernels_random_configs(name):
+    cfg = RANDOM[name]
+    arrs = cases.make_inputs(cfg, np.float64, seed=5)
+    errs = cases.compare(cases.run_all(cuda_engine, cfg, arrs),
+                         cases.run_all(reference, cfg, arrs))
+    assert max(errs.values()) <= 1e-10, (cfg, errs)
+
+
 @pytest.mark.parametrize("name", F32_CONFIGS)
 def test_numba_kernels_float32(name):
     cfg = cases.CONFIGS[name]

@@ -1,0 +1,210 @@
+"""GPU benchmark of pac_conv on both GPU engines (needs a CUDA GPU and CuPy).
+
+Problem (the reference layer of the design brief): B=4, 64 -> 64 channels,
+5x5 kernel, 512x512, guide with 16 channels, float32, padding 2. For each of
+``cupy`` and ``cuda`` (Numba): forward, and forward + backward (gradients of
+input, weight, bias and guide); next to torch ``conv2d`` (cuDNN, TF32 off) when
+torch imports — a plain convolution, the floor a PAC layer can hope for.
+
+Reported per run: median time (CUDA events), peak GPU memory above the inputs
+and outputs (a CuPy memory hook), and the achieved fraction of the FP32 and
+memory-bandwidth rooflines (useful work: 2*B*Cout*Cin*k^2*H*W flops for the
+convolution forward, 3x that for forward + backward; bytes: inputs + outputs
+once). Writes ``benchmarks/results/gpu_pac_<device>.json`` and prints a table.
+
+    python benchmarks/bench_gpu_pac.py [--repeat 10] [--small]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+
+# peak numbers of known devices: (FP32 TFLOP/s without tensor cores, memory TB/s)
+PEAKS = {
+    "H100 80GB HBM3": (66.9, 3.35), "H100 PCIe": (51.2, 2.0), "H100": (66.9, 3.35),
+    "H200": (66.9, 4.8), "A100-SXM4-80GB": (19.5, 2.04), "A100-SXM4-40GB": (19.5, 1.55),
+    "A100": (19.5, 1.55), "L40S": (91.6, 0.864), "RTX 4090": (82.6, 1.01),
+}
+
+
+def peaks_of(name):
+    for key, val in PEAKS.items():
+        if key in name:
+            return val
+    return (None, None)
+
+
+class PeakMemory:
+    """Peak bytes held from CuPy's pool while active (a CuPy MemoryHook)."""
+
+    def __init__(self, cp):
+        outer = self
+
+        class Hook(cp.cuda.MemoryHook):
+            name = "pacnd_bench_peak"
+
+            def malloc_postprocess(self, device_id, size, mem_size, mem_ptr, pmem_id):
+                outer.cur += mem_size
+                outer.peak = max(outer.peak, outer.cur)
+
+            def free_postprocess(self, device_id, mem_size, mem_ptr, pmem_id):
+                outer.cur -= mem_size
+
+        self.cur = self.peak = 0
+        self.hook = Hook()
+
+    def __enter__(self):
+        self.cur = self.peak = 0
+        self.hook.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.hook.__exit__(*exc)
+
+
+def time_gpu(cp, fn, repeat):
+    fn()
+    cp.cuda.Device().synchronize()
+    times = []
+    for _ in range(repeat):
+        start, stop = cp.cuda.Event(), cp.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
+    return statistics.median(times), min(times)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeat", type=int, default=10)
+    ap.add_argument("--small", action="store_true", help="a 128x128 problem (quick check)")
+    ap.add_argument("--engines", default="cupy,cuda")
+    args = ap.parse_args(argv)
+
+    sys.path.insert(0, str(HERE.parent))
+    import pacnd  # noqa: PLC0415
+    from pacnd._cupy import require_gpu  # noqa: PLC0415
+
+    cp = require_gpu("cupy")
+    B, C, K, CG = 4, 64, 5, 16
+    H = W = 128 if args.small else 512
+    rng = np.random.default_rng(0)
+    x = cp.asarray(rng.standard_normal((B, C, H, W), dtype=np.float32))
+    f = cp.asarray(rng.standard_normal((B, CG, H, W), dtype=np.float32))
+    w = cp.asarray(rng.standard_normal((C, C, K, K), dtype=np.float32) / (C * K * K) ** 0.5)
+    b = cp.asarray(rng.standard_normal(C, dtype=np.float32))
+    go = cp.asarray(rng.standard_normal((B, C, H, W), dtype=np.float32))
+    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+    dev_name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    tflops, tbs = peaks_of(dev_name)
+    flops_fwd = 2.0 * B * C * C * K * K * H * W
+    in_bytes = sum(a.nbytes for a in (x, f, w, b))
+    out_bytes = x.nbytes
+
+    rows = []
+
+    def record(engine, what, fn, flops, io_bytes, extra_bytes):
+        pool = cp.get_default_memory_pool()
+        fn()
+        cp.cuda.Device().synchronize()
+        pool.free_all_blocks()
+        with PeakMemory(cp) as pm:
+            res = fn()
+            cp.cuda.Device().synchronize()
+        del res
+        med, best = time_gpu(cp, fn, args.repeat)
+        row = {"engine": engine, "op": what, "median_s": med, "min_s": best,
+               "peak_extra_MiB": max(pm.peak - extra_bytes, 0) / 2**20,
+               "gflops": flops / med / 1e9,
+               "fp32_roofline": (flops / med / 1e12 / tflops) if tflops else None,
+               "bw_roofline": (io_bytes / med / 1e12 / tbs) if tbs else None}
+        rows.append(row)
+        print(f"{engine:>6} {what:<16} {med * 1e3:9.2f} ms  {row['gflops']:9.1f} GFLOP/s  "
+              f"peak extra {row['peak_extra_MiB']:8.1f} MiB"
+              + (f"  {100 * row['fp32_roofline']:5.1f}% FP32" if tflops else "")
+              + (f"  {100 * row['bw_roofline']:5.1f}% BW" if tbs else ""), flush=True)
+
+    for engine in [e for e in args.engines.split(",") if e]:
+        with pacnd.use_engine(engine):
+            t0 = time.time()
+            pacnd.pac_conv(x, f, w, b, padding=2)
+            pacnd.pac_conv_vjp(go, x, f, w, b, padding=2)
+            cp.cuda.Device().synchronize()
+            print(f"{engine}: first call (compile) {time.time() - t0:.1f} s", flush=True)
+            record(engine, "pac_conv fwd", lambda: pacnd.pac_conv(x, f, w, b, padding=2),
+                   flops_fwd, in_bytes + out_bytes, out_bytes)
+
+            def fwd_bwd():
+                out = pacnd.pac_conv(x, f, w, b, padding=2)
+                g = pacnd.pac_conv_vjp(go, x, f, w, b, padding=2)
+                return out, g
+
+            grads_bytes = x.nbytes + f.nbytes + w.nbytes + b.nbytes
+            record(engine, "pac_conv fwd+bwd", fwd_bwd, 3 * flops_fwd,
+                   in_bytes + out_bytes + go.nbytes + grads_bytes, out_bytes + grads_bytes)
+
+    try:
+        import torch  # noqa: PLC0415
+
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+        tx = torch.as_tensor(x, device="cuda").requires_grad_(True)
+        tw = torch.as_tensor(w, device="cuda").requires_grad_(True)
+        tb = torch.as_tensor(b, device="cuda").requires_grad_(True)
+        tgo = torch.as_tensor(go, device="cuda")
+
+        def tfwd():
+            with torch.no_grad():
+                return torch.nn.functional.conv2d(tx, tw, tb, padding=2)
+
+        def tfb():
+            out = torch.nn.functional.conv2d(tx, tw, tb, padding=2)
+            return torch.autograd.grad(out, (tx, tw, tb), tgo)
+
+        for what, fn, fl in (("conv2d fwd", tfwd, flops_fwd), ("conv2d fwd+bwd", tfb,
+                                                               3 * flops_fwd)):
+            fn()
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+            fn()
+            torch.cuda.synchronize()
+            peak = torch.cuda.max_memory_allocated() - base
+            med, best = time_gpu(cp, fn, args.repeat)
+            row = {"engine": "torch", "op": what, "median_s": med, "min_s": best,
+                   "peak_extra_MiB": peak / 2**20, "gflops": fl / med / 1e9,
+                   "fp32_roofline": (fl / med / 1e12 / tflops) if tflops else None,
+                   "bw_roofline": None}
+            rows.append(row)
+            print(f" torch {what:<16} {med * 1e3:9.2f} ms  {row['gflops']:9.1f} GFLOP/s  "
+                  f"peak {row['peak_extra_MiB']:8.1f} MiB", flush=True)
+    except ImportError:
+        print("torch not importable: no cuDNN comparison")
+
+    tag = re.sub(r"[^A-Za-z0-9]+", "_", dev_name).strip("_").lower()
+    out = HERE / "results" / f"gpu_pac_{tag}{'_small' if args.small else ''}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps({
+        "device": dev_name, "peak_fp32_tflops": tflops, "peak_bw_tbs": tbs,
+        "problem": {"B": B, "Cin": C, "Cout": C, "k": K, "H": H, "W": W, "guide": CG,
+                    "dtype": "float32", "padding": 2},
+        "host": platform.node(), "cupy": cp.__version__, "pacnd": pacnd.__version__,
+        "rows": rows}, indent=1))
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()
