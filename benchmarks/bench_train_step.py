@@ -256,7 +256,7 @@ def run(size=256, repeat=3, engine=None, subprocesses=True, out=None, quiet=Fals
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--size", type=int, default=256)
-    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--engine", default=None, help="CPU engine (default: pacnd's default)")
     ap.add_argument("--worker", choices=("timing", "graph", "direct"), help=argparse.SUPPRESS)
     ap.add_argument("--out", default=os.path.join(HERE, "results", "train_step.json"))

@@ -1,7 +1,8 @@
 """pacnd: pixel-adaptive convolution on NumPy, Numba and CuPy.
 
 Array-level operations (forward and vector-Jacobian products) live in
-:mod:`pacnd.ops` and are re-exported here; image-level filters (bilateral,
+:mod:`pacnd.ops`; the names exported here accept arrays or :class:`Tensor` s
+(recording the autodiff graph when an input requires grad); image-level filters (bilateral,
 joint bilateral, joint bilateral upsampling, detail-preserving pooling) in
 :mod:`pacnd.filters`.
 """
@@ -9,9 +10,13 @@ joint bilateral, joint bilateral upsampling, detail-preserving pooling) in
 from . import datasets, filters
 from ._dispatch import get_engine, set_engine, use_engine
 from .filters import bilateral, detail_preserving_pool, joint_bilateral, joint_bilateral_upsample
-from .ops import (adapting_kernel, adapting_kernel_vjp, conv, conv_transpose,
-                  conv_transpose_vjp, conv_vjp, pac_conv, pac_conv_transpose,
-                  pac_conv_transpose_vjp, pac_conv_vjp, pac_pool, pac_pool_vjp)
+from .ops import (adapting_kernel_vjp, conv_transpose_vjp, conv_vjp, pac_conv_transpose_vjp,
+                  pac_conv_vjp, pac_pool_vjp)
+from . import functional, io, nn, optim, train
+from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
+# Tensor-aware: arrays in -> arrays out (pacnd.ops); Tensors in -> Tensors out, graph recorded
+from .functional import (adapting_kernel, conv, conv_transpose, pac_conv, pac_conv_transpose,
+                         pac_pool)
 
 __version__ = "0.1.0"
 
@@ -20,4 +25,6 @@ __all__ = [
     "pac_conv_transpose_vjp", "pac_pool", "pac_pool_vjp", "conv", "conv_vjp", "conv_transpose",
     "conv_transpose_vjp", "get_engine", "set_engine", "use_engine", "datasets", "filters",
     "bilateral", "joint_bilateral", "joint_bilateral_upsample", "detail_preserving_pool",
+    "Tensor", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "functional",
+    "io", "nn", "optim", "train",
 ]

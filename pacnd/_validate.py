@@ -40,7 +40,8 @@ def check_float_array(a, name, *, ndim=None, allow_none=False):
             return None
         raise TypeError(f"{name} is required: pass a float32 or float64 array")
     if not _is_array(a):
-        if hasattr(a, "data") and _is_array(getattr(a, "data")) and type(a).__name__ == "Tensor":
+        if hasattr(a, "data") and _is_array(getattr(a, "data")) and \
+                any(c.__name__ == "Tensor" for c in type(a).__mro__):
             a = a.data
         else:
             raise TypeError(

@@ -37,9 +37,13 @@ _KIND_ALIASES = {"gaussian": "gaussian", "laplacian": "laplacian", "inverse": "i
 
 
 # --------------------------------------------------------------------------- helpers
+def _is_tensor(a):
+    return any(c.__name__ == "Tensor" for c in type(a).__mro__) and hasattr(a, "data")
+
+
 def _unwrap(a):
-    """Arrays pass through; objects holding an array in ``.data`` (Tensors) are unwrapped."""
-    if a is not None and type(a).__name__ == "Tensor" and hasattr(a, "data"):
+    """Arrays pass through; Tensors (and subclasses such as Parameter) give their array."""
+    if a is not None and _is_tensor(a):
         return a.data
     return a
 

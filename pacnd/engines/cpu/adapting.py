@@ -26,7 +26,8 @@ from numba import njit, prange
 
 from ..._kernelspec import EPS
 from .fastexp import vexp
-from .indexing import COL_BLOCK, FASTMATH, decode_row, jrange, unit_of
+from .indexing import (COL_BLOCK, FASTMATH, add_row, decode_row, jrange, load_row,
+                       store_row, unit_of)
 from .layout import layout_of, tiles
 
 __all__ = ["adapting_kernel", "adapting_kernel_vjp", "kernel_tile", "kernel_tile_vjp",
@@ -71,41 +72,50 @@ def _tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh, tdi, thi, twi, j
         lo, hi = jrange(ibw, isw, geo[0, 2], ja, jb)
     for jj in range(m):
         M[jj] = 0
-    if has_mask:
-        for j in range(lo, hi):
-            M[j - ja] = mask[b, 0, idd, ihh, ibw + j * isw]
+    mid = M[lo - ja:hi - ja]
+    if has_mask and hi > lo:
+        ms = load_row(mask[b, 0, idd, ihh], ibw, isw, lo, hi)
+        for j in range(hi - lo):
+            mid[j] = ms[j]
     else:
-        for j in range(lo, hi):
-            M[j - ja] = 1
+        for j in range(hi - lo):
+            mid[j] = 1
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def _guide_row(dst, guide, b, c, gd, gh, gbw, gsw, geo, ja, jb):
-    """dst[jj] = guide[b, c, gd, gh, gbw + (ja+jj)*gsw], 0 off the guide."""
+    """dst[jj] = guide[b, c, gd, gh, gbw + (ja+jj)*gsw], 0 off the guide; returns the
+    in-guide column range."""
     m = jb - ja
     lo, hi = ja, ja
     if 0 <= gd < geo[1, 0] and 0 <= gh < geo[1, 1]:
         lo, hi = jrange(gbw, gsw, geo[1, 2], ja, jb)
-    for jj in range(m):
+    for jj in range(lo - ja):
         dst[jj] = 0
-    for j in range(lo, hi):
-        dst[j - ja] = guide[b, c, gd, gh, gbw + j * gsw]
+    for jj in range(hi - ja, m):
+        dst[jj] = 0
+    if hi > lo:
+        src = load_row(guide[b, c, gd, gh], gbw, gsw, lo, hi)
+        mid = dst[lo - ja:hi - ja]
+        for j in range(hi - lo):
+            mid[j] = src[j]
     return lo, hi
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _phi_row(Kt, k, ti, pb, d2, m, kind, alpha, lam, cst):
+def _phi_row(kr, d2, kind, a, hl, cst):
+    """kr[:] = phi(d2[:]) (``a``, ``hl`` = alpha, lam/2 of the K channel)."""
     half, eps = cst[0], cst[1]
+    m = kr.shape[0]
     if kind == 0:
         for jj in range(m):
-            Kt[k, ti, pb + jj] = vexp(-half * d2[jj])
+            kr[jj] = vexp(-half * d2[jj])
     elif kind == 1:
         for jj in range(m):
-            Kt[k, ti, pb + jj] = vexp(-math.sqrt(d2[jj] + eps))
+            kr[jj] = vexp(-math.sqrt(d2[jj] + eps))
     else:
-        a, e = alpha[k], half * lam[k]
         for jj in range(m):
-            Kt[k, ti, pb + jj] = a + (d2[jj] + eps) ** e
+            kr[jj] = a + (d2[jj] + eps) ** hl
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -114,8 +124,8 @@ def _kernel_unit(u, nblk, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha, l
     kind, chw, normalize, masked, has_mask = opt[0], opt[2], opt[3], opt[4], opt[5]
     cg_n = guide.shape[1]
     ck_n = Kt.shape[0]
-    td_n, th_n, tw_n = cls[0, 3], cls[1, 3], cls[2, 3]
-    t_n = td_n * th_n * tw_n
+    th_n, tw_n = cls[1, 3], cls[2, 3]
+    t_n = cls[0, 3] * th_n * tw_n
     gsd, gsh, gsw = cls[0, 5], cls[1, 5], cls[2, 5]
     floor = cst[4]
     r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
@@ -138,38 +148,45 @@ def _kernel_unit(u, nblk, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha, l
                 for jj in range(m):
                     d2[jj] = 0
             _guide_row(fn, guide, b, c, gd, gh, taps[2, twi, 2], gsw, geo, ja, jb)
+            f0c = f0[c]
             for jj in range(m):
-                v = max(fn[jj] - f0[c, jj], floor)
+                v = max(fn[jj] - f0c[jj], floor)
                 d2[jj] += v * v
             if chw != 0 or c == cg_n - 1:
                 k = c * (chw != 0)
-                _phi_row(Kt, k, ti, pb, d2, m, kind, alpha, lam, cst)
+                kr = Kt[k, ti][pb:pb + m]
+                _phi_row(kr, d2, kind, alpha[k], cst[0] * lam[k], cst)
                 if save:
+                    kraw = Krt[k, ti][pb:pb + m]
+                    dd = D2t[k, ti][pb:pb + m]
                     for jj in range(m):
-                        Krt[k, ti, pb + jj] = Kt[k, ti, pb + jj]
-                        D2t[k, ti, pb + jj] = d2[jj]
+                        kraw[jj] = kr[jj]
+                        dd[jj] = d2[jj]
     if masked:
         M = fn
         for ti in range(t_n):
             _tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh,
                           ti // (th_n * tw_n), (ti // tw_n) % th_n, ti % tw_n, ja, jb)
             for k in range(ck_n):
+                kr = Kt[k, ti][pb:pb + m]
                 for jj in range(m):
-                    Kt[k, ti, pb + jj] *= M[jj]
+                    kr[jj] *= M[jj]
     if normalize:
         Z = d2
         for k in range(ck_n):
             for jj in range(m):
                 Z[jj] = 0
             for ti in range(t_n):
+                kr = Kt[k, ti][pb:pb + m]
                 for jj in range(m):
-                    Z[jj] += Kt[k, ti, pb + jj]
+                    Z[jj] += kr[jj]
             for jj in range(m):
                 if Z[jj] == 0:
                     Z[jj] = 1
             for ti in range(t_n):
+                kr = Kt[k, ti][pb:pb + m]
                 for jj in range(m):
-                    Kt[k, ti, pb + jj] /= Z[jj]
+                    kr[jj] /= Z[jj]
 
 
 @njit(parallel=True, cache=True)
@@ -212,53 +229,61 @@ def _kernel_vjp_unit(u, nblk, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam,
                 Z[jj] = 0
                 S[jj] = 0
             for ti in range(t_n):
+                kraw = Krt[k, ti][pb:pb + m]
+                kn = Kt[k, ti][pb:pb + m]
+                g = gKt[k, ti][pb:pb + m]
+                mt = M[ti]
                 for jj in range(m):
-                    Z[jj] += Krt[k, ti, pb + jj] * M[ti, jj]
-                    S[jj] += gKt[k, ti, pb + jj] * Kt[k, ti, pb + jj]
+                    Z[jj] += kraw[jj] * mt[jj]
+                    S[jj] += g[jj] * kn[jj]
             for jj in range(m):
                 if Z[jj] == 0:
                     Z[jj] = 1
             for ti in range(t_n):
+                g = gKt[k, ti][pb:pb + m]
                 for jj in range(m):
-                    gKt[k, ti, pb + jj] = (gKt[k, ti, pb + jj] - S[jj]) / Z[jj]
+                    g[jj] = (g[jj] - S[jj]) / Z[jj]
         if masked:
             for ti in range(t_n):
+                g = gKt[k, ti][pb:pb + m]
+                mt = M[ti]
                 for jj in range(m):
-                    gKt[k, ti, pb + jj] *= M[ti, jj]
+                    g[jj] *= mt[jj]
         sa = 0.0
         sl = 0.0
         if need_alpha:
             for ti in range(t_n):
+                g = gKt[k, ti][pb:pb + m]
                 for jj in range(m):
-                    sa += gKt[k, ti, pb + jj]
+                    sa += g[jj]
         if need_lam:
             a = alpha[k]
             for ti in range(t_n):
+                g = gKt[k, ti][pb:pb + m]
+                kraw = Krt[k, ti][pb:pb + m]
+                dd = D2t[k, ti][pb:pb + m]
                 for jj in range(m):
-                    g = gKt[k, ti, pb + jj]
-                    if g != 0:
-                        sl += g * half * math.log(D2t[k, ti, pb + jj] + eps) * (
-                            Krt[k, ti, pb + jj] - a)
+                    if g[jj] != 0:
+                        sl += g[jj] * half * math.log(dd[jj] + eps) * (kraw[jj] - a)
         part[u, 0, k] = sa
         part[u, 1, k] = sl
         if need_guide:
-            if kind == 0:
-                for ti in range(t_n):
+            hl = half * lam[k]
+            e = hl - one
+            for ti in range(t_n):
+                g = gKt[k, ti][pb:pb + m]
+                kraw = Krt[k, ti][pb:pb + m]
+                dd = D2t[k, ti][pb:pb + m]
+                if kind == 0:
                     for jj in range(m):
-                        gKt[k, ti, pb + jj] *= -half * Krt[k, ti, pb + jj]
-            elif kind == 1:
-                for ti in range(t_n):
+                        g[jj] *= -half * kraw[jj]
+                elif kind == 1:
                     for jj in range(m):
-                        gKt[k, ti, pb + jj] *= -Krt[k, ti, pb + jj] / (
-                            two * math.sqrt(D2t[k, ti, pb + jj] + eps))
-            else:
-                hl = half * lam[k]
-                e = hl - one
-                for ti in range(t_n):
+                        g[jj] *= -kraw[jj] / (two * math.sqrt(dd[jj] + eps))
+                else:
                     for jj in range(m):
-                        g = gKt[k, ti, pb + jj]
-                        if g != 0:
-                            gKt[k, ti, pb + jj] = g * hl * (D2t[k, ti, pb + jj] + eps) ** e
+                        if g[jj] != 0:
+                            g[jj] = g[jj] * hl * (dd[jj] + eps) ** e
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -292,13 +317,14 @@ def _guide_grad_channel(c, nblk, guide, geo, cls, taps, r0, r1, c0, c1, opt, cst
             gh = taps[1, thi, 2] + jh * gsh
             gbw = taps[2, twi, 2]
             lo, hi = _guide_row(fn, guide, b, c, gd, gh, gbw, gsw, geo, ja, jb)
+            g = gKt[kg, ti][pb:pb + m]
             for jj in range(m):
-                fn[jj] = two * max(fn[jj] - f0[jj], floor) * gKt[kg, ti, pb + jj]
+                fn[jj] = two * max(fn[jj] - f0[jj], floor) * g[jj]
                 acc[jj] -= fn[jj]
-            for j in range(lo, hi):
-                grad_guide[b, c, gd, gh, gbw + j * gsw] += fn[j - ja]
-        for j in range(clo, chi):
-            grad_guide[b, c, cd, ch, cbw + j * gsw] += acc[j - ja]
+            if hi > lo:
+                add_row(grad_guide[b, c, gd, gh], gbw, gsw, lo, fn[lo - ja:hi - ja])
+        if chi > clo:
+            add_row(grad_guide[b, c, cd, ch], cbw, gsw, clo, acc[clo - ja:chi - ja])
 
 
 @njit(parallel=True, cache=True)
@@ -321,38 +347,36 @@ def kernel_tile_vjp(guide, mask, geo, cls, taps, r0, r1, c0, c1, opt, alpha, lam
 
 
 # --------------------------------------------------------------------------- full K
+@njit(cache=True)
+def _taps_row(rr, Kt, K, tap_ids, cls, r0, c0, c1, put):
+    b, jd, jh = decode_row(r0 + rr, cls[0, 2], cls[1, 2])
+    od = cls[0, 0] + jd * cls[0, 1]
+    oh = cls[1, 0] + jh * cls[1, 1]
+    ncol = c1 - c0
+    for k in range(Kt.shape[0]):
+        for ti in range(tap_ids.shape[0]):
+            seg = Kt[k, ti][rr * ncol:(rr + 1) * ncol]
+            row = K[b, k, tap_ids[ti], od, oh]
+            if put:
+                store_row(row, cls[2, 0], cls[2, 1], c0, seg)
+            else:
+                vals = load_row(row, cls[2, 0], cls[2, 1], c0, c1)
+                for j in range(ncol):
+                    seg[j] = vals[j]
+
+
 @njit(parallel=True, cache=True)
 def put_taps(Kt, K, tap_ids, cls, r0, r1, c0, c1):
     """``K[b, k, tap_ids[ti], od, oh, ow] = Kt[k, ti, p]`` for the tile's pixels."""
-    nd, nh = cls[0, 2], cls[1, 2]
-    ncol = c1 - c0
-    t_n = tap_ids.shape[0]
     for rr in prange(r1 - r0):
-        b, jd, jh = decode_row(r0 + rr, nd, nh)
-        od = cls[0, 0] + jd * cls[0, 1]
-        oh = cls[1, 0] + jh * cls[1, 1]
-        for k in range(Kt.shape[0]):
-            for ti in range(t_n):
-                t = tap_ids[ti]
-                for j in range(c0, c1):
-                    K[b, k, t, od, oh, cls[2, 0] + j * cls[2, 1]] = Kt[k, ti, rr * ncol + j - c0]
+        _taps_row(rr, Kt, K, tap_ids, cls, r0, c0, c1, True)
 
 
 @njit(parallel=True, cache=True)
 def take_taps(K, Kt, tap_ids, cls, r0, r1, c0, c1):
     """Inverse of :func:`put_taps`: ``Kt[k, ti, p] = K[b, k, tap_ids[ti], od, oh, ow]``."""
-    nd, nh = cls[0, 2], cls[1, 2]
-    ncol = c1 - c0
-    t_n = tap_ids.shape[0]
     for rr in prange(r1 - r0):
-        b, jd, jh = decode_row(r0 + rr, nd, nh)
-        od = cls[0, 0] + jd * cls[0, 1]
-        oh = cls[1, 0] + jh * cls[1, 1]
-        for k in range(Kt.shape[0]):
-            for ti in range(t_n):
-                t = tap_ids[ti]
-                for j in range(c0, c1):
-                    Kt[k, ti, rr * ncol + j - c0] = K[b, k, t, od, oh, cls[2, 0] + j * cls[2, 1]]
+        _taps_row(rr, Kt, K, tap_ids, cls, r0, c0, c1, False)
 
 
 # --------------------------------------------------------------------------- helpers

@@ -11,7 +11,7 @@ in :mod:`pacnd.engines.cpu.tiles` (0 plain, 1 shared K, 2 per-channel K).
 import numpy as np
 from numba import njit, prange
 
-from .indexing import FASTMATH
+from .indexing import FASTMATH, add_row, load_row, store_row
 from .tiles import input_row, output_row, tap_of
 
 __all__ = ["dw_forward", "dw_backward"]
@@ -26,22 +26,29 @@ def _dw_row(it, x, Wc, bias, Kt, kmode, out, geo, cls, taps, r0, r1, c0, c1):
     rr = it - c * nr
     kc = c * (kmode == 2)
     ncol = c1 - c0
-    pb = rr * ncol - c0
     acc = np.zeros(ncol, dtype=out.dtype)
     for ti in range(t_n):
         tdi, thi, twi = tap_of(ti, th_n, tw_n)
         b, idd, ihh, ibw, isw, lo, hi = input_row(geo, cls, taps, r0 + rr, tdi, thi, twi, c0, c1)
+        n = hi - lo
+        if n == 0:
+            continue
         w = Wc[c, ti]
+        xs = load_row(x[b, c, idd, ihh], ibw, isw, lo, hi)
+        accs = acc[lo - c0:hi - c0]
         if kmode == 0:
-            for j in range(lo, hi):
-                acc[j - c0] += w * x[b, c, idd, ihh, ibw + j * isw]
+            for j in range(n):
+                accs[j] += w * xs[j]
         else:
-            for j in range(lo, hi):
-                acc[j - c0] += w * Kt[kc, ti, pb + j] * x[b, c, idd, ihh, ibw + j * isw]
+            a = rr * ncol + lo - c0
+            ks = Kt[kc, ti][a:a + n]
+            for j in range(n):
+                accs[j] += w * ks[j] * xs[j]
     b, od, oh, o0w, osw = output_row(cls, r0 + rr)
     bv = bias[c]
-    for j in range(c0, c1):
-        out[b, c, od, oh, o0w + j * osw] = acc[j - c0] + bv
+    for j in range(ncol):
+        acc[j] += bv
+    store_row(out[b, c, od, oh], o0w, osw, c0, acc)
 
 
 @njit(parallel=True, cache=True)
@@ -58,33 +65,38 @@ def _dw_channel_grads(c, gout, x, Wc, Kt, kmode, gx, gWc, need_x, need_w,
     t_n = cls[0, 3] * th_n * tw_n
     kc = c * (kmode == 2)
     ncol = c1 - c0
-    g = np.empty(ncol, dtype=x.dtype)
+    buf = np.empty(ncol, dtype=x.dtype)
     for rr in range(r1 - r0):
         b, od, oh, o0w, osw = output_row(cls, r0 + rr)
-        pb = rr * ncol - c0
-        for j in range(c0, c1):
-            g[j - c0] = gout[b, c, od, oh, o0w + j * osw]
+        g = load_row(gout[b, c, od, oh], o0w, osw, c0, c1)
         for ti in range(t_n):
             tdi, thi, twi = tap_of(ti, th_n, tw_n)
             b, idd, ihh, ibw, isw, lo, hi = input_row(geo, cls, taps, r0 + rr, tdi, thi, twi,
                                                       c0, c1)
+            n = hi - lo
+            if n == 0:
+                continue
             w = Wc[c, ti]
-            sw = 0.0
+            gs = g[lo - c0:hi - c0]
+            vals = buf[:n]
             if kmode == 0:
-                if need_x:
-                    for j in range(lo, hi):
-                        gx[b, c, idd, ihh, ibw + j * isw] += w * g[j - c0]
-                if need_w:
-                    for j in range(lo, hi):
-                        sw += g[j - c0] * x[b, c, idd, ihh, ibw + j * isw]
+                for j in range(n):
+                    vals[j] = gs[j]
             else:
-                if need_x:
-                    for j in range(lo, hi):
-                        gx[b, c, idd, ihh, ibw + j * isw] += w * Kt[kc, ti, pb + j] * g[j - c0]
-                if need_w:
-                    for j in range(lo, hi):
-                        sw += g[j - c0] * Kt[kc, ti, pb + j] * x[b, c, idd, ihh, ibw + j * isw]
-            gWc[c, ti] += sw
+                a = rr * ncol + lo - c0
+                ks = Kt[kc, ti][a:a + n]
+                for j in range(n):
+                    vals[j] = gs[j] * ks[j]
+            if need_w:
+                xs = load_row(x[b, c, idd, ihh], ibw, isw, lo, hi)
+                sw = 0.0
+                for j in range(n):
+                    sw += vals[j] * xs[j]
+                gWc[c, ti] += sw
+            if need_x:
+                for j in range(n):
+                    vals[j] *= w
+                add_row(gx[b, c, idd, ihh], ibw, isw, lo, vals)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -93,16 +105,22 @@ def _dw_k_row(it, gout, x, Wc, kmode, gKt, geo, cls, taps, r0, r1, c0, c1):
     th_n, tw_n = cls[1, 3], cls[2, 3]
     ti = it // nr
     rr = it - ti * nr
+    ncol = c1 - c0
     tdi, thi, twi = tap_of(ti, th_n, tw_n)
     b, idd, ihh, ibw, isw, lo, hi = input_row(geo, cls, taps, r0 + rr, tdi, thi, twi, c0, c1)
+    n = hi - lo
+    if n == 0:
+        return
     b, od, oh, o0w, osw = output_row(cls, r0 + rr)
-    pb = rr * (c1 - c0) - c0
+    a = rr * ncol + lo - c0
     for c in range(x.shape[1]):
         kc = c * (kmode == 2)
         w = Wc[c, ti]
-        for j in range(lo, hi):
-            gKt[kc, ti, pb + j] += w * gout[b, c, od, oh, o0w + j * osw] * x[
-                b, c, idd, ihh, ibw + j * isw]
+        gk = gKt[kc, ti][a:a + n]
+        gs = load_row(gout[b, c, od, oh], o0w, osw, lo, hi)
+        xs = load_row(x[b, c, idd, ihh], ibw, isw, lo, hi)
+        for j in range(n):
+            gk[j] += w * gs[j] * xs[j]
 
 
 @njit(parallel=True, cache=True)

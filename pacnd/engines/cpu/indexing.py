@@ -3,9 +3,11 @@
 See :mod:`pacnd.engines.cpu.layout` for the meaning of ``cls``/``taps``/``geo``.
 """
 
+import numpy as np
 from numba import njit
 
-__all__ = ["FASTMATH", "COL_BLOCK", "decode_row", "jrange", "unit_of"]
+__all__ = ["FASTMATH", "COL_BLOCK", "decode_row", "jrange", "unit_of", "load_row", "store_row",
+           "add_row"]
 
 #: LLVM fast-math flags of every kernel: reassociation/contraction for
 #: vectorisation, but no ``nnan``/``ninf`` (zero-padding tests compare with 0).
@@ -49,3 +51,48 @@ def unit_of(u, nblk, r0, c0, c1):
     if jb > c1:
         jb = c1
     return r0 + rr, ja, jb, rr * (c1 - c0) + (ja - c0)
+
+
+# Row access. Numba handles negative indices at run time, which stops LLVM from
+# vectorising loops like ``a[base + j]``; the helpers below hand out 1-D views
+# indexed from 0 (unit stride), so the loops that use them vectorise.
+@njit(cache=True)
+def load_row(row, base, step, lo, hi):
+    """``row[base + j*step]`` for ``j`` in ``[lo, hi)`` as a contiguous 1-D array
+    (a view for ``step == 1``, else a copy)."""
+    if step == 1:
+        return row[base + lo:base + hi]
+    n = hi - lo
+    out = np.empty(max(n, 0), dtype=row.dtype)
+    p = base + lo * step
+    for j in range(n):
+        out[j] = row[p + j * step]
+    return out
+
+
+@njit(cache=True)
+def store_row(row, base, step, lo, vals):
+    """``row[base + (lo + j)*step] = vals[j]``."""
+    n = vals.shape[0]
+    if step == 1:
+        dst = row[base + lo:base + lo + n]
+        for j in range(n):
+            dst[j] = vals[j]
+    else:
+        p = base + lo * step
+        for j in range(n):
+            row[p + j * step] = vals[j]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def add_row(row, base, step, lo, vals):
+    """``row[base + (lo + j)*step] += vals[j]``."""
+    n = vals.shape[0]
+    if step == 1:
+        dst = row[base + lo:base + lo + n]
+        for j in range(n):
+            dst[j] += vals[j]
+    else:
+        p = base + lo * step
+        for j in range(n):
+            row[p + j * step] += vals[j]
