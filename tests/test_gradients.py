@@ -11,7 +11,7 @@ import pytest
 from gradcheck import check_backward
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from test_identities import _realise, pac_problems
+from strategies import _realise, pac_problems
 
 import pacnd
 
