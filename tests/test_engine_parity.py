@@ -6,8 +6,9 @@ reach, batch > 1, groups, shared filters, transposed with output_padding,
 pooling, mask, normalize, every kernel kind incl. asym and per-channel
 alpha/lam, precomputed K, plain conv/conv_transpose) and compares forward
 outputs and every vector-Jacobian product: float64 within 1e-10 and float32
-(against the float64 reference) within 1e-4, relative to the largest
-magnitude of the expected array.
+(against the float64 reference) within 1e-4 (1e-3 for the alpha/lam
+gradients, sums over every pixel and tap), relative to the largest magnitude
+of the expected array.
 """
 
 from __future__ import annotations
@@ -204,12 +205,15 @@ def check_parity(prob, wrt, dtype):
     assert set(ggot) == set(wrt)
     for name in wrt:
         e = rel_err(ggot[name], gref[name])
-        assert e <= TOL[dtype], (name, e)
+        tol = TOL[dtype]
+        if dtype == np.float32 and name in ("alpha", "lam"):
+            tol = 1e-3      # one or a few sums over every pixel and tap, with cancellation
+        assert e <= tol, (name, e)
         assert np.asarray(ggot[name]).dtype == dtype, name
 
 
 # --------------------------------------------------------------------------- tests
-@settings(max_examples=120, **SETTINGS)
+@settings(max_examples=200, **SETTINGS)
 @given(prob=problems(), data=st.data())
 def test_parity_float64(prob, data):
     allowed = prob["wrt_allowed"]
@@ -221,7 +225,7 @@ def test_parity_float64(prob, data):
     check_parity(prob, wrt, np.float64)
 
 
-@settings(max_examples=40, **SETTINGS)
+@settings(max_examples=60, **SETTINGS)
 @given(prob=problems())
 def test_parity_float32(prob):
     check_parity(prob, prob["wrt_allowed"], np.float32)
@@ -426,3 +430,42 @@ def test_vectorised_exp():
         assert (np.abs(out[normal] - ref[normal]) / ref[normal]).max() <= tol
         assert (np.abs(out[~normal] - ref[~normal]) <= np.finfo(dt).tiny).all()
         assert out[xs == 0].item(0) == 1.0
+
+
+@pytest.mark.parametrize("transposed", [False, True])
+def test_working_memory_is_bounded_by_the_tile_budget(transposed, monkeypatch):
+    """No full-size K, columns or zero-inserted input: the NumPy allocations of a
+    forward and a vjp stay within the outputs plus a few tile budgets."""
+    import tracemalloc
+
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((1, 8, 48, 48))
+    w = rng.standard_normal((8, 8, 5, 5))
+    b = rng.standard_normal(8)
+    kw = dict(padding=2, engine="numba")
+    if transposed:
+        kw.update(stride=2, output_padding=1)
+        guide = rng.standard_normal((1, 4, 96, 96))
+        fwd, vjp = pacnd.pac_conv_transpose, pacnd.pac_conv_transpose_vjp
+    else:
+        guide = rng.standard_normal((1, 4, 48, 48))
+        fwd, vjp = pacnd.pac_conv, pacnd.pac_conv_vjp
+    budget = 64 * 1024
+    monkeypatch.setattr(cpu, "TILE_BYTES", budget)
+    y = fwd(x, guide, w, b, normalize=True, **kw)             # compile outside the trace
+    vjp(y, x, guide, w, b, normalize=True, **kw)
+    full_cols = 8 * 25 * y[0, 0].size * 8                     # what an im2col would need
+    tracemalloc.start()
+    try:
+        tracemalloc.reset_peak()
+        y = fwd(x, guide, w, b, normalize=True, **kw)
+        _, peak_fwd = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        grads = vjp(y, x, guide, w, b, normalize=True, **kw)
+        _, peak_vjp = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    out_bytes = sum(g.nbytes for g in grads.values())
+    assert peak_fwd <= y.nbytes + 4 * budget < full_cols
+    assert peak_vjp - base <= out_bytes + 8 * budget < full_cols

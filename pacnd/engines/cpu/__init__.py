@@ -4,12 +4,16 @@ Same interface and semantics as :mod:`pacnd.engines.reference` (see
 :mod:`pacnd.engines`). 1-D and 2-D problems run as 3-D ones with unit dims.
 
 * :mod:`.layout` — 3-D embedding, tap classes (the transposed op as
-  sub-pixel convolutions), tiles;
+  sub-pixel convolutions: only taps that land on real input samples), tiles,
+  the per-call buffer workspace;
 * :mod:`.adapting` — K of a tile from the guide (mask and normalisation
   fused) and its backward to guide, alpha, lam; the full-K interface calls;
-* :mod:`.tiles` — gather of K-weighted columns, col2im scatter, K-gradient
-  reduction (dense groups, GEMM with NumPy's BLAS);
-* :mod:`.depthwise` — direct loops when Cin/g == Cout/g == 1;
+* :mod:`.tiles` — gather of K-weighted columns, output write, col2im scatter
+  fused with the K-gradient reduction (dense groups; the GEMMs are NumPy's
+  BLAS);
+* :mod:`.depthwise` — direct loops when Cin/g == Cout/g == 1 (shared filters,
+  pooling, bilateral filtering), K computed on the fly when it comes from the
+  guide;
 * :mod:`.pac` — orchestration of forward and vjp;
 * :mod:`.fastexp` — a vectorisable ``exp``;
 * :mod:`.threads` — starts Numba's thread pool with passive OpenMP waiting,
@@ -17,7 +21,11 @@ Same interface and semantics as :mod:`pacnd.engines.reference` (see
 
 Working memory per tile is bounded by :data:`TILE_BYTES` (bytes of tile
 buffers: K tile, columns, GEMM operands), so it does not grow with the image.
-Kernels are compiled once per dtype and cached on disk (``cache=True``).
+Kernels are compiled once per dtype (options are run-time arguments) and
+cached on disk (``cache=True``): the first call after installation compiles
+for several seconds, later processes load them in a fraction of a second.
+:func:`warmup` compiles everything ahead of time (e.g. when building an
+image or a CI cache).
 """
 
 #: Byte budget of the per-tile working buffers (K tile, columns, GEMM results).
@@ -30,4 +38,45 @@ start_threads()
 from .adapting import adapting_kernel, adapting_kernel_vjp  # noqa: E402
 from .pac import pac_forward, pac_vjp  # noqa: E402
 
-__all__ = ["adapting_kernel", "adapting_kernel_vjp", "pac_forward", "pac_vjp", "TILE_BYTES"]
+__all__ = ["adapting_kernel", "adapting_kernel_vjp", "pac_forward", "pac_vjp", "TILE_BYTES",
+           "warmup"]
+
+
+def warmup(dtypes=("float32", "float64")):
+    """Compile (or load from the disk cache) every kernel of the engine for ``dtypes``.
+
+    Runs each code path once on tiny arrays: dense and depthwise, forward and
+    transposed, K from a guide (with mask and normalisation), precomputed K,
+    plain convolution, the full adapting kernel, and every backward.
+    """
+    import numpy as np  # noqa: PLC0415
+
+    from ... import ops  # noqa: PLC0415
+
+    for name in dtypes:
+        dt = np.dtype(name)
+        rng = np.random.default_rng(0)
+        x = rng.standard_normal((1, 2, 6, 6)).astype(dt)
+        f = rng.standard_normal((1, 2, 6, 6)).astype(dt)
+        m = np.ones((1, 1, 6, 6), dtype=dt)
+        w = rng.standard_normal((2, 2, 3, 3)).astype(dt)
+        ws = rng.standard_normal((1, 1, 3, 3)).astype(dt)
+        b = np.zeros(2, dtype=dt)
+        kw = dict(padding=1, engine="numba")
+        for extra in ({}, {"normalize": True, "mask": m}):
+            y = ops.pac_conv(x, f, w, b, **kw, **extra)
+            ops.pac_conv_vjp(y, x, f, w, b, **kw, **extra)
+            y = ops.pac_conv(x, f, ws, shared=True, **kw, **extra)
+            ops.pac_conv_vjp(y, x, f, ws, shared=True, **kw, **extra)
+        K = ops.adapting_kernel(f, 3, padding=1, engine="numba")
+        ops.adapting_kernel_vjp(K, f, 3, padding=1, engine="numba")
+        y = ops.pac_conv(x, None, w, b, adapting=K, **kw)
+        ops.pac_conv_vjp(y, x, None, w, b, adapting=K, wrt=("input", "adapting"), **kw)
+        y = ops.pac_pool(x, f, 3, channel_wise=True, **kw)
+        ops.pac_pool_vjp(y, x, f, 3, channel_wise=True, **kw)
+        y = ops.conv(x, w, b, **kw)
+        ops.conv_vjp(y, x, w, b, **kw)
+        g = rng.standard_normal((1, 2, 11, 11)).astype(dt)
+        tkw = dict(stride=2, padding=1, engine="numba")
+        y = ops.pac_conv_transpose(x, g, w, b, **tkw)
+        ops.pac_conv_transpose_vjp(y, x, g, w, b, **tkw)

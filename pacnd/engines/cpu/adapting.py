@@ -28,7 +28,7 @@ from ..._kernelspec import EPS
 from .fastexp import vexp
 from .indexing import (COL_BLOCK, FASTMATH, add_row, decode_row, jrange, load_row,
                        store_row, unit_of)
-from .layout import layout_of, tiles
+from .layout import Workspace, layout_of, row_segments, tiles
 
 __all__ = ["adapting_kernel", "adapting_kernel_vjp", "kernel_tile", "kernel_tile_vjp",
            "constants", "options", "params"]
@@ -58,7 +58,7 @@ def dummy_mask(dtype):
 # Numba's parfor passes are slow on large loop bodies, so this keeps compile
 # times short.
 @njit(cache=True, fastmath=FASTMATH)
-def _tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh, tdi, thi, twi, ja, jb):
+def tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh, tdi, thi, twi, ja, jb):
     """M[0:jb-ja] = 1 where the tap lands on a real (unmasked) input pixel, else 0."""
     m = jb - ja
     idd = taps[0, tdi, 1] + jd * cls[0, 4]
@@ -83,7 +83,7 @@ def _tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh, tdi, thi, twi, j
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _guide_row(dst, guide, b, c, gd, gh, gbw, gsw, geo, ja, jb):
+def guide_row(dst, guide, b, c, gd, gh, gbw, gsw, geo, ja, jb):
     """dst[jj] = guide[b, c, gd, gh, gbw + (ja+jj)*gsw], 0 off the guide; returns the
     in-guide column range."""
     m = jb - ja
@@ -103,7 +103,7 @@ def _guide_row(dst, guide, b, c, gd, gh, gbw, gsw, geo, ja, jb):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _phi_row(kr, d2, kind, a, hl, cst):
+def phi_row(kr, d2, kind, a, hl, cst):
     """kr[:] = phi(d2[:]) (``a``, ``hl`` = alpha, lam/2 of the K channel)."""
     half, eps = cst[0], cst[1]
     m = kr.shape[0]
@@ -119,54 +119,95 @@ def _phi_row(kr, d2, kind, a, hl, cst):
 
 
 @njit(cache=True, fastmath=FASTMATH)
+def tap_d2(d2, f0, dedge, guide, b, c_first, c_last, gd, gh, gbw, gsw, geo, ja, jb, floor):
+    """d2 = sum over guide channels [c_first, c_last) of max(f_n - f_0, floor)^2.
+
+    ``dedge`` is the value for a neighbour off the guide (f_n = 0).
+    """
+    m = jb - ja
+    glo, ghi = ja, ja
+    if 0 <= gd < geo[1, 0] and 0 <= gh < geo[1, 1]:
+        glo, ghi = jrange(gbw, gsw, geo[1, 2], ja, jb)
+    for jj in range(glo - ja):
+        d2[jj] = dedge[jj]
+    for jj in range(ghi - ja, m):
+        d2[jj] = dedge[jj]
+    if ghi > glo:
+        d2m = d2[glo - ja:ghi - ja]
+        for c in range(c_first, c_last):
+            gs = load_row(guide[b, c, gd, gh], gbw, gsw, glo, ghi)
+            f0m = f0[c, glo - ja:ghi - ja]
+            if c == c_first:
+                for j in range(ghi - glo):
+                    v = max(gs[j] - f0m[j], floor)
+                    d2m[j] = v * v
+            else:
+                for j in range(ghi - glo):
+                    v = max(gs[j] - f0m[j], floor)
+                    d2m[j] += v * v
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def centre_features(guide, b, jd, jh, cls, geo, ja, jb, floor, chw):
+    """(f0 (Cg, m), dedge (Cg|1, m)): centre features of a row segment, and the squared
+    distance to a neighbour off the guide (per channel with ``chw``)."""
+    cg_n = guide.shape[1]
+    m = jb - ja
+    f0 = np.empty((cg_n, m), dtype=guide.dtype)
+    for c in range(cg_n):
+        guide_row(f0[c], guide, b, c, cls[0, 6] + jd * cls[0, 5], cls[1, 6] + jh * cls[1, 5],
+                  cls[2, 6], cls[2, 5], geo, ja, jb)
+    dedge = np.zeros((cg_n if chw != 0 else 1, m), dtype=guide.dtype)
+    for c in range(cg_n):
+        f0c = f0[c]
+        de = dedge[c * (chw != 0)]
+        for jj in range(m):
+            v = max(-f0c[jj], floor)
+            de[jj] += v * v
+    return f0, dedge
+
+
+@njit(cache=True, fastmath=FASTMATH)
 def _kernel_unit(u, nblk, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
                  Kt, Krt, D2t, save):
     kind, chw, normalize, masked, has_mask = opt[0], opt[2], opt[3], opt[4], opt[5]
     cg_n = guide.shape[1]
     ck_n = Kt.shape[0]
-    th_n, tw_n = cls[1, 3], cls[2, 3]
-    t_n = cls[0, 3] * th_n * tw_n
+    td_n, th_n, tw_n = cls[0, 3], cls[1, 3], cls[2, 3]
+    t_n = td_n * th_n * tw_n
     gsd, gsh, gsw = cls[0, 5], cls[1, 5], cls[2, 5]
     floor = cst[4]
     r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
     m = jb - ja
     b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
-    f0 = np.empty((cg_n, m), dtype=Kt.dtype)
-    for c in range(cg_n):
-        _guide_row(f0[c], guide, b, c, cls[0, 6] + jd * gsd, cls[1, 6] + jh * gsh,
-                   cls[2, 6], gsw, geo, ja, jb)
-    fn = np.empty(m, dtype=Kt.dtype)
+    f0, dedge = centre_features(guide, b, jd, jh, cls, geo, ja, jb, floor, chw)
     d2 = np.empty(m, dtype=Kt.dtype)
-    for ti in range(t_n):
-        tdi = ti // (th_n * tw_n)
-        thi = (ti // tw_n) % th_n
-        twi = ti % tw_n
+    ti = -1
+    for tdi in range(td_n):
         gd = taps[0, tdi, 2] + jd * gsd
-        gh = taps[1, thi, 2] + jh * gsh
-        for c in range(cg_n):
-            if chw != 0 or c == 0:
-                for jj in range(m):
-                    d2[jj] = 0
-            _guide_row(fn, guide, b, c, gd, gh, taps[2, twi, 2], gsw, geo, ja, jb)
-            f0c = f0[c]
-            for jj in range(m):
-                v = max(fn[jj] - f0c[jj], floor)
-                d2[jj] += v * v
-            if chw != 0 or c == cg_n - 1:
-                k = c * (chw != 0)
-                kr = Kt[k, ti][pb:pb + m]
-                _phi_row(kr, d2, kind, alpha[k], cst[0] * lam[k], cst)
-                if save:
-                    kraw = Krt[k, ti][pb:pb + m]
-                    dd = D2t[k, ti][pb:pb + m]
-                    for jj in range(m):
-                        kraw[jj] = kr[jj]
-                        dd[jj] = d2[jj]
+        for thi in range(th_n):
+            gh = taps[1, thi, 2] + jh * gsh
+            for twi in range(tw_n):
+                ti += 1
+                gbw = taps[2, twi, 2]
+                for k in range(ck_n):
+                    # guide channels [k, k+1) with channel_wise, else all of them
+                    c_last = k + 1 if chw != 0 else cg_n
+                    tap_d2(d2, f0, dedge[k], guide, b, k, c_last, gd, gh, gbw, gsw, geo,
+                           ja, jb, floor)
+                    kr = Kt[k, ti][pb:pb + m]
+                    phi_row(kr, d2, kind, alpha[k], cst[0] * lam[k], cst)
+                    if save:
+                        kraw = Krt[k, ti][pb:pb + m]
+                        dd = D2t[k, ti][pb:pb + m]
+                        for jj in range(m):
+                            kraw[jj] = kr[jj]
+                            dd[jj] = d2[jj]
     if masked:
-        M = fn
+        M = d2
         for ti in range(t_n):
-            _tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh,
-                          ti // (th_n * tw_n), (ti // tw_n) % th_n, ti % tw_n, ja, jb)
+            tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh,
+                         ti // (th_n * tw_n), (ti // tw_n) % th_n, ti % tw_n, ja, jb)
             for k in range(ck_n):
                 kr = Kt[k, ti][pb:pb + m]
                 for jj in range(m):
@@ -198,7 +239,8 @@ def kernel_tile(guide, mask, geo, cls, taps, r0, r1, c0, c1, opt, alpha, lam, cs
     distance, same shape.
     """
     nblk = (c1 - c0 + COL_BLOCK - 1) // COL_BLOCK
-    for u in prange((r1 - r0) * nblk):
+    for u_ in prange((r1 - r0) * nblk):
+        u = np.int64(u_)  # one body specialisation (prange indices are unsigned)
         _kernel_unit(u, nblk, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
                      Kt, Krt, D2t, save)
 
@@ -219,7 +261,7 @@ def _kernel_vjp_unit(u, nblk, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam,
     M = np.empty((t_n if masked else 0, m), dtype=Kt.dtype)
     if masked:
         for ti in range(t_n):
-            _tap_validity(M[ti], mask, has_mask, b, geo, cls, taps, jd, jh,
+            tap_validity(M[ti], mask, has_mask, b, geo, cls, taps, jd, jh,
                           ti // (th_n * tw_n), (ti // tw_n) % th_n, ti % tw_n, ja, jb)
     Z = np.empty(m, dtype=Kt.dtype)
     S = np.empty(m, dtype=Kt.dtype)
@@ -292,37 +334,61 @@ def _guide_grad_channel(c, nblk, guide, geo, cls, taps, r0, r1, c0, c1, opt, cst
     """Scatter ``2*diff*g_d2`` of guide channel ``c`` to neighbours and centres."""
     chw = opt[2]
     kg = c * (chw != 0)
-    th_n, tw_n = cls[1, 3], cls[2, 3]
-    t_n = cls[0, 3] * th_n * tw_n
+    td_n, th_n, tw_n = cls[0, 3], cls[1, 3], cls[2, 3]
     gsd, gsh, gsw = cls[0, 5], cls[1, 5], cls[2, 5]
     floor, two = cst[4], cst[5]
     cbw = cls[2, 6]
     f0 = np.empty(COL_BLOCK, dtype=gKt.dtype)
-    fn = np.empty(COL_BLOCK, dtype=gKt.dtype)
     acc = np.empty(COL_BLOCK, dtype=gKt.dtype)
+    buf = np.empty(COL_BLOCK, dtype=gKt.dtype)
     for u in range((r1 - r0) * nblk):
         r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
         m = jb - ja
         b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
         cd = cls[0, 6] + jd * gsd
         ch = cls[1, 6] + jh * gsh
-        clo, chi = _guide_row(f0, guide, b, c, cd, ch, cbw, gsw, geo, ja, jb)
+        clo, chi = guide_row(f0, guide, b, c, cd, ch, cbw, gsw, geo, ja, jb)
         for jj in range(m):
             acc[jj] = 0
-        for ti in range(t_n):
-            tdi = ti // (th_n * tw_n)
-            thi = (ti // tw_n) % th_n
-            twi = ti % tw_n
+        ti = -1
+        for tdi in range(td_n):
             gd = taps[0, tdi, 2] + jd * gsd
-            gh = taps[1, thi, 2] + jh * gsh
-            gbw = taps[2, twi, 2]
-            lo, hi = _guide_row(fn, guide, b, c, gd, gh, gbw, gsw, geo, ja, jb)
-            g = gKt[kg, ti][pb:pb + m]
-            for jj in range(m):
-                fn[jj] = two * max(fn[jj] - f0[jj], floor) * g[jj]
-                acc[jj] -= fn[jj]
-            if hi > lo:
-                add_row(grad_guide[b, c, gd, gh], gbw, gsw, lo, fn[lo - ja:hi - ja])
+            for thi in range(th_n):
+                gh = taps[1, thi, 2] + jh * gsh
+                row_ok = 0 <= gd < geo[1, 0] and 0 <= gh < geo[1, 1]
+                for twi in range(tw_n):
+                    ti += 1
+                    g = gKt[kg, ti][pb:pb + m]
+                    gbw = taps[2, twi, 2]
+                    lo, hi = ja, ja
+                    if row_ok:
+                        lo, hi = jrange(gbw, gsw, geo[1, 2], ja, jb)
+                    for jj in range(lo - ja):          # neighbour off the guide: f_n = 0
+                        acc[jj] -= two * max(-f0[jj], floor) * g[jj]
+                    for jj in range(hi - ja, m):
+                        acc[jj] -= two * max(-f0[jj], floor) * g[jj]
+                    if hi > lo:
+                        n = hi - lo
+                        f0m = f0[lo - ja:hi - ja]
+                        am = acc[lo - ja:hi - ja]
+                        gm = g[lo - ja:hi - ja]
+                        row = grad_guide[b, c, gd, gh]
+                        grow = guide[b, c, gd, gh]
+                        if gsw == 1:
+                            dst = row[gbw + lo:gbw + hi]
+                            gs = grow[gbw + lo:gbw + hi]
+                            for j in range(n):
+                                gv = two * max(gs[j] - f0m[j], floor) * gm[j]
+                                dst[j] += gv
+                                am[j] -= gv
+                        else:
+                            gs = load_row(grow, gbw, gsw, lo, hi)
+                            vals = buf[:n]
+                            for j in range(n):
+                                gv = two * max(gs[j] - f0m[j], floor) * gm[j]
+                                vals[j] = gv
+                                am[j] -= gv
+                            add_row(row, gbw, gsw, lo, vals)
         if chi > clo:
             add_row(grad_guide[b, c, cd, ch], cbw, gsw, clo, acc[clo - ja:chi - ja])
 
@@ -337,46 +403,32 @@ def kernel_tile_vjp(guide, mask, geo, cls, taps, r0, r1, c0, c1, opt, alpha, lam
     ``part`` (units, 2, Ck): per-unit alpha and lam partial sums.
     """
     nblk = (c1 - c0 + COL_BLOCK - 1) // COL_BLOCK
-    for u in prange((r1 - r0) * nblk):
+    for u_ in prange((r1 - r0) * nblk):
+        u = np.int64(u_)  # one body specialisation (prange indices are unsigned)
         _kernel_vjp_unit(u, nblk, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
                          Kt, Krt, D2t, gKt, part, need_guide, need_alpha, need_lam)
     if need_guide:
-        for c in prange(guide.shape[1]):
+        for c_ in prange(guide.shape[1]):
+            c = np.int64(c_)  # one body specialisation (prange indices are unsigned)
             _guide_grad_channel(c, nblk, guide, geo, cls, taps, r0, r1, c0, c1, opt, cst, gKt,
                                 grad_guide)
 
 
 # --------------------------------------------------------------------------- full K
-@njit(cache=True)
-def _taps_row(rr, Kt, K, tap_ids, cls, r0, c0, c1, put):
-    b, jd, jh = decode_row(r0 + rr, cls[0, 2], cls[1, 2])
-    od = cls[0, 0] + jd * cls[0, 1]
-    oh = cls[1, 0] + jh * cls[1, 1]
-    ncol = c1 - c0
-    for k in range(Kt.shape[0]):
-        for ti in range(tap_ids.shape[0]):
-            seg = Kt[k, ti][rr * ncol:(rr + 1) * ncol]
-            row = K[b, k, tap_ids[ti], od, oh]
-            if put:
-                store_row(row, cls[2, 0], cls[2, 1], c0, seg)
-            else:
-                vals = load_row(row, cls[2, 0], cls[2, 1], c0, c1)
-                for j in range(ncol):
-                    seg[j] = vals[j]
-
-
-@njit(parallel=True, cache=True)
-def put_taps(Kt, K, tap_ids, cls, r0, r1, c0, c1):
+def put_taps(Kt, K, tc, tile):
     """``K[b, k, tap_ids[ti], od, oh, ow] = Kt[k, ti, p]`` for the tile's pixels."""
-    for rr in prange(r1 - r0):
-        _taps_row(rr, Kt, K, tap_ids, cls, r0, c0, c1, True)
+    for p0, p1, b, idx in row_segments(tc, tile):
+        for ti, t in enumerate(tc.tap_ids):
+            blk = K[b, :, t][idx]
+            blk[...] = Kt[:, ti, p0:p1].reshape(blk.shape)
 
 
-@njit(parallel=True, cache=True)
-def take_taps(K, Kt, tap_ids, cls, r0, r1, c0, c1):
+def take_taps(K, Kt, tc, tile):
     """Inverse of :func:`put_taps`: ``Kt[k, ti, p] = K[b, k, tap_ids[ti], od, oh, ow]``."""
-    for rr in prange(r1 - r0):
-        _taps_row(rr, Kt, K, tap_ids, cls, r0, c0, c1, False)
+    for p0, p1, b, idx in row_segments(tc, tile):
+        for ti, t in enumerate(tc.tap_ids):
+            blk = K[b, :, t][idx]
+            Kt[:, ti, p0:p1].reshape(blk.shape)[...] = blk
 
 
 # --------------------------------------------------------------------------- helpers
@@ -424,13 +476,14 @@ def adapting_kernel(guide, geom, spec, mask=None):
     B = guide.shape[0]
     T = geom.taps
     K = np.empty((B, ctx.ck, T) + lay.out3, dtype=guide.dtype)
+    ws = Workspace(guide.dtype)
     for tc in lay.classes:
         bpp = _bytes_per_pixel(ctx.ck, tc.ntaps, guide.itemsize, 1)
         for tile in tiles(tc, B, bpp, TILE_BYTES):
             npix = (tile[1] - tile[0]) * (tile[3] - tile[2])
-            Kt = np.empty((ctx.ck, tc.ntaps, npix), dtype=guide.dtype)
+            Kt = ws.get("K", (ctx.ck, tc.ntaps, npix))
             ctx.compute(tc, tile, Kt)
-            put_taps(Kt, K, tc.tap_ids, tc.cls, *tile)
+            put_taps(Kt, K, tc, tile)
     return K.reshape((B, ctx.ck) + tuple(geom.kernel_size) + tuple(geom.out_size))
 
 
@@ -444,14 +497,15 @@ def adapting_kernel_vjp(grad_K, guide, geom, spec, mask=None, needs=("guide", "a
     need_guide = "guide" in needs
     grad_guide = np.zeros(ctx.guide5.shape, dtype=guide.dtype) if need_guide else None
     sums = np.zeros((2, ctx.ck))
+    ws = Workspace(guide.dtype)
     for tc in lay.classes:
         bpp = _bytes_per_pixel(ctx.ck, tc.ntaps, guide.itemsize, 4)
         for tile in tiles(tc, B, bpp, TILE_BYTES):
             npix = (tile[1] - tile[0]) * (tile[3] - tile[2])
             shape = (ctx.ck, tc.ntaps, npix)
-            Kt, Krt, D2t, gKt = (np.empty(shape, dtype=guide.dtype) for _ in range(4))
+            Kt, Krt, D2t, gKt = (ws.get(n, shape) for n in ("K", "Kraw", "D2", "gK"))
             ctx.compute(tc, tile, Kt, Krt, D2t)
-            take_taps(gK, gKt, tc.tap_ids, tc.cls, *tile)
+            take_taps(gK, gKt, tc, tile)
             sums += ctx.backward(tc, tile, Kt, Krt, D2t, gKt, grad_guide, needs)
     return finish_kernel_grads(spec, needs, grad_guide, sums, guide)
 

@@ -11,10 +11,12 @@ in :mod:`pacnd.engines.cpu.tiles` (0 plain, 1 shared K, 2 per-channel K).
 import numpy as np
 from numba import njit, prange
 
-from .indexing import FASTMATH, add_row, load_row, store_row
+from .adapting import centre_features, phi_row, tap_d2, tap_validity
+from .indexing import (COL_BLOCK, FASTMATH, add_row, decode_row, jrange, load_row, store_row,
+                       unit_of)
 from .tiles import input_row, output_row, tap_of
 
-__all__ = ["dw_forward", "dw_backward"]
+__all__ = ["dw_forward", "dw_forward_fused", "dw_backward"]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -34,6 +36,8 @@ def _dw_row(it, x, Wc, bias, Kt, kmode, out, geo, cls, taps, r0, r1, c0, c1):
         if n == 0:
             continue
         w = Wc[c, ti]
+        if w == 0:
+            continue
         xs = load_row(x[b, c, idd, ihh], ibw, isw, lo, hi)
         accs = acc[lo - c0:hi - c0]
         if kmode == 0:
@@ -54,8 +58,107 @@ def _dw_row(it, x, Wc, bias, Kt, kmode, out, geo, cls, taps, r0, r1, c0, c1):
 @njit(parallel=True, cache=True)
 def dw_forward(x, Wc, bias, Kt, kmode, out, geo, cls, taps, r0, r1, c0, c1):
     """``out[b, c, pixel] = bias[c] + sum_ti Wc[c, ti] K[kc, ti, p] x[b, c, in(p, ti)]``."""
-    for it in prange(x.shape[1] * (r1 - r0)):
+    for it_ in prange(x.shape[1] * (r1 - r0)):
+        it = np.int64(it_)  # one body specialisation (prange indices are unsigned)
         _dw_row(it, x, Wc, bias, Kt, kmode, out, geo, cls, taps, r0, r1, c0, c1)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _fused_unit(u, nblk, x, Wc, bias, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha,
+                lam, cst, out):
+    kind, normalize, masked, has_mask = opt[0], opt[3], opt[4], opt[5]
+    cg_n = guide.shape[1]
+    c_n = x.shape[1]
+    td_n, th_n, tw_n = cls[0, 3], cls[1, 3], cls[2, 3]
+    gsd, gsh, gsw = cls[0, 5], cls[1, 5], cls[2, 5]
+    isd, ish, isw = cls[0, 4], cls[1, 4], cls[2, 4]
+    idn, ihn, iwn = geo[0, 0], geo[0, 1], geo[0, 2]
+    floor = cst[4]
+    r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
+    m = jb - ja
+    b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
+    f0, dedge2 = centre_features(guide, b, jd, jh, cls, geo, ja, jb, floor, 0)
+    dedge = dedge2[0]
+    d2 = np.empty(m, dtype=out.dtype)
+    k = np.empty(m, dtype=out.dtype)
+    M = np.empty(m, dtype=out.dtype)
+    Z = np.zeros(m, dtype=out.dtype)
+    acc = np.zeros((c_n, m), dtype=out.dtype)
+    a0 = alpha[0]
+    hl = cst[0] * lam[0]
+    ti = -1
+    for tdi in range(td_n):
+        gd = taps[0, tdi, 2] + jd * gsd
+        idd = taps[0, tdi, 1] + jd * isd
+        for thi in range(th_n):
+            gh = taps[1, thi, 2] + jh * gsh
+            ihh = taps[1, thi, 1] + jh * ish
+            xrow_ok = 0 <= idd < idn and 0 <= ihh < ihn
+            for twi in range(tw_n):
+                ti += 1
+                ibw = taps[2, twi, 1]
+                lo, hi = ja, ja
+                if xrow_ok:
+                    lo, hi = jrange(ibw, isw, iwn, ja, jb)
+                if not normalize:
+                    if hi == lo:
+                        continue    # the tap meets no input: it adds nothing
+                    wsum = 0.0
+                    for c in range(c_n):
+                        wsum += abs(Wc[c, ti])
+                    if wsum == 0:
+                        continue    # zero weight (e.g. a round window): it adds nothing
+                tap_d2(d2, f0, dedge, guide, b, 0, cg_n, gd, gh, taps[2, twi, 2], gsw, geo, ja,
+                       jb, floor)
+                phi_row(k, d2, kind, a0, hl, cst)
+                if masked:
+                    tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh, tdi, thi, twi,
+                                 ja, jb)
+                    for jj in range(m):
+                        k[jj] *= M[jj]
+                    if normalize:
+                        for jj in range(m):
+                            Z[jj] += k[jj]
+                if hi == lo:
+                    continue
+                km = k[lo - ja:hi - ja]
+                for c in range(c_n):
+                    w = Wc[c, ti]
+                    xs = load_row(x[b, c, idd, ihh], ibw, isw, lo, hi)
+                    am = acc[c, lo - ja:hi - ja]
+                    for j in range(hi - lo):
+                        am[j] += w * km[j] * xs[j]
+    if normalize:
+        for jj in range(m):
+            if Z[jj] == 0:
+                Z[jj] = 1
+    b, od, oh, o0w, osw = output_row(cls, r)
+    for c in range(c_n):
+        ac = acc[c]
+        bv = bias[c]
+        if normalize:
+            for jj in range(m):
+                ac[jj] = ac[jj] / Z[jj] + bv
+        else:
+            for jj in range(m):
+                ac[jj] += bv
+        store_row(out[b, c, od, oh], o0w, osw, ja, ac)
+
+
+@njit(parallel=True, cache=True)
+def dw_forward_fused(x, Wc, bias, guide, mask, geo, cls, taps, r0, r1, c0, c1, opt, alpha,
+                     lam, cst, out):
+    """Depthwise PAC forward with one K channel computed from the guide on the fly.
+
+    For every row segment and tap, K is computed once (mask and the
+    normaliser accumulated alongside) and applied to every channel while it
+    is in registers/L1; nothing tile-sized is stored.
+    """
+    nblk = (c1 - c0 + COL_BLOCK - 1) // COL_BLOCK
+    for u_ in prange((r1 - r0) * nblk):
+        u = np.int64(u_)  # one body specialisation (prange indices are unsigned)
+        _fused_unit(u, nblk, x, Wc, bias, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha,
+                    lam, cst, out)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -133,10 +236,12 @@ def dw_backward(gout, x, Wc, Kt, kmode, gx, gWc, gKt, need_x, need_w, need_k,
     iteration.
     """
     if need_x or need_w:
-        for c in prange(x.shape[1]):
+        for c_ in prange(x.shape[1]):
+            c = np.int64(c_)  # one body specialisation (prange indices are unsigned)
             _dw_channel_grads(c, gout, x, Wc, Kt, kmode, gx, gWc, need_x, need_w,
                               geo, cls, taps, r0, r1, c0, c1)
     if need_k:
         t_n = cls[0, 3] * cls[1, 3] * cls[2, 3]
-        for it in prange(t_n * (r1 - r0)):
+        for it_ in prange(t_n * (r1 - r0)):
+            it = np.int64(it_)  # one body specialisation (prange indices are unsigned)
             _dw_k_row(it, gout, x, Wc, kmode, gKt, geo, cls, taps, r0, r1, c0, c1)

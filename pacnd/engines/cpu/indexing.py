@@ -30,8 +30,12 @@ def decode_row(r, nd, nh):
 @njit(cache=True)
 def jrange(base, step, n, ja, jb):
     """``[lo, hi)``: the ``j`` in ``[ja, jb)`` with ``0 <= base + j*step < n``."""
-    lo = -(base // step)                 # ceil(-base / step)
-    hi = (n - 1 - base) // step + 1
+    if step == 1:                        # the common case, without divisions
+        lo = -base
+        hi = n - base
+    else:
+        lo = -(base // step)             # ceil(-base / step)
+        hi = (n - 1 - base) // step + 1
     if lo < ja:
         lo = ja
     if hi > jb:

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Layout", "TapClass", "layout_of", "tiles", "check_against_geometry"]
+__all__ = ["Layout", "TapClass", "layout_of", "tiles", "check_against_geometry", "Workspace"]
 
 
 def _embed(seq, fill):
@@ -183,3 +183,53 @@ def check_against_geometry(geom, all_taps=False):
                 else:
                     assert (tables[0][i][t, o] == -1).all()
     return lay
+
+
+class Workspace:
+    """Tile buffers of one call, reused from tile to tile.
+
+    Fresh multi-MB arrays per tile would be fresh ``mmap`` pages each time
+    (a page fault per 4 KiB on first touch); one flat buffer per name, grown
+    when needed, avoids that.
+    """
+
+    def __init__(self, dtype):
+        self.dtype = dtype
+        self._bufs = {}
+
+    def get(self, name, shape, zero=False):
+        n = int(np.prod(shape))
+        buf = self._bufs.get(name)
+        if buf is None or buf.size < n:
+            buf = np.empty(max(n, 1), dtype=self.dtype)
+            self._bufs[name] = buf
+        out = buf[:n].reshape(shape)
+        if zero:
+            out.fill(0)
+        return out
+
+
+def row_segments(tc, tile):
+    """Split a tile into runs of rows that share (batch, j_d).
+
+    Yields ``(p0, p1, b, out_index)``: tile pixels ``[p0, p1)`` are the output
+    block ``out5[b, :][out_index]`` of shape (C, rows, cols) — a strided view for
+    transposed classes — so tile buffers move to and from the output with
+    NumPy slicing instead of a kernel.
+    """
+    r0, r1, c0, c1 = tile
+    nd, nh = tc.n[0], tc.n[1]
+    cls = tc.cls
+    ncol = c1 - c0
+    ow0 = int(cls[2, 0] + c0 * cls[2, 1])
+    ow_sl = slice(ow0, ow0 + (ncol - 1) * int(cls[2, 1]) + 1, int(cls[2, 1]))
+    r = r0
+    while r < r1:
+        b, rem = divmod(r, nd * nh)
+        jd, jh = divmod(rem, nh)
+        n = min(r1 - r, nh - jh)
+        od = int(cls[0, 0] + jd * cls[0, 1])
+        oh0 = int(cls[1, 0] + jh * cls[1, 1])
+        oh_sl = slice(oh0, oh0 + (n - 1) * int(cls[1, 1]) + 1, int(cls[1, 1]))
+        yield (r - r0) * ncol, (r - r0 + n) * ncol, b, (slice(None), od, oh_sl, ow_sl)
+        r += n

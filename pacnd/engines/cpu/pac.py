@@ -19,12 +19,13 @@ Working memory is a few tile-sized buffers (:data:`pacnd.engines.cpu.TILE_BYTES`
 independent of the image size; no full-size K, columns or zero-inserted input.
 """
 
+import numba
 import numpy as np
 
 from . import adapting as _ad
-from .depthwise import dw_backward, dw_forward
-from .layout import layout_of, tiles
-from .tiles import gather_cols, gather_out, reduce_gk, scatter_input, write_out
+from .depthwise import dw_backward, dw_forward, dw_forward_fused
+from .layout import Workspace, layout_of, row_segments, tiles
+from .tiles import gather_cols, scatter_input
 
 __all__ = ["pac_forward", "pac_vjp"]
 
@@ -56,6 +57,7 @@ class _Op:
             self.ck = 0
         self.kmode = 0 if self.ck == 0 else (1 if self.ck == 1 else 2)
         self._dummy = np.zeros((1, 1, 1), dtype=self.dtype)
+        self.ws = Workspace(self.dtype)
 
     def class_weights(self, tc):
         """Per group: W of the class taps as (Cout/g, Cin/g*T_r), and its transpose."""
@@ -74,16 +76,33 @@ class _Op:
             return self._dummy, None, None
         npix = (tile[1] - tile[0]) * (tile[3] - tile[2])
         shape = (self.ck, tc.ntaps, npix)
-        Kt = np.empty(shape, dtype=self.dtype)
+        Kt = self.ws.get("K", shape)
         if self.ctx is None:
-            _ad.take_taps(self.Kfull, Kt, tc.tap_ids, tc.cls, *tile)
+            _ad.take_taps(self.Kfull, Kt, tc, tile)
             return Kt, None, None
         if save:
-            Krt, D2t = np.empty(shape, dtype=self.dtype), np.empty(shape, dtype=self.dtype)
+            Krt, D2t = self.ws.get("Kraw", shape), self.ws.get("D2", shape)
             self.ctx.compute(tc, tile, Kt, Krt, D2t)
             return Kt, Krt, D2t
         self.ctx.compute(tc, tile, Kt)
         return Kt, None, None
+
+
+def _write_out(tmp, out5, bias, tc, tile, o_start):
+    """``out[b, o_start + o, pixel] = tmp[o, p] + bias[o_start + o]`` for the tile's pixels."""
+    cg = tmp.shape[0]
+    bb = bias[o_start:o_start + cg, None, None]
+    for p0, p1, b, idx in row_segments(tc, tile):
+        blk = out5[b, o_start:o_start + cg][idx]
+        np.add(tmp[:, p0:p1].reshape(blk.shape), bb, out=blk)
+
+
+def _gather_out(gout5, dst, tc, tile, o_start):
+    """``dst[o, p] = gout[b, o_start + o, pixel]`` (the inverse of :func:`_write_out`)."""
+    cg = dst.shape[0]
+    for p0, p1, b, idx in row_segments(tc, tile):
+        blk = gout5[b, o_start:o_start + cg][idx]
+        dst[:, p0:p1].reshape(blk.shape)[...] = blk
 
 
 def _budget():
@@ -102,6 +121,13 @@ def pac_forward(x, weight, bias, geom, groups, *, K=None, guide=None, spec=None,
     for tc in lay.classes:
         t_r = tc.ntaps
         mats = op.class_weights(tc)
+        if op.depthwise and op.ctx is not None and op.ck == 1:
+            # K from the guide, one channel: computed on the fly, no tiles
+            nrows = op.B * tc.n[0] * tc.n[1]
+            c = op.ctx
+            dw_forward_fused(op.x5, mats, b, c.guide5, c.mask5, lay.geo, tc.cls, tc.taps, 0, nrows,
+                             0, tc.n[2], c.opt, c.alpha, c.lam, c.cst, out)
+            continue
         if op.depthwise:
             bpp = item * op.ck * t_r
         else:
@@ -112,13 +138,13 @@ def pac_forward(x, weight, bias, geom, groups, *, K=None, guide=None, spec=None,
                 dw_forward(op.x5, mats, b, Kt, op.kmode, out, lay.geo, tc.cls, tc.taps, *tile)
                 continue
             npix = (tile[1] - tile[0]) * (tile[3] - tile[2])
-            cols = np.empty((op.cin_g * t_r, npix), dtype=op.dtype)
-            tmp = np.empty((op.cout_g, npix), dtype=op.dtype)
+            cols = op.ws.get("cols", (op.cin_g * t_r, npix))
+            tmp = op.ws.get("out", (op.cout_g, npix))
             for g in range(groups):
                 gather_cols(op.x5, Kt, lay.geo, tc.cls, tc.taps, *tile, g * op.cin_g, op.cin_g,
                             op.kmode, cols)
                 np.matmul(mats[g][0], cols, out=tmp)
-                write_out(tmp, out, b, tc.cls, *tile, g * op.cout_g)
+                _write_out(tmp, out, b, tc, tile, g * op.cout_g)
     return out.reshape((op.B, op.cout) + tuple(geom.out_size))
 
 
@@ -151,7 +177,9 @@ def pac_vjp(grad_out, x, weight, geom, groups, *, K=None, guide=None, spec=None,
     for tc in lay.classes:
         t_r = tc.ntaps
         mats = op.class_weights(tc)
-        kt_arrays = 1 + (3 if need_guide_k else (1 if need_k else 0))
+        # K-sized tile arrays: K, its gradient, phi and d2 (guide), partial K gradients
+        kt_arrays = (1 + need_k + 2 * need_guide_k
+                     + (numba.get_num_threads() if need_k and op.kmode == 1 else 0))
         if op.depthwise:
             bpp = item * op.ck * t_r * kt_arrays
             gWc = np.zeros((op.cout, t_r), dtype=np.float64) if need_w else None
@@ -163,33 +191,37 @@ def pac_vjp(grad_out, x, weight, geom, groups, *, K=None, guide=None, spec=None,
         for tile in tiles(tc, op.B, bpp, _budget()):
             npix = (tile[1] - tile[0]) * (tile[3] - tile[2])
             Kt, Krt, D2t = op.k_tile(tc, tile, save=need_guide_k)
-            gKt = (np.zeros((op.ck, t_r, npix), dtype=dt) if need_k else op._dummy)
+            gKt = op.ws.get("gK", (op.ck, t_r, npix), zero=True) if need_k else op._dummy
             if op.depthwise:
                 dw_backward(gout5, op.x5, mats, Kt, op.kmode, gx5,
                             gWc if need_w else np.zeros((1, 1)), gKt, need_x, need_w, need_k,
                             lay.geo, tc.cls, tc.taps, *tile)
             else:
-                gt = np.empty((op.cout_g, npix), dtype=dt)
-                cols = np.empty((op.cin_g * t_r, npix), dtype=dt) if need_w else None
-                G = np.empty((op.cin_g * t_r, npix), dtype=dt) if (need_x or need_k) else None
+                gt = op.ws.get("gout", (op.cout_g, npix))
+                cols = op.ws.get("cols", (op.cin_g * t_r, npix)) if need_w else None
+                G = op.ws.get("G", (op.cin_g * t_r, npix)) if (need_x or need_k) else None
                 for g in range(groups):
                     cs = g * op.cin_g
-                    gather_out(gout5, gt, tc.cls, *tile, g * op.cout_g)
+                    _gather_out(gout5, gt, tc, tile, g * op.cout_g)
                     if need_w:
                         gather_cols(op.x5, Kt, lay.geo, tc.cls, tc.taps, *tile, cs, op.cin_g,
                                     op.kmode, cols)
                         gWacc[g] += gt @ cols.T
                     if need_x or need_k:
                         np.matmul(mats[g][1], gt, out=G)
-                        if need_x:
-                            scatter_input(G, Kt, gx5, lay.geo, tc.cls, tc.taps, *tile, cs,
-                                          op.cin_g, op.kmode)
-                        if need_k:
-                            reduce_gk(G, op.x5, gKt, lay.geo, tc.cls, tc.taps, *tile, cs,
-                                      op.cin_g, op.kmode)
+                        if need_k and op.kmode == 1:
+                            nchunk = max(1, min(op.cin_g, numba.get_num_threads()))
+                            gKp = op.ws.get("gKpart", (nchunk, t_r, npix), zero=True)
+                        else:
+                            nchunk = max(1, op.cin_g)
+                            gKp = op.ws.get("gKpart", (nchunk, 1, 1))
+                        scatter_input(G, Kt, op.x5, gx5, gKt, gKp, lay.geo, tc.cls, tc.taps,
+                                      *tile, cs, op.cin_g, op.kmode, need_x, need_k)
+                        if need_k and op.kmode == 1:
+                            gKt[0] += gKp.sum(axis=0)
             if need_k:
                 if op.ctx is None:
-                    _ad.put_taps(gKt, gKfull, tc.tap_ids, tc.cls, *tile)
+                    _ad.put_taps(gKt, gKfull, tc, tile)
                 else:
                     sums += op.ctx.backward(tc, tile, Kt, Krt, D2t, gKt, grad_guide, needs)
         if need_w:

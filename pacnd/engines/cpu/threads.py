@@ -12,13 +12,17 @@ pair with the default policy, 0.53 ms with passive waiting.
 ``OMP_WAIT_POLICY=PASSIVE`` in the environment (libgomp reads it once, when
 it is loaded) and restores the environment right after, so other OpenMP
 runtimes loaded later are not affected. It does nothing when the user set
-``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` (their choice wins), when Numba's
-pool is already running, or when the layer is not OpenMP.
+``OMP_WAIT_POLICY`` or ``GOMP_SPINCOUNT`` (their choice wins) or when the
+layer is not OpenMP. When Numba's OpenMP pool was already started by other
+code (with libgomp's default busy-waiting), it warns once: the engine then
+runs, but kernels that follow BLAS calls can be much slower on machines whose
+cores are all busy.
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 
 __all__ = ["start_threads"]
 
@@ -31,9 +35,21 @@ def start_threads():
         from numba.np.ufunc import parallel  # noqa: PLC0415
     except ImportError:  # pragma: no cover - numba without parallel support
         return
-    if getattr(parallel, "_is_initialized", True):
-        return
     if any(v in os.environ for v in _WAIT_VARS):
+        return
+    if getattr(parallel, "_is_initialized", True):
+        try:
+            layer = parallel.threading_layer()
+        except Exception:  # pragma: no cover
+            return
+        if layer == "omp":
+            warnings.warn(
+                "Numba's OpenMP thread pool was started before pacnd's CPU engine was imported, "
+                "with libgomp's default busy-waiting; PAC kernels that follow BLAS calls may run "
+                "much slower on machines whose cores are all busy. Import pacnd (or "
+                "pacnd.engines.cpu) before running other Numba parallel code, or set "
+                "OMP_WAIT_POLICY=PASSIVE in the environment before starting Python.",
+                RuntimeWarning, stacklevel=3)
         return
     os.environ["OMP_WAIT_POLICY"] = "PASSIVE"
     try:

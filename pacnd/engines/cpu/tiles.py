@@ -18,7 +18,7 @@ from numba import njit, prange
 
 from .indexing import FASTMATH, add_row, decode_row, jrange, load_row, store_row
 
-__all__ = ["gather_cols", "write_out", "gather_out", "scatter_input", "reduce_gk",
+__all__ = ["gather_cols", "scatter_input",
            "tap_of", "input_row", "output_row"]
 
 
@@ -113,108 +113,80 @@ def _gather_q(q, x, Kt, geo, cls, taps, r0, r1, c0, c1, c_start, kmode, cols):
 def gather_cols(x, Kt, geo, cls, taps, r0, r1, c0, c1, c_start, cin_g, kmode, cols):
     """``cols`` (cin_g*T_r, npix) of the tile, K-weighted unless ``kmode == 0``."""
     t_n = cls[0, 3] * cls[1, 3] * cls[2, 3]
-    for q in prange(cin_g * t_n):
+    for q_ in prange(cin_g * t_n):
+        q = np.int64(q_)  # one body specialisation (prange indices are unsigned)
         _gather_q(q, x, Kt, geo, cls, taps, r0, r1, c0, c1, c_start, kmode, cols)
 
 
-@njit(cache=True)
-def _out_channel(o, tmp, out, bias, cls, r0, r1, c0, c1, o_start, write):
-    ncol = c1 - c0
-    src = tmp[o]
-    for rr in range(r1 - r0):
-        b, od, oh, o0w, osw = output_row(cls, r0 + rr)
-        seg = src[rr * ncol:(rr + 1) * ncol]
-        orow = out[b, o_start + o, od, oh]
-        if write:
-            bv = bias[o_start + o]
-            for j in range(ncol):
-                seg[j] += bv
-            store_row(orow, o0w, osw, c0, seg)
-        else:
-            vals = load_row(orow, o0w, osw, c0, c1)
-            for j in range(ncol):
-                seg[j] = vals[j]
-
-
-@njit(parallel=True, cache=True)
-def write_out(tmp, out, bias, cls, r0, r1, c0, c1, o_start):
-    """``out[b, o_start + o, pixel] = tmp[o, p] + bias[o_start + o]`` (adds bias into tmp)."""
-    for o in prange(tmp.shape[0]):
-        _out_channel(o, tmp, out, bias, cls, r0, r1, c0, c1, o_start, True)
-
-
-@njit(parallel=True, cache=True)
-def gather_out(gout, dst, cls, r0, r1, c0, c1, o_start):
-    """``dst[o, p] = gout[b, o_start + o, pixel]`` (inverse of :func:`write_out`)."""
-    for o in prange(dst.shape[0]):
-        _out_channel(o, dst, gout, gout[0, 0, 0, 0], cls, r0, r1, c0, c1, o_start, False)
-
-
 @njit(cache=True, fastmath=FASTMATH)
-def _scatter_channel(cl, G, Kt, gx, geo, cls, taps, r0, r1, c0, c1, c_start, kmode, buf):
+def _scatter_chunk(ch, nchunk, G, Kt, x, gx, gKt, gKp, geo, cls, taps, r0, r1, c0, c1, c_start,
+                   cin_g, kmode, need_x, need_k, buf):
     th_n, tw_n = cls[1, 3], cls[2, 3]
     t_n = cls[0, 3] * th_n * tw_n
     ncol = c1 - c0
-    c = c_start + cl
-    kc = c * (kmode == 2)
-    for rr in range(r1 - r0):
-        for ti in range(t_n):
-            tdi, thi, twi = tap_of(ti, th_n, tw_n)
-            b, idd, ihh, ibw, isw, lo, hi = input_row(geo, cls, taps, r0 + rr, tdi, thi, twi,
-                                                      c0, c1)
-            if hi == lo:
-                continue
-            a = rr * ncol + lo - c0
-            gs = G[cl * t_n + ti][a:a + hi - lo]
-            if kmode != 0:
-                ks = Kt[kc, ti][a:a + hi - lo]
-                vals = buf[:hi - lo]
-                for j in range(hi - lo):
-                    vals[j] = gs[j] * ks[j]
-                gs = vals
-            add_row(gx[b, c, idd, ihh], ibw, isw, lo, gs)
-
-
-@njit(parallel=True, cache=True)
-def scatter_input(G, Kt, gx, geo, cls, taps, r0, r1, c0, c1, c_start, cin_g, kmode):
-    """col2im: ``gx[b, c, in(p, ti)] += G[cl*T_r + ti, p] * K[kc, ti, p]``.
-
-    One input channel per thread: no two threads touch the same element.
-    """
-    for cl in prange(cin_g):
-        buf = np.empty(c1 - c0, dtype=G.dtype)
-        _scatter_channel(cl, G, Kt, gx, geo, cls, taps, r0, r1, c0, c1, c_start, kmode, buf)
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _reduce_tap_row(it, G, x, gKt, geo, cls, taps, r0, r1, c0, c1, c_start, cin_g, kmode):
-    th_n, tw_n = cls[1, 3], cls[2, 3]
-    t_n = cls[0, 3] * th_n * tw_n
-    ncol = c1 - c0
-    nr = r1 - r0
-    ti = it // nr
-    rr = it - ti * nr
-    tdi, thi, twi = tap_of(ti, th_n, tw_n)
-    b, idd, ihh, ibw, isw, lo, hi = input_row(geo, cls, taps, r0 + rr, tdi, thi, twi, c0, c1)
-    if hi == lo:
-        return
-    a = rr * ncol + lo - c0
-    for cl in range(cin_g):
+    nd, nh = cls[0, 2], cls[1, 2]
+    for cl in range((cin_g * ch) // nchunk, (cin_g * (ch + 1)) // nchunk):
         c = c_start + cl
         kc = c * (kmode == 2)
-        gk = gKt[kc, ti][a:a + hi - lo]
-        gs = G[cl * t_n + ti][a:a + hi - lo]
-        xs = load_row(x[b, c, idd, ihh], ibw, isw, lo, hi)
-        for j in range(hi - lo):
-            gk[j] += gs[j] * xs[j]
+        for ti in range(t_n):
+            tdi, thi, twi = tap_of(ti, th_n, tw_n)
+            ibw, isw = taps[2, twi, 1], cls[2, 4]
+            wlo, whi = jrange(ibw, isw, geo[0, 2], c0, c1)
+            n = whi - wlo
+            if n <= 0:
+                continue
+            ib_d, is_d = taps[0, tdi, 1], cls[0, 4]
+            ib_h, is_h = taps[1, thi, 1], cls[1, 4]
+            grow = G[cl * t_n + ti]
+            krow = Kt[kc, ti]
+            # this chunk's K gradient: its own channel's row, or its private partial sum
+            gkrow = gKt[c, ti] if kmode == 2 else gKp[ch, ti]
+            vals = buf[:n]
+            bd, jd, jh = decode_row(r0, nd, nh)
+            for rr in range(r1 - r0):
+                idd = ib_d + jd * is_d
+                ihh = ib_h + jh * is_h
+                if 0 <= idd < geo[0, 0] and 0 <= ihh < geo[0, 1]:
+                    a = rr * ncol + wlo - c0
+                    gs = grow[a:a + n]
+                    if need_k:
+                        xs = load_row(x[bd, c, idd, ihh], ibw, isw, wlo, whi)
+                        gk = gkrow[a:a + n]
+                        for j in range(n):
+                            gk[j] += gs[j] * xs[j]
+                    if need_x:
+                        if kmode == 0:
+                            add_row(gx[bd, c, idd, ihh], ibw, isw, wlo, gs)
+                        else:
+                            ks = krow[a:a + n]
+                            for j in range(n):
+                                vals[j] = gs[j] * ks[j]
+                            add_row(gx[bd, c, idd, ihh], ibw, isw, wlo, vals)
+                jh += 1
+                if jh == nh:
+                    jh = 0
+                    jd += 1
+                    if jd == nd:
+                        jd = 0
+                        bd += 1
 
 
 @njit(parallel=True, cache=True)
-def reduce_gk(G, x, gKt, geo, cls, taps, r0, r1, c0, c1, c_start, cin_g, kmode):
-    """``gKt[kc, ti, p] += sum_cl G[cl*T_r + ti, p] * x[b, c, in(p, ti)]``.
+def scatter_input(G, Kt, x, gx, gKt, gKp, geo, cls, taps, r0, r1, c0, c1, c_start, cin_g,
+                  kmode, need_x, need_k):
+    """col2im and K gradient in one pass over ``G`` (Cin/g*T_r, npix).
 
-    One (tap, row) per iteration: each owns its slice of ``gKt``.
+    ``gx[b, c, in(p, ti)] += G[cl*T_r + ti, p] * K[kc, ti, p]`` (with
+    ``need_x``) and ``gK[kc, ti, p] += G[cl*T_r + ti, p] * x[b, c, in(p, ti)]``
+    (with ``need_k``). The input channels are split into ``gKp.shape[0]``
+    chunks, one per iteration: each owns its channels of ``gx``; the K
+    gradient goes to the channel's own row of ``gKt`` (``kmode == 2``) or to
+    the chunk's partial sum ``gKp[chunk]`` (T_r, npix), which the caller adds
+    up.
     """
-    t_n = cls[0, 3] * cls[1, 3] * cls[2, 3]
-    for it in prange(t_n * (r1 - r0)):
-        _reduce_tap_row(it, G, x, gKt, geo, cls, taps, r0, r1, c0, c1, c_start, cin_g, kmode)
+    nchunk = gKp.shape[0]
+    for ch_ in prange(nchunk):
+        ch = np.int64(ch_)  # one body specialisation (prange indices are unsigned)
+        buf = np.empty(c1 - c0, dtype=G.dtype)
+        _scatter_chunk(ch, nchunk, G, Kt, x, gx, gKt, gKp, geo, cls, taps, r0, r1, c0, c1,
+                       c_start, cin_g, kmode, need_x, need_k, buf)
