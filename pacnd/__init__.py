@@ -12,7 +12,7 @@ from ._dispatch import get_engine, set_engine, use_engine
 from .filters import bilateral, detail_preserving_pool, joint_bilateral, joint_bilateral_upsample
 from .ops import (adapting_kernel_vjp, conv_transpose_vjp, conv_vjp, pac_conv_transpose_vjp,
                   pac_conv_vjp, pac_pool_vjp)
-from . import functional, io, nn, optim, train
+from . import crf, functional, io, nn, optim, train
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 # Tensor-aware: arrays in -> arrays out (pacnd.ops); Tensors in -> Tensors out, graph recorded
 from .functional import (adapting_kernel, conv, conv_transpose, pac_conv, pac_conv_transpose,
@@ -26,5 +26,5 @@ __all__ = [
     "conv_transpose_vjp", "get_engine", "set_engine", "use_engine", "datasets", "filters",
     "bilateral", "joint_bilateral", "joint_bilateral_upsample", "detail_preserving_pool",
     "Tensor", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "functional",
-    "io", "nn", "optim", "train",
+    "io", "nn", "optim", "train", "crf",
 ]

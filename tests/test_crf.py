@@ -222,3 +222,16 @@ def test_crf_filter_init_shapes():
     assert 0 < w.sum() < 25
     np.testing.assert_array_equal(w, w[..., ::-1, :])
     np.testing.assert_array_equal(w, np.swapaxes(w, 2, 3))
+
+
+def test_symmetric_normalisation_with_negative_taps(rng):
+    """Learned filters may have negative taps: the normaliser uses |W| (stays finite) and
+    both paths agree."""
+    crf = PacCRF(3, 3, CONFIGS["grouped_norm"], dtype=np.float64)
+    for m in crf.messengers:
+        m.weight.data[...] = rng.normal(size=m.weight.shape)
+    u = rng.normal(size=(1, 3, 12, 14))
+    f = rng.normal(size=(1, 3, 12, 14))
+    g = crf(u, f).data
+    assert np.isfinite(g).all() and np.abs(g).max() < 1e3
+    assert rel_err(crf.infer(u, f), g) <= 1e-12

@@ -217,3 +217,9 @@ def test_refine_validation(small, bad, kwargs, exc, match):
         P = P.argmax(axis=2)
     with pytest.raises(exc, match=match):
         refine(img, P, **kwargs)
+
+
+def test_refine_warns_on_unit_scale_float_image(small):
+    img, P = small
+    with pytest.warns(UserWarning, match="0..255"):
+        refine(img.astype(np.float32) / 255.0, P)

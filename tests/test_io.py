@@ -306,3 +306,18 @@ def test_tree_rejects_unknown_objects(tmp_path):
     assert back["t"] == (1, "a", None)
     np.testing.assert_array_equal(back["d"][1], np.ones(2))
     np.testing.assert_array_equal(back["t2"], np.zeros(2))
+
+
+def test_atomic_write_gives_normal_permissions(tmp_path):
+    import os
+    import stat
+
+    from pacnd.io.checkpoint import atomic_write
+
+    umask = os.umask(0o022)
+    try:
+        path = tmp_path / "w.bin"
+        atomic_write(str(path), lambda f: f.write(b"x"), mode="wb")
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o644
+    finally:
+        os.umask(umask)

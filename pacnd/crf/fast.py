@@ -1,24 +1,30 @@
 """The fast array path of PAC-CRF inference (no graph).
 
 Runs exactly the model of :class:`pacnd.crf.PacCRF` (same formulas, same
-blur/crop geometry), organised for speed:
+blur/crop geometry), organised for speed on the CPU:
 
-* each kernel's adapting kernel K is computed **once** (:func:`pacnd.ops.adapting_kernel`)
-  and the fixed factors are folded into it: the shared spatial filter W, the
-  effective pairwise weight and (for symmetric normalisation) the receiving
-  pixel's normaliser, so a message is one K-weighted sum
-  (:func:`pacnd.ops.pac_pool` with ``adapting=``) at the kernel's pooled
-  resolution; '4d' kernels use :func:`pacnd.ops.pac_conv` with ``adapting=``;
+* each kernel's adapting kernel K is computed **once** per inference
+  (:func:`pacnd.ops.adapting_kernel`; K = 1 for a zero ``feat_scale``) and
+  the fixed factors are folded into it: the shared spatial filter W, the
+  effective pairwise weight and, for symmetric normalisation, the receiving
+  pixel's normaliser (computed with :func:`pacnd.ops.pac_pool`);
+* all shared-filter ('potts', '2d') kernels of a blur level become one list
+  of taps — (offset, per-pixel factor, input, output) — and every message of
+  the level is one vectorised Numba pass over the pooled grid
+  (:func:`_multi_tap`; taps with W = 0, e.g. the zero centre, are skipped,
+  which is exact); '4d' and 'none' kernels go through :func:`pacnd.ops.pac_conv`
+  / :func:`pacnd.ops.conv` with the precomputed K;
 * messages of kernels with the same ``blur`` are summed at the pooled
-  resolution before they are upsampled (upsampling is linear);
-* the full-resolution part of an iteration — ``w_u * U`` plus the upsampled
+  resolution, interpolated along x once (:func:`_interp_x`), and the
+  full-resolution part of an iteration — ``w_u * U`` plus the y-interpolated
   messages, the softmax over labels and the average pooling of Q for the
-  next messages — is one fused, parallel Numba pass over the image that
-  never stores logQ or Q at full resolution (when all kernels share one
-  ``blur``; otherwise a few fused passes).
+  next messages — is one fused, parallel pass over the image that never
+  stores logQ or Q at full resolution (when all kernels share one ``blur``;
+  otherwise a few passes). The last step computes only what the output
+  needs (labels: a fused argmax).
 
 Agreement with the graph path is to rounding (float64: ~1e-15 relative);
-the tests check it.
+the tests check it. NumPy arrays only (the graph path also runs on CuPy).
 """
 
 from __future__ import annotations
@@ -85,9 +91,10 @@ class _Level:
 
 
 # --------------------------------------------------------------------------- kernels
-# The full-resolution kernels work per pooled row ("block" of ``blur`` image rows) so that
-# the message rows a block needs are interpolated along x once and cached; each image row
-# is then contiguous multiply-adds (vectorised). Blocks are the parallel tasks.
+# Messages are interpolated along x once per step (:func:`_interp_x`, at pooled height);
+# the full-resolution kernels then work per pooled row ("block" of ``blur`` image rows): each
+# image row is the y-interpolation of two such rows plus w_u * U — contiguous multiply-adds
+# (vectorised) — and blocks are the parallel tasks.
 
 @njit(cache=True, inline="always")
 def _row_softmax(buf, mx, s):
@@ -110,30 +117,30 @@ def _row_softmax(buf, mx, s):
             buf[l, x] = buf[l, x] / s[x]
 
 
-@njit(cache=True, inline="always")
-def _block_cache(M, bb, has_msg, y_lo, y_hi, ytab0, ytab1, x0, x1, wx0, wx1, L, W, dtype):
-    """Message rows needed by image rows y_lo..y_hi, interpolated along x."""
-    r_lo = 0
-    n_rows = 0
-    if has_msg:
-        r_lo = ytab0[y_lo]
-        n_rows = ytab1[y_hi - 1] - r_lo + 1
-    cache = np.empty((max(n_rows, 1), L, W), dtype=dtype)
-    for j in range(n_rows):
-        r = r_lo + j
+@njit(parallel=True, cache=True)
+def _interp_x(M, x0, x1, wx0, wx1, Mx):
+    """Mx[b, r, l, x] = M[b, l, r, x0[x]] * wx0[x] + M[b, l, r, x1[x]] * wx1[x]: the messages
+    interpolated along x once per step, stored row-major ((B, h, L, W): the (L, W) block a
+    pooled row needs is contiguous); the y-interpolation is done per image row."""
+    B, L, h, w = M.shape
+    W = Mx.shape[3]
+    for task in prange(B * h):
+        bb = task // h
+        r = task - bb * h
         for l in range(L):
+            src = M[bb, l, r]
+            dst = Mx[bb, r, l]
             for x in range(W):
-                cache[j, l, x] = M[bb, l, r, x0[x]] * wx0[x] + M[bb, l, r, x1[x]] * wx1[x]
-    return cache, r_lo
+                dst[x] = src[x0[x]] * wx0[x] + src[x1[x]] * wx1[x]
 
 
 @njit(cache=True, inline="always")
-def _logit_row(buf, U, bb, y, w_u, has_msg, cache, r_lo, ytab0, ytab1, wy0, wy1):
-    """buf = w_u * U[bb, :, y] + (y-interpolation of the cached message rows)."""
+def _logit_row(buf, U, bb, y, w_u, has_msg, Mx, ytab0, ytab1, wy0, wy1):
+    """buf = w_u * U[bb, :, y] + (y-interpolation of the x-interpolated messages)."""
     L, W = buf.shape
     if has_msg:
-        c0 = cache[ytab0[y] - r_lo]
-        c1 = cache[ytab1[y] - r_lo]
+        c0 = Mx[bb, ytab0[y]]
+        c1 = Mx[bb, ytab1[y]]
         a = wy0[y]
         c = wy1[y]
         for l in range(L):
@@ -145,8 +152,26 @@ def _logit_row(buf, U, bb, y, w_u, has_msg, cache, r_lo, ytab0, ytab1, wy0, wy1)
                 buf[l, x] = U[bb, l, y, x] * w_u
 
 
+@njit(cache=True, inline="always")
+def _row_exp(buf, mx, s):
+    """buf <- exp(buf - max_l buf), s <- sum_l of it (softmax without the division)."""
+    L, W = buf.shape
+    for x in range(W):
+        mx[x] = buf[0, x]
+    for l in range(1, L):
+        for x in range(W):
+            mx[x] = max(mx[x], buf[l, x])
+    for x in range(W):
+        s[x] = 0
+    for l in range(L):
+        for x in range(W):
+            e = _exp(buf[l, x] - mx[x])
+            buf[l, x] = e
+            s[x] += e
+
+
 @njit(parallel=True, cache=True)
-def _fused_step(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, x0, x1, wx0, wx1, blur, pady,
+def _fused_step(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady,
                 padx, cnt_y, cnt_x, Qp):
     """Qp = avgpool_blur(softmax(w_u * U + up(M))) without storing full-res arrays."""
     B, L, H, W = U.shape
@@ -160,14 +185,14 @@ def _fused_step(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, x0, x1, wx0, wx1, bl
         racc = np.zeros((L, W), dtype=U.dtype)
         y_lo = max(cy * blur - pady, 0)
         y_hi = min((cy + 1) * blur - pady, H)
-        cache, r_lo = _block_cache(M, bb, has_msg, y_lo, y_hi, ytab0, ytab1, x0, x1, wx0,
-                                   wx1, L, W, U.dtype)
         for y in range(y_lo, y_hi):
-            _logit_row(buf, U, bb, y, w_u, has_msg, cache, r_lo, ytab0, ytab1, wy0, wy1)
-            _row_softmax(buf, mx, s)
+            _logit_row(buf, U, bb, y, w_u, has_msg, M, ytab0, ytab1, wy0, wy1)
+            _row_exp(buf, mx, s)
+            for x in range(W):
+                s[x] = 1 / s[x]
             for l in range(L):
                 for x in range(W):
-                    racc[l, x] += buf[l, x]
+                    racc[l, x] += buf[l, x] * s[x]
         for l in range(L):
             for cx in range(w):
                 x_lo = max(cx * blur - padx, 0)
@@ -179,7 +204,7 @@ def _fused_step(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, x0, x1, wx0, wx1, bl
 
 
 @njit(parallel=True, cache=True)
-def _logits_full(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, x0, x1, wx0, wx1, blur, pady,
+def _logits_full(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady,
                  n_blocks, out):
     """out = w_u * U + up(M)."""
     B, L, H, W = U.shape
@@ -189,17 +214,15 @@ def _logits_full(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, x0, x1, wx0, wx1, b
         y_lo = max(cy * blur - pady, 0)
         y_hi = min((cy + 1) * blur - pady, H)
         buf = np.empty((L, W), dtype=U.dtype)
-        cache, r_lo = _block_cache(M, bb, has_msg, y_lo, y_hi, ytab0, ytab1, x0, x1, wx0,
-                                   wx1, L, W, U.dtype)
         for y in range(y_lo, y_hi):
-            _logit_row(buf, U, bb, y, w_u, has_msg, cache, r_lo, ytab0, ytab1, wy0, wy1)
+            _logit_row(buf, U, bb, y, w_u, has_msg, M, ytab0, ytab1, wy0, wy1)
             for l in range(L):
                 for x in range(W):
                     out[bb, l, y, x] = buf[l, x]
 
 
 @njit(parallel=True, cache=True)
-def _add_up(out, M, ytab0, ytab1, wy0, wy1, x0, x1, wx0, wx1, blur, pady, n_blocks):
+def _add_up(out, M, ytab0, ytab1, wy0, wy1, blur, pady, n_blocks):
     """out += up(M)."""
     B, L, H, W = out.shape
     for task in prange(B * n_blocks):
@@ -207,11 +230,9 @@ def _add_up(out, M, ytab0, ytab1, wy0, wy1, x0, x1, wx0, wx1, blur, pady, n_bloc
         cy = task - bb * n_blocks
         y_lo = max(cy * blur - pady, 0)
         y_hi = min((cy + 1) * blur - pady, H)
-        cache, r_lo = _block_cache(M, bb, True, y_lo, y_hi, ytab0, ytab1, x0, x1, wx0,
-                                   wx1, L, W, out.dtype)
         for y in range(y_lo, y_hi):
-            c0 = cache[ytab0[y] - r_lo]
-            c1 = cache[ytab1[y] - r_lo]
+            c0 = M[bb, ytab0[y]]
+            c1 = M[bb, ytab1[y]]
             a = wy0[y]
             c = wy1[y]
             for l in range(L):
@@ -260,7 +281,7 @@ def _pool(Q, blur, pady, padx, cnt_y, cnt_x, Qp):
 
 
 @njit(parallel=True, cache=True)
-def _argmax_full(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, x0, x1, wx0, wx1, blur, pady,
+def _argmax_full(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady,
                  n_blocks, out):
     """out = argmax_l(w_u * U + up(M)) (first maximum wins, like NumPy)."""
     B, L, H, W = U.shape
@@ -272,10 +293,8 @@ def _argmax_full(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, x0, x1, wx0, wx1, b
         buf = np.empty((L, W), dtype=U.dtype)
         best = np.empty(W, dtype=U.dtype)
         arg = np.empty(W, dtype=np.int64)
-        cache, r_lo = _block_cache(M, bb, has_msg, y_lo, y_hi, ytab0, ytab1, x0, x1, wx0,
-                                   wx1, L, W, U.dtype)
         for y in range(y_lo, y_hi):
-            _logit_row(buf, U, bb, y, w_u, has_msg, cache, r_lo, ytab0, ytab1, wy0, wy1)
+            _logit_row(buf, U, bb, y, w_u, has_msg, M, ytab0, ytab1, wy0, wy1)
             for x in range(W):
                 best[x] = buf[0, x]
                 arg[x] = 0
@@ -476,6 +495,10 @@ class MeanFieldPlan:
             scale = crf.feat_scales[i]
             if scale is not None:
                 sc = np.asarray(scale.data, dtype=dt)
+                if not sc.any():  # zero-scaled guide: K = exp(0) = 1 on every tap
+                    k = spec.kernel_size
+                    Ks.append(np.ones((f.shape[0], 1, k, k) + f.shape[2:], dtype=dt))
+                    continue
                 f = f * (sc.reshape(1, -1, 1, 1) if sc.ndim == 1 else sc)
             Ks.append(ops.adapting_kernel(f, spec.kernel_size, padding=spec.padding,
                                           dilation=spec.dilation, engine=engine))
@@ -497,9 +520,17 @@ def prepare(crf, unary_shape, dtype, edge_feat=None, edge_kernel=None, engine=No
 
 
 def _tabs(level):
-    y0, y1, wy0, wy1 = level.ytab
+    """The y-interpolation tables of a level."""
+    return level.ytab
+
+
+def _xinterp(level, M):
+    """Messages (B, L, h, w) interpolated along x to the image width, as (B, h, L, W)."""
     x0, x1, wx0, wx1 = level.xtab
-    return y0, y1, wy0, wy1, x0, x1, wx0, wx1
+    B, L, h, _ = M.shape
+    Mx = np.empty((B, h, L, len(x0)), dtype=M.dtype)
+    _interp_x(M, x0, x1, wx0, wx1, Mx)
+    return Mx
 
 
 def _blocks(level):
@@ -541,7 +572,7 @@ def mean_field(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=None, 
     levels = plan.levels
     start = U if logQ is None else np.ascontiguousarray(logQ, dtype=dtype)
     one = dtype.type(1)
-    dummy = np.zeros((B, L, 1, 1), dtype=dtype)
+    dummy = np.zeros((B, 1, L, 1), dtype=dtype)
     msgs = None
     single = len(levels) == 1
     for step in range(crf.num_steps):
@@ -569,7 +600,7 @@ def mean_field(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=None, 
                     Qp = np.empty((B, L) + lev.size, dtype=dtype)
                     _pool(Q, b, lev.pad[0], lev.pad[1], lev.cnt_y, lev.cnt_x, Qp)
                     pooled[b] = Qp
-        msgs = plan.messages(pooled)
+        msgs = {b: _xinterp(levels[b], m) for b, m in plan.messages(pooled).items()}
     if crf.num_steps == 0:
         src, wu, msgs = start, one, None
     else:
@@ -605,7 +636,7 @@ def _full_logits(src, wu, msgs, levels, dtype):
     out = np.empty((B, L, H, W), dtype=dtype)
     if not msgs:
         lev = _Level((H, W), 1, dtype)
-        _logits_full(src, wu, np.zeros((B, L, 1, 1), dtype=dtype), False, *_tabs(lev),
+        _logits_full(src, wu, np.zeros((B, 1, L, 1), dtype=dtype), False, *_tabs(lev),
                      *_blocks(lev), out)
         return out
     first = True
@@ -616,3 +647,55 @@ def _full_logits(src, wu, msgs, levels, dtype):
         else:
             _add_up(out, msgs[b], *_tabs(lev), *_blocks(lev))
     return out
+
+
+# --------------------------------------------------------------------------- unaries
+@njit(parallel=True, cache=True)
+def _scores_to_planes(P, clip, is_prob, out, stats):
+    """(H, W, L) scores -> (L, H, W) planes in one parallel pass over rows, with the checks
+    the caller needs.
+
+    ``out[l, y, x] = max(P[y, x, l], clip)`` for probabilities (the log is taken
+    afterwards, vectorised), ``P[y, x, l]`` for logits. ``stats[y]`` = (number of
+    non-finite values, smallest value, largest |sum over labels - 1|) of row y."""
+    H, W, L = P.shape
+    for y in prange(H):
+        row = P[y]
+        bad = 0
+        mn = np.inf
+        worst = 0.0
+        for x in range(W):
+            tot = 0.0
+            for l in range(L):
+                v = row[x, l]
+                tot += v
+                mn = min(mn, v)
+            if not np.isfinite(tot):
+                for l in range(L):
+                    if not np.isfinite(row[x, l]):
+                        bad += 1
+            worst = max(worst, abs(tot - 1.0))
+        stats[y, 0] = bad
+        stats[y, 1] = mn
+        stats[y, 2] = worst
+        for l in range(L):
+            dst = out[l, y]
+            if is_prob:
+                for x in range(W):
+                    dst[x] = max(row[x, l], clip)
+            else:
+                for x in range(W):
+                    dst[x] = row[x, l]
+
+
+def scores_to_unary(scores, is_prob, clip=1e-5):
+    """(H, W, L) probabilities or logits -> ((L, H, W) float32 unary logits, stats).
+
+    ``stats``: (non-finite count, minimum, worst |sum - 1|) over the image."""
+    H, W, L = scores.shape
+    out = np.empty((L, H, W), dtype=np.float32)
+    stats = np.empty((H, 3), dtype=np.float64)
+    _scores_to_planes(scores, np.float32(clip), bool(is_prob), out, stats)
+    if is_prob:
+        np.log(out, out=out)
+    return out, (int(stats[:, 0].sum()), float(stats[:, 1].min()), float(stats[:, 2].max()))

@@ -36,6 +36,7 @@ import numbers
 import numpy as np
 
 from .. import functional as F
+from .._validate import array_module
 from ..autograd import Tensor, no_grad
 from ..autograd.tensor import as_array, is_array
 from ..nn.module import Module, ModuleList, Parameter
@@ -353,12 +354,13 @@ class PacCRF(Module):
         norms = [None] * len(self.kernels)
         dtype = as_array(like).dtype
         B = as_array(like).shape[0]
+        xp = array_module(as_array(like))
         for idx in norm_groups(self.kernels).values():
             total = None
             for i in idx:
                 spec = self.kernels[i]
                 psize = tuple(size) if spec.blur == 1 else tuple(as_array(kernels[i]).shape[-2:])
-                ones = np.ones((B, 1) + psize, dtype=dtype)
+                ones = xp.ones((B, 1) + psize, dtype=dtype)
                 s = F.pac_conv(ones, None, F.abs(self.messengers[i].weight),
                                adapting=kernels[i], padding=spec.padding,
                                dilation=spec.dilation, shared=True)
@@ -464,6 +466,11 @@ class PacCRF(Module):
         from .fast import mean_field  # noqa: PLC0415
 
         self._check_inputs(unary, edge_feat, edge_kernel)
+        for name, a in (("unary", unary), ("edge_feat", edge_feat)):
+            if a is not None and not isinstance(as_array(a), np.ndarray):
+                raise TypeError(f"{name} is a {type(as_array(a)).__module__} array: the fast "
+                                f"path runs on the CPU (NumPy); move it with .get(), or run "
+                                f"the graph path crf(unary, edge_feat) under pacnd.no_grad()")
         with no_grad():
             return mean_field(self, as_array(unary), as_array(edge_feat),
                               output=output or self.final_output,

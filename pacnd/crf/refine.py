@@ -64,9 +64,11 @@ import functools
 import math
 import numbers
 import os
+import warnings
 
 import numpy as np
 
+from .fast import scores_to_unary
 from .model import PacCRF
 from .spec import pooled_size
 from .unary import labels_from_annotation, unary_from_labels
@@ -122,8 +124,13 @@ def check_image(image):
         raise TypeError(f"image must be numeric (uint8 RGB, or floats on the 0..255 scale), "
                         f"got dtype {image.dtype}")
     img = image.astype(np.float32)
-    if image.dtype.kind == "f" and not np.isfinite(img).all():
-        raise ValueError("image contains NaN or infinite values")
+    if image.dtype.kind == "f":
+        if not np.isfinite(img).all():
+            raise ValueError("image contains NaN or infinite values")
+        if img.size and float(img.max()) <= 1.0:
+            warnings.warn("the image is float with values <= 1: refine expects the 0..255 "
+                          "scale (srgb is in those units); multiply it by 255 (or divide "
+                          "srgb by 255)", stacklevel=3)
     return img
 
 
@@ -207,11 +214,11 @@ def prepare_unary(scores, size, *, kind="probabilities", channel_axis=-1, n_labe
                          f"{scores.shape}")
     if scores.dtype.kind not in "fiu":
         raise TypeError(f"{kind} must be numeric, got dtype {scores.dtype}")
-    try:
-        s = np.moveaxis(scores, channel_axis, -1)
-    except np.exceptions.AxisError:
-        raise ValueError(f"channel_axis={channel_axis} is not an axis of scores with shape "
-                         f"{scores.shape}") from None
+    if isinstance(channel_axis, bool) or not isinstance(channel_axis, numbers.Integral) or \
+            not -3 <= channel_axis < 3:
+        raise ValueError(f"channel_axis={channel_axis!r} is not an axis of scores with shape "
+                         f"{scores.shape}")
+    s = np.moveaxis(scores, channel_axis, -1)
     if s.shape[:2] != (H, W):
         raise ValueError(f"scores have spatial size {s.shape[1]}x{s.shape[0]} but the image is "
                          f"{W}x{H}; resize the scores to the image (or pass channel_axis=0 "
@@ -222,23 +229,24 @@ def prepare_unary(scores, size, *, kind="probabilities", channel_axis=-1, n_labe
                          f"least 2")
     if n_labels is not None and n_labels != L:
         raise ValueError(f"scores have {L} labels but n_labels={n_labels}")
-    s = s.astype(np.float32)
-    if not np.isfinite(s).all():
-        raise ValueError(f"{kind} contain NaN or infinite values; fix the model output "
-                         f"(e.g. np.nan_to_num)")
-    if kind == "probabilities":
-        if s.min() < -prob_tol:
-            raise ValueError(f"probabilities must be >= 0, found {float(s.min()):.4g}; pass "
+    is_prob = kind == "probabilities"
+    if is_prob:
+        clip = _pos(clip, "clip", "the floor applied to probabilities before the log")
+    if s.dtype not in (np.float32, np.float64):
+        s = s.astype(np.float64)
+    U, (n_bad, smallest, worst) = scores_to_unary(s, is_prob, clip if is_prob else 0.0)
+    if n_bad:
+        raise ValueError(f"{kind} contain {n_bad} NaN or infinite value(s); fix the model "
+                         f"output (e.g. np.nan_to_num)")
+    if is_prob:
+        if smallest < -prob_tol:
+            raise ValueError(f"probabilities must be >= 0, found {smallest:.4g}; pass "
                              f"kind='logits' for unnormalised scores")
-        tot = s.sum(axis=2)
-        worst = float(np.abs(tot - 1).max())
         if worst > prob_tol:
             raise ValueError(f"probabilities must sum to 1 over the labels (axis "
-                             f"{channel_axis}); a pixel sums to {float(tot.ravel()[np.abs(tot - 1).argmax()]):.4g}"
-                             f" — normalise them, or pass kind='logits' for scores")
-        clip = _pos(clip, "clip", "the floor applied to probabilities before the log")
-        s = np.log(np.maximum(s, clip))
-    return np.ascontiguousarray(s.transpose(2, 0, 1)[None], dtype=np.float32), colors
+                             f"{channel_axis}), but a pixel's sum is off by {worst:.4g} — "
+                             f"normalise them, or pass kind='logits' for scores")
+    return U[None], colors
 
 
 # ------------------------------------------------------------------------- the mapping
