@@ -37,6 +37,16 @@ Method:
   writable the peak is sampled from a thread every ~0.5 ms instead (reported
   as ``mem_method``).
 
+Machine load: OpenBLAS's multi-threaded GEMM synchronises its threads several
+times per call; when any other process competes for the cores (even a niced
+one) each GEMM waits for descheduled threads. On the 2-core VM with one
+background training job, a lone NumPy 32x800x2304 sgemm took ~32-44 ms
+instead of ~0.6 ms, and pac_conv forward ~0.9 s instead of ~30 ms (torch's
+oneDNN degrades far less). Compare numbers only from runs on an idle machine
+(the JSON records the load averages and the BLAS/OpenMP environment; the
+script warns when the machine is busy), or run with ``OPENBLAS_NUM_THREADS=1``
+on a shared machine.
+
 Targets (from the issue): pac_conv forward <= 2x torch conv2d forward,
 forward + backward <= 3x torch conv2d forward + backward, working memory
 <= 64 MB. Anchor on this machine type quoted in the issue: torch conv2d 25 ms
@@ -338,6 +348,9 @@ def main(argv=None):
         print("torch does not import: no baseline; ratios are left out")
     rounds = args.rounds or (1 if args.quick else 3)
     load0 = os.getloadavg()
+    if load0[0] > 0.5 * (os.cpu_count() or 1):
+        print(f"WARNING: the machine is busy (load average {load0[0]:.1f} on {os.cpu_count()} "
+              "CPUs); multi-threaded BLAS timings will be far off (see the module doc)")
     results = {}
     for name in names:
         results[name] = run_child(name, "mem", 1)

@@ -469,3 +469,4 @@ def test_working_memory_is_bounded_by_the_tile_budget(transposed, monkeypatch):
     out_bytes = sum(g.nbytes for g in grads.values())
     assert peak_fwd <= y.nbytes + 4 * budget < full_cols
     assert peak_vjp - base <= out_bytes + 8 * budget < full_cols
+

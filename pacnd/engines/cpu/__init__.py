@@ -8,9 +8,8 @@ Same interface and semantics as :mod:`pacnd.engines.reference` (see
   the per-call buffer workspace;
 * :mod:`.adapting` — K of a tile from the guide (mask and normalisation
   fused) and its backward to guide, alpha, lam; the full-K interface calls;
-* :mod:`.tiles` — gather of K-weighted columns, output write, col2im scatter
-  fused with the K-gradient reduction (dense groups; the GEMMs are NumPy's
-  BLAS);
+* :mod:`.tiles` — gather of K-weighted columns, col2im scatter fused with
+  the K-gradient reduction (dense groups; the GEMMs are NumPy's BLAS);
 * :mod:`.depthwise` — direct loops when Cin/g == Cout/g == 1 (shared filters,
   pooling, bilateral filtering), K computed on the fly when it comes from the
   guide;

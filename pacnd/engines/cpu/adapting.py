@@ -26,8 +26,7 @@ from numba import njit, prange
 
 from ..._kernelspec import EPS
 from .fastexp import vexp
-from .indexing import (COL_BLOCK, FASTMATH, add_row, decode_row, jrange, load_row,
-                       store_row, unit_of)
+from .indexing import COL_BLOCK, FASTMATH, add_row, decode_row, jrange, load_row, unit_of
 from .layout import Workspace, layout_of, row_segments, tiles
 
 __all__ = ["adapting_kernel", "adapting_kernel_vjp", "kernel_tile", "kernel_tile_vjp",

@@ -8,7 +8,8 @@ Per tap class (:mod:`pacnd.engines.cpu.layout`) and tile of output pixels:
 2. dense groups: per group gather the K-weighted columns (Cin/g*T_r, npix)
    (:func:`tiles.gather_cols`) and multiply by the class's weight matrix
    (Cout/g, Cin/g*T_r) with NumPy's BLAS; depthwise (Cin/g == Cout/g == 1):
-   direct loops (:mod:`depthwise`).
+   direct loops (:mod:`depthwise`), K computed on the fly when it comes from a
+   guide.
 
 Backward per tile: ``gW += gout_tile @ cols^T``, ``G = W^T @ gout_tile``,
 grad input by col2im scatter of ``G*K`` (one input channel per thread),

@@ -16,10 +16,9 @@ indexed from 0 so that they vectorise (:func:`indexing.load_row`).
 import numpy as np
 from numba import njit, prange
 
-from .indexing import FASTMATH, add_row, decode_row, jrange, load_row, store_row
+from .indexing import FASTMATH, add_row, decode_row, jrange, load_row
 
-__all__ = ["gather_cols", "scatter_input",
-           "tap_of", "input_row", "output_row"]
+__all__ = ["gather_cols", "scatter_input", "tap_of", "input_row", "output_row"]
 
 
 @njit(cache=True)
