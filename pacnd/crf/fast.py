@@ -32,7 +32,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, prange
+
+# Start Numba's thread pool the engine's way (passive waiting) before this
+# module's own parallel kernels can start it with busy-waiting threads.
+from ..engines import cpu as _cpu_engine  # noqa: F401
+from numba import njit, prange  # noqa: E402
 
 from .. import functional as F
 from .. import ops
