@@ -28,7 +28,7 @@ import pytest
 HERE = Path(__file__).resolve().parent
 SIM_DIR = HERE / "gpu_sim"
 REPO = HERE.parent
-TIMEOUT = 900
+TIMEOUT = 600
 
 
 def _numba_cuda_reason():
@@ -61,24 +61,39 @@ def _env(**extra):
 
 @pytest.fixture(scope="module")
 def runs():
+    # Output goes to files, not pipes: a child that fills a 64 KiB pipe buffer while
+    # the parent waits on it would deadlock.
     tmp = Path(tempfile.mkdtemp(prefix="pacnd_numba_"))
     ptx_json = tmp / "ptx.json"
+    logs = {k: open(tmp / f"{k}.log", "w+") for k in ("sim", "ptx")}
     sim = subprocess.Popen(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-         "-rf", "--durations=5", str(SIM_DIR / "sim_numba_kernels.py")],
-        cwd=REPO, env=_env(NUMBA_ENABLE_CUDASIM="1"), stdout=subprocess.PIPE,
+         "-rf", "--durations=5", "-o", f"faulthandler_timeout={TIMEOUT // 3}",
+         str(SIM_DIR / "sim_numba_kernels.py")],
+        cwd=REPO, env=_env(NUMBA_ENABLE_CUDASIM="1"), stdout=logs["sim"],
         stderr=subprocess.STDOUT, text=True)
     ptx = subprocess.Popen([sys.executable, str(SIM_DIR / "ptx_compile.py"), str(ptx_json)],
-                           cwd=REPO, env=_env(), stdout=subprocess.PIPE,
+                           cwd=REPO, env=_env(), stdout=logs["ptx"],
                            stderr=subprocess.STDOUT, text=True)
-    out = {}
+
+    def finish(p, name):
+        try:
+            rc = p.wait(TIMEOUT)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            p.wait()
+            rc = f"killed after {TIMEOUT} s"
+        logs[name].seek(0)
+        return rc, logs[name].read()
+
     try:
-        out["sim"] = (sim.wait(TIMEOUT), sim.stdout.read())
-        out["ptx"] = (ptx.wait(TIMEOUT), ptx.stdout.read(), ptx_json)
+        out = {"sim": finish(sim, "sim"), "ptx": finish(ptx, "ptx") + (ptx_json,)}
     finally:
         for p in (sim, ptx):
             if p.poll() is None:
                 p.kill()
+        for f in logs.values():
+            f.close()
     return out
 
 

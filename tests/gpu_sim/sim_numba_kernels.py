@@ -3,9 +3,15 @@
 Run by ``tests/test_gpu_numba.py`` in its own process with
 ``NUMBA_ENABLE_CUDASIM=1`` (the simulator must be chosen before Numba is
 imported); not collected by a plain ``pytest`` run (the file name does not
-start with ``test_``). Launches are shrunk (16 threads per block, at most 3
+start with ``test_``). Launches are shrunk (4 threads per block, at most 3
 blocks: every grid-stride loop and block reduction runs over several blocks)
 and the problems are tiny: a simulated thread costs ~0.1-0.5 ms.
+
+The simulator runs a block's threads as Python threads, and every device-function
+call takes a lock (it swaps the module's ``cuda`` global); with the default 5 ms
+GIL switch interval the threads convoy on that lock and one launch can take
+anywhere from 0.5 s to minutes. A 10 us switch interval and 4 threads per block
+make the run steady (a few seconds per case).
 
 Outputs are allocated NaN-filled (every element must be written) and compared
 with the NumPy reference engine: every option (tests/gpu_sim/cases.py) and
@@ -31,11 +37,13 @@ if os.environ.get("NUMBA_ENABLE_CUDASIM") != "1":
 
 from numba import config as numba_config  # noqa: E402
 
+sys.setswitchinterval(1e-5)
+
 from pacnd.engines import cuda as cuda_engine  # noqa: E402
 from pacnd.engines import reference  # noqa: E402
 from pacnd.engines.cuda import _backend, config  # noqa: E402
 
-config.THREADS = 16
+config.THREADS = 4
 config.MAX_BLOCKS = 3
 config.TARGET_THREADS = 64
 config.MIN_SPLIT = 8
