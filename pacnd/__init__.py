@@ -4,7 +4,9 @@ Array-level operations (forward and vector-Jacobian products) live in
 :mod:`pacnd.ops`; the names exported here accept arrays or :class:`Tensor` s
 (recording the autodiff graph when an input requires grad); image-level filters (bilateral,
 joint bilateral, joint bilateral upsampling, detail-preserving pooling) in
-:mod:`pacnd.filters`.
+:mod:`pacnd.filters`; PAC-CRF in :mod:`pacnd.crf`; deep joint upsampling
+(networks, baselines, pretrained weights) in :mod:`pacnd.models` with its data
+readers, pairs and synthetic scenes in :mod:`pacnd.data`.
 """
 
 from . import datasets, filters
@@ -12,7 +14,7 @@ from ._dispatch import get_engine, set_engine, use_engine
 from .filters import bilateral, detail_preserving_pool, joint_bilateral, joint_bilateral_upsample
 from .ops import (adapting_kernel_vjp, conv_transpose_vjp, conv_vjp, pac_conv_transpose_vjp,
                   pac_conv_vjp, pac_pool_vjp)
-from . import crf, functional, io, nn, optim, train
+from . import crf, data, functional, io, models, nn, optim, train
 from .autograd import Tensor, enable_grad, is_grad_enabled, no_grad, set_grad_enabled
 # Tensor-aware: arrays in -> arrays out (pacnd.ops); Tensors in -> Tensors out, graph recorded
 from .functional import (adapting_kernel, conv, conv_transpose, pac_conv, pac_conv_transpose,
@@ -26,5 +28,5 @@ __all__ = [
     "conv_transpose_vjp", "get_engine", "set_engine", "use_engine", "datasets", "filters",
     "bilateral", "joint_bilateral", "joint_bilateral_upsample", "detail_preserving_pool",
     "Tensor", "no_grad", "enable_grad", "set_grad_enabled", "is_grad_enabled", "functional",
-    "io", "nn", "optim", "train", "crf",
+    "io", "nn", "optim", "train", "crf", "data", "models",
 ]

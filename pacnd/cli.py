@@ -26,6 +26,8 @@ __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 SUBCOMMANDS = {
     "demo": ("pacnd.demo", "joint bilateral upsampling of the bundled depth sample: "
                            "bicubic vs JBU, RMSE and a PNG figure"),
+    "upsample": ("pacnd.cli_upsample", "deep joint upsampling of depth / flow: predict, eval, "
+                                       "train"),
     "crf": ("pacnd.cli_crf", "refine a segmentation (scores or an annotation) with a PAC-CRF"),
 }
 

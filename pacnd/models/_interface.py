@@ -1,0 +1,221 @@
+"""The common interface of joint upsamplers: :class:`JointUpsampler`.
+
+``model(target_low, guide)`` is the network on normalised batches (Tensors or
+arrays, ``(B, C, h, w)`` and ``(B, 3, factor*h, factor*w)``);
+:meth:`JointUpsampler.upsample` is the user-level call on one image in its
+own units.
+"""
+
+from __future__ import annotations
+
+import numbers
+
+import numpy as np
+
+from ..autograd import no_grad
+from ..autograd.tensor import as_array
+from ..nn import Module
+
+__all__ = ["JointUpsampler", "as_guide", "as_target", "minmax_range", "normalize_target",
+           "denormalize_target"]
+
+
+def as_guide(guide, name="guide"):
+    """An RGB guide ``(H, W, 3)`` (uint8/uint16, or float in ``[0, 1]``) as
+    float32 in ``[0, 1]``, shape ``(H, W, 3)``."""
+    if not isinstance(guide, np.ndarray):
+        if hasattr(guide, "__array__") and not isinstance(guide, (str, bytes)):
+            guide = np.asarray(guide)
+        else:
+            raise TypeError(f"{name} must be an (H, W, 3) array (uint8, or float in [0, 1]), "
+                            f"got {type(guide).__name__}")
+    if guide.ndim != 3 or guide.shape[2] != 3:
+        hint = ""
+        if guide.ndim == 3 and guide.shape[2] == 4:
+            hint = "; drop the alpha channel with guide[..., :3]"
+        elif guide.ndim == 2:
+            hint = "; a grey guide can be stacked: np.stack([g, g, g], axis=-1)"
+        elif guide.ndim == 3 and guide.shape[0] == 3:
+            hint = "; it looks channel-first: use guide.transpose(1, 2, 0)"
+        raise ValueError(f"{name} must have shape (H, W, 3) (RGB), got {guide.shape}{hint}")
+    if guide.dtype == np.uint8:
+        return guide.astype(np.float32) / np.float32(255.0)
+    if guide.dtype == np.uint16:
+        return guide.astype(np.float32) / np.float32(65535.0)
+    if guide.dtype.kind == "b" or guide.dtype.kind not in "fiu":
+        raise TypeError(f"{name} has dtype {guide.dtype}; pass uint8 RGB or float in [0, 1]")
+    if guide.dtype.kind in "iu":
+        raise TypeError(f"{name} has integer dtype {guide.dtype}; pass uint8 (0..255) RGB or "
+                        f"float RGB in [0, 1]")
+    g = guide.astype(np.float32)
+    if not np.isfinite(g).all():
+        raise ValueError(f"{name} contains {int((~np.isfinite(g)).sum())} NaN/inf values")
+    lo, hi = float(g.min()), float(g.max())
+    if lo < -1e-3 or hi > 1 + 1e-3:
+        raise ValueError(f"float {name} must be in [0, 1], got values in [{lo:g}, {hi:g}]"
+                         + ("; divide 0..255 RGB by 255" if hi <= 255.5 else ""))
+    return np.clip(g, 0, 1)
+
+
+def as_target(low_res, name="low_res"):
+    """A target ``(h, w)`` or ``(h, w, C)`` as float32 ``(h, w, C)`` and
+    whether it had a channel axis."""
+    if not isinstance(low_res, np.ndarray):
+        if hasattr(low_res, "__array__") and not isinstance(low_res, (str, bytes)):
+            low_res = np.asarray(low_res)
+        else:
+            raise TypeError(f"{name} must be an (h, w) or (h, w, C) array, got "
+                            f"{type(low_res).__name__}")
+    if low_res.dtype.kind not in "fiu" or low_res.dtype.kind == "b":
+        raise TypeError(f"{name} has dtype {low_res.dtype}; pass a real-valued array")
+    if low_res.ndim not in (2, 3):
+        raise ValueError(f"{name} must have shape (h, w) or (h, w, C), got {low_res.shape}")
+    had_channels = low_res.ndim == 3
+    x = low_res.astype(np.float32)
+    if not had_channels:
+        x = x[..., None]
+    if x.shape[0] < 1 or x.shape[1] < 1 or x.shape[2] < 1:
+        raise ValueError(f"{name} is empty: shape {low_res.shape}")
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise ValueError(
+            f"{name} contains {int(bad.sum())} NaN/inf values (unknown samples); fill them "
+            f"first, e.g. pacnd.data.fill_unknown({name})")
+    return x, had_channels
+
+
+def minmax_range(low, axis=(0, 1)):
+    """Per-channel ``(lo, hi)`` of a low-res target, with flat channels
+    widened to ``(v - 0.5, v + 0.5)`` (the reference's convention)."""
+    lo = np.min(low, axis=axis).astype(np.float64)
+    hi = np.max(low, axis=axis).astype(np.float64)
+    flat = hi == lo
+    lo = np.where(flat, lo - 0.5, lo)
+    hi = np.where(flat, hi + 0.5, hi)
+    return lo, hi
+
+
+def normalize_target(x, lo, hi):
+    """``(x - lo) / (hi - lo)`` with per-channel (last axis) ``lo``, ``hi``."""
+    return ((x - lo) / (hi - lo)).astype(np.float32)
+
+
+def denormalize_target(y, lo, hi):
+    """Inverse of :func:`normalize_target`."""
+    return (y * (hi - lo) + lo).astype(np.float32)
+
+
+class JointUpsampler(Module):
+    """Base class of the joint-upsampling models (see the module docstring).
+
+    Attributes
+    ----------
+    factor : int
+        Upsampling factor.
+    channels : int
+        Target channels the model was made/trained for (1 depth, 2 flow);
+        informative, every model folds channels into the batch.
+    """
+
+    kind = "base"
+    #: whether :meth:`upsample` mirror-pads the inputs by default (learned
+    #: networks: their zero-padded convolutions were never trained on borders)
+    pad_borders = False
+
+    def __init__(self, factor, channels=1):
+        super().__init__()
+        if not isinstance(channels, numbers.Integral) or isinstance(channels, bool) \
+                or channels < 1:
+            raise ValueError(f"channels={channels!r} must be a positive int")
+        self.factor = int(factor)
+        self.channels = int(channels)
+        self.meta = {}
+
+    def border_pad(self):
+        """Low-res samples of mirror padding :meth:`upsample` adds on each
+        side by default: ``1 + ceil(8 / factor)`` for learned networks (at
+        least 8 high-res pixels), 0 for the training-free baselines."""
+        return 1 + -(-8 // self.factor) if self.pad_borders else 0
+
+    def upsample(self, low_res, guide, *, pad=None, engine=None):
+        """Upsample one low-res target guided by a high-res RGB image.
+
+        Parameters
+        ----------
+        low_res : ndarray, shape (h, w) or (h, w, C)
+            The low-resolution target in its own units (depth, disparity,
+            flow in pixels, ...); every value finite.
+        guide : ndarray, shape (factor*h, factor*w, 3)
+            RGB guide: uint8 (0..255), or float in ``[0, 1]``.
+        pad : int, optional
+            Mirror-pad the low-res input by this many samples per side (and
+            the guide by ``pad * factor`` pixels, ``'symmetric'``), run, and
+            crop the result back: the networks were trained with a 6-pixel
+            border left out of the loss, so their outermost pixels are
+            unreliable. Default :meth:`border_pad`; 0 runs on the image as it
+            is (the evaluation protocol).
+        engine : str, optional
+            PAC engine (default: the configured one).
+
+        Returns
+        -------
+        ndarray of float32, shape (factor*h, factor*w) or (factor*h, factor*w, C)
+            The result in the target's units.
+
+        Notes
+        -----
+        Each channel is min-max normalised by the low-res input's range
+        before the network runs and mapped back afterwards (the training
+        convention). A constant channel is returned constant (no network
+        call): there is nothing to upsample.
+        """
+        x, had_channels = as_target(low_res)
+        g = as_guide(guide)
+        h, w, C = x.shape
+        H, W = g.shape[:2]
+        f = self.factor
+        if (H, W) != (f * h, f * w):
+            implied = ""
+            if H % h == 0 and W % w == 0 and H // h == W // w:
+                implied = f" (the guide is {H // h}x the low-res input)"
+            raise ValueError(
+                f"size mismatch: this model upsamples by {f}, so a low-res input of {h}x{w} "
+                f"needs a {f * h}x{f * w} guide, got {H}x{W}{implied}; crop the guide to a "
+                f"multiple of {f} and subsample the target to match, or use a model for the "
+                f"right factor")
+        lo, hi = minmax_range(x)
+        flat = np.max(x, axis=(0, 1)) == np.min(x, axis=(0, 1))
+        out = np.empty((H, W, C), np.float32)
+        if pad is None:
+            pad = self.border_pad()
+        if not isinstance(pad, numbers.Integral) or isinstance(pad, bool) or pad < 0:
+            raise ValueError(f"pad={pad!r} must be a non-negative int (low-res samples)")
+        pad = int(pad)
+        if not flat.all():
+            xn = normalize_target(x, lo, hi)
+            gp = g
+            if pad:
+                xn = np.pad(xn, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
+                P = pad * f
+                gp = np.pad(g, ((P, P), (P, P), (0, 0)), mode="symmetric")
+            xn = xn.transpose(2, 0, 1)[None]                            # (1, C, h, w)
+            gn = np.ascontiguousarray(gp.transpose(2, 0, 1)[None])      # (1, 3, H, W)
+            was_training = self.training
+            self.eval()
+            try:
+                from .._dispatch import use_engine  # noqa: PLC0415
+                with no_grad():
+                    if engine is not None:
+                        with use_engine(engine):
+                            y = self(np.ascontiguousarray(xn), gn)
+                    else:
+                        y = self(np.ascontiguousarray(xn), gn)
+            finally:
+                self.train(was_training)
+            y = np.asarray(as_array(y), dtype=np.float32)[0].transpose(1, 2, 0)
+            if pad:
+                y = y[pad * f:pad * f + H, pad * f:pad * f + W]
+            out[...] = denormalize_target(y, lo, hi)
+        for c in np.flatnonzero(flat):
+            out[..., c] = x[0, 0, c]
+        return out if had_channels else out[..., 0]

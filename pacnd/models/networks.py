@@ -1,0 +1,443 @@
+"""Joint-upsampling networks: PAC (standard and lite), DJF, JBU and interpolation baselines.
+
+Every model here is a :class:`JointUpsampler`: ``model(target_low, guide)``
+maps a low-resolution target ``(B, C, h, w)`` (min-max normalised, see
+:meth:`JointUpsampler.upsample`) and a guide ``(B, 3, factor*h, factor*w)``
+(RGB in ``[0, 1]``) to ``(B, C, factor*h, factor*w)``. Multi-channel targets
+(optical flow u, v) are folded into the batch: one single-channel network
+serves every channel, so parameter counts do not depend on ``C``.
+
+Architectures follow the reference implementation (NVlabs/pacnet,
+``task_jointUpsampling/models.py``) and the paper (Su et al., CVPR 2019,
+Sec. 4 and appendix Table 5); parameter names equal the reference's
+state-dict keys, so its ``.pth`` weights load by name (:mod:`pacnd.io`).
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections import OrderedDict
+
+import numpy as np
+
+from .. import functional as F
+from ..autograd.tensor import as_array
+from ..filters import jbu_sample_offset
+from ..nn import Conv2d, ModuleList, PacConvTranspose2d, ReLU, Sequential
+from ..nn import init as _init
+from ._interface import JointUpsampler
+
+__all__ = ["PacJointUpsample", "PacJointUpsampleLite", "DJF", "JointBilateralUpsample",
+           "Bilinear", "Bicubic", "LITE_CONFIGS", "fold_channels", "unfold_channels",
+           "repeat_for_channels"]
+
+
+# ------------------------------------------------------------------ channel folding
+def fold_channels(x):
+    """(B, C, h, w) -> (B*C, 1, h, w) and C."""
+    B, C, h, w = x.shape
+    if C == 1:
+        return x, 1
+    return F.reshape(x, (B * C, 1, h, w)), C
+
+
+def unfold_channels(x, C):
+    """(B*C, 1, H, W) -> (B, C, H, W)."""
+    if C == 1:
+        return x
+    BC, _, H, W = x.shape
+    return F.reshape(x, (BC // C, C, H, W))
+
+
+def repeat_for_channels(g, C):
+    """(B, Cg, H, W) -> (B*C, Cg, H, W), each batch item repeated C times in a row."""
+    if C == 1:
+        return g
+    B, Cg, H, W = g.shape
+    g = F.broadcast_to(F.reshape(g, (B, 1, Cg, H, W)), (B, C, Cg, H, W))
+    return F.reshape(g, (B * C, Cg, H, W))
+
+
+def _check_pow2_factor(factor):
+    if not isinstance(factor, numbers.Integral) or isinstance(factor, bool):
+        raise TypeError(f"factor must be an int, got {factor!r}")
+    factor = int(factor)
+    if factor < 2 or factor & (factor - 1):
+        raise ValueError(f"factor={factor} is invalid: the PAC joint-upsampling network "
+                         f"upsamples by a power of 2 >= 2 (e.g. 4, 8 or 16)")
+    return factor
+
+
+def _check_int_factor(factor):
+    if not isinstance(factor, numbers.Integral) or isinstance(factor, bool):
+        raise TypeError(f"factor must be an int, got {factor!r}")
+    if factor < 1:
+        raise ValueError(f"factor={factor} must be a positive int")
+    return int(factor)
+
+
+def _widths(v, n, name):
+    if isinstance(v, numbers.Integral):
+        return (int(v),) * n
+    v = tuple(int(x) for x in v)
+    if len(v) != n:
+        raise ValueError(f"{name} has {len(v)} entries, expected {n}")
+    return v
+
+
+def _conv_stack(widths, ksize, rng, relu_last=False, paddings=None):
+    layers = []
+    n = len(widths) - 1
+    for i in range(n):
+        k = ksize[i] if isinstance(ksize, (tuple, list)) else ksize
+        p = paddings[i] if paddings is not None else k // 2
+        layers.append((f"conv{i + 1}", Conv2d(widths[i], widths[i + 1], k, padding=p, rng=rng)))
+        if i < n - 1 or relu_last:
+            layers.append((f"relu{i + 1}", ReLU()))
+    return Sequential(OrderedDict(layers))
+
+
+# ------------------------------------------------------------------------- PAC network
+class PacJointUpsample(JointUpsampler):
+    """The PAC joint-upsampling network (Su et al. 2019, Sec. 4).
+
+    Target branch: ``n_t_layers`` 5x5 convolutions on the low-res target;
+    guidance branch: ``n_g_layers`` 5x5 convolutions on the RGB guide whose
+    last layer has ``k_ch * log2(factor)`` channels, split evenly across the
+    ``log2(factor)`` PAC^T layers (each slice bilinearly resized, no
+    antialiasing, ``align_corners=False``, to that layer's output size);
+    decoder: ``log2(factor)`` 5x5 stride-2 PAC^T layers (padding 2,
+    output_padding 1), each followed by ReLU, then ``n_f_layers`` 5x5
+    convolutions. ReLU after every conv except each branch's last.
+
+    The standard network (32 channels everywhere, ``k_ch=16``) has
+    183,489 / 221,937 / 260,385 parameters at 4x / 8x / 16x.
+
+    Parameters
+    ----------
+    factor : int
+        Power of two >= 2.
+    channels : int, optional
+        Number of target channels the model is meant for (1 depth, 2 flow).
+        Metadata only: channels are folded into the batch, any count runs.
+    guide_channels : int, optional
+    n_t_layers, n_g_layers, n_f_layers : int, optional
+    n_t_filters, n_g_filters, n_f_filters : int or tuple of int, optional
+        Widths of the target branch (``n_t_layers`` entries), the guidance
+        branch's hidden layers (``n_g_layers - 1``) and the decoder (the
+        PAC^T outputs then the final convs except the last:
+        ``log2(factor) + n_f_layers - 1``).
+    k_ch : int, optional
+        Guide channels per PAC^T layer.
+    f_sz_1, f_sz_2 : int, optional
+        Conv and PAC^T kernel sizes (odd).
+    rng : numpy Generator or int, optional
+        Random init (PyTorch's default for convs, the reference's uniform
+        filler for PAC^T).
+    init : {'reference', 'bilinear'}, optional
+        ``'reference'``: the random init above. ``'bilinear'``: the same,
+        then channel 0 of every layer is made a pass-through (centre-tap
+        identity in the convs, a 2x bilinear tent in the PAC^T layers) and
+        every other weight into it zeroed, so the untrained network is
+        already an upsampler (a cascade of 2x bilinear steps, modulated by
+        the guide's kernel); the other channels
+        start random and learn the correction. Same architecture and
+        parameters — only a warm start for short training runs (see
+        :meth:`init_bilinear_path`).
+    """
+
+    kind = "pac"
+    pad_borders = True
+
+    def __init__(self, factor, channels=1, guide_channels=3, *, n_t_layers=3, n_g_layers=3,
+                 n_f_layers=2, n_t_filters=32, n_g_filters=32, n_f_filters=32, k_ch=16,
+                 f_sz_1=5, f_sz_2=5, rng=None, init="reference"):
+        factor = _check_pow2_factor(factor)
+        super().__init__(factor, channels)
+        if n_g_layers < 1 or n_f_layers < 1 or n_t_layers < 1:
+            raise ValueError("every branch needs at least one layer")
+        if f_sz_1 % 2 != 1 or f_sz_2 % 2 != 1:
+            raise ValueError(f"filter sizes must be odd, got f_sz_1={f_sz_1}, f_sz_2={f_sz_2}")
+        self.guide_channels = int(guide_channels)
+        self.k_ch = int(k_ch)
+        num_ups = int(round(math.log2(factor)))
+        self.num_ups = num_ups
+        t = _widths(n_t_filters, n_t_layers, "n_t_filters")
+        g = _widths(n_g_filters, n_g_layers - 1, "n_g_filters")
+        f = _widths(n_f_filters, n_f_layers + num_ups - 1, "n_f_filters")
+        self.config = dict(n_t_layers=n_t_layers, n_g_layers=n_g_layers, n_f_layers=n_f_layers,
+                           n_t_filters=t, n_g_filters=g, n_f_filters=f, k_ch=self.k_ch,
+                           f_sz_1=f_sz_1, f_sz_2=f_sz_2)
+        rng = _init.resolve_rng(rng)
+        self.branch_t = _conv_stack((1,) + t, f_sz_1, rng)
+        self.branch_g = _conv_stack((self.guide_channels,) + g + (self.k_ch * num_ups,),
+                                    f_sz_1, rng)
+        fw = (t[-1],) + f + (1,)
+        p, op = (f_sz_2 - 1) // 2, f_sz_2 % 2
+        self.up_convts = ModuleList()
+        for i in range(num_ups):
+            self.up_convts.append(PacConvTranspose2d(fw[i], fw[i + 1], f_sz_2, stride=2,
+                                                     padding=p, output_padding=op, rng=rng))
+        self.branch_f = _conv_stack(fw[num_ups:], f_sz_1, rng)
+        if init == "bilinear":
+            self.init_bilinear_path()
+        elif init != "reference":
+            raise ValueError(f"init={init!r}; choose 'reference' or 'bilinear'")
+
+    def init_bilinear_path(self):
+        """Make channel 0 a pass-through from the input to the output
+        (see ``init='bilinear'``); other weights are left as they are."""
+        def conv_identity(conv):
+            w, b = conv.weight.data, conv.bias.data
+            k = w.shape[-1] // 2
+            w[0] = 0
+            w[0, 0, k, k] = 1
+            b[0] = 0
+
+        for seq in (self.branch_t, self.branch_f):
+            for m in seq:
+                if isinstance(m, Conv2d):
+                    conv_identity(m)
+        k = self.config["f_sz_2"]
+        # input i of a stride-2 PAC^T (padding (k-1)/2, output_padding 1) reaches output
+        # 2i - (k-1)/2 + t + 1 through tap t (unflipped weights): taps (k-1)/2 - 2 ..
+        # (k-1)/2 + 1 get the 2x "area" tent 1/4, 3/4, 3/4, 1/4, so sample i is centred on
+        # output 2i + 1/2 (PyTorch's align_corners=False bilinear upsampling)
+        c = (k - 1) // 2
+        prof = np.zeros(k)
+        for t, v in zip(range(c - 2, c + 2), (0.25, 0.75, 0.75, 0.25)):
+            if 0 <= t < k:
+                prof[t] = v
+        tent = np.outer(prof, prof)
+        for up in self.up_convts:
+            w = up.weight.data                      # (Cin, Cout, k, k)
+            w[:, 0] = 0
+            w[0, 0] = tent
+            if up.bias is not None:
+                up.bias.data[0] = 0
+
+    def forward(self, target_low, guide):
+        x, C = fold_channels(target_low)
+        x = self.branch_t(x)
+        g = self.branch_g(guide)
+        H, W = guide.shape[-2:]
+        for i, up in enumerate(self.up_convts):
+            gi = g[:, i * self.k_ch:(i + 1) * self.k_ch]
+            s = 2 ** (self.num_ups - 1 - i)  # the guide is `s` times larger than this output
+            if s != 1:
+                gi = F.interpolate(gi, scale_factor=1.0 / s, mode="bilinear",
+                                   align_corners=False)
+            gi = repeat_for_channels(gi, C)
+            x = F.relu(up(x, gi))
+        x = self.branch_f(x)
+        return unfold_channels(x, C)
+
+
+#: the reference's lite configurations (DESIGN.md section 3)
+LITE_CONFIGS = {
+    4: dict(n_t_filters=(12, 16, 22), n_g_filters=(12, 22), n_f_filters=(12, 16, 22), k_ch=12),
+    8: dict(n_t_filters=(12, 16, 16), n_g_filters=(12, 16), n_f_filters=(12, 16, 16, 20),
+            k_ch=12),
+    16: dict(n_t_filters=(8, 16, 16), n_g_filters=(8, 16), n_f_filters=(8, 16, 16, 16, 16),
+             k_ch=10),
+}
+
+
+class PacJointUpsampleLite(PacJointUpsample):
+    """The lite PAC network (about DJF's size): 55,509 / 56,273 / 55,777
+    parameters at 4x / 8x / 16x (only those factors)."""
+
+    kind = "pac_lite"
+
+    def __init__(self, factor, channels=1, guide_channels=3, *, rng=None, init="reference"):
+        if factor not in LITE_CONFIGS:
+            raise ValueError(f"factor={factor!r}: the lite network exists for factors "
+                             f"{sorted(LITE_CONFIGS)} only")
+        super().__init__(factor, channels, guide_channels, rng=rng, init=init,
+                         **LITE_CONFIGS[factor])
+
+
+# ------------------------------------------------------------------------------- DJF
+class DJF(JointUpsampler):
+    """Deep joint image filter (Li et al., ECCV 2016) as the reference builds it.
+
+    The low-res target is bilinearly upsampled (``align_corners=False``);
+    two 3-conv branches (9x9 -> 96, 1x1 -> 48, 5x5 -> 1, each with padding 2
+    so the size is kept overall) process target and guide; their outputs are
+    concatenated and a joint 3-conv branch (9x9 -> 64, 1x1 -> 32, 5x5 -> 1,
+    "same" padding) predicts the result. ReLU between convs. 56,323
+    parameters.
+    """
+
+    kind = "djf"
+    pad_borders = True
+
+    def __init__(self, factor, channels=1, guide_channels=3, *, fs=(9, 1, 5), ns_tg=(96, 48, 1),
+                 ns_f=(64, 32), rng=None):
+        factor = _check_int_factor(factor)
+        super().__init__(factor, channels)
+        rng = _init.resolve_rng(rng)
+        pads = tuple(k // 2 for k in fs)
+        s = sum(pads)
+        pads_tg = (s // 3, s // 3, s - 2 * (s // 3))
+        self.guide_channels = int(guide_channels)
+        self.branch_t = _conv_stack((1,) + tuple(ns_tg), fs, rng, paddings=pads_tg)
+        self.branch_g = _conv_stack((self.guide_channels,) + tuple(ns_tg), fs, rng,
+                                    paddings=pads_tg)
+        self.branch_joint = _conv_stack((2 * ns_tg[-1],) + tuple(ns_f) + (1,), fs, rng,
+                                        paddings=pads)
+
+    def forward(self, target_low, guide):
+        x, C = fold_channels(target_low)
+        if x.shape[-1] < guide.shape[-1]:
+            x = F.interpolate(x, size=tuple(guide.shape[-2:]), mode="bilinear",
+                              align_corners=False)
+        x = self.branch_t(x)
+        g = repeat_for_channels(self.branch_g(guide), C)
+        x = self.branch_joint(F.concat([x, g], axis=1))
+        return unfold_channels(x, C)
+
+
+# ------------------------------------------------------------------------------- JBU
+class JointBilateralUpsample(JointUpsampler):
+    """Joint bilateral upsampling as the paper's baseline: one normalised
+    PAC^T (stride ``factor``, identity weight over channels, no bias) whose
+    Gaussian kernel sees the guide ``(scale_color * RGB, scale_space * y,
+    scale_space * x)`` — so it holds both the range and the spatial term.
+
+    Equals :func:`pacnd.filters.joint_bilateral_upsample` with
+    ``sigma_spatial = 1 / (scale_space * factor)`` (low-res pixels),
+    ``sigma_color = 1 / scale_color`` and ``win_size = kernel_size`` (same
+    "center" sampling convention: low-res sample ``i`` sits on high-res
+    pixel ``i*factor + (factor-1)//2``).
+
+    Parameters
+    ----------
+    factor : int
+    kernel_size : int, optional
+        Odd window in high-res pixels (default ``2*factor + 1``... at least
+        ``factor``), the reference's ``JBU_{ks}_{color}_{space}``.
+    scale_space, scale_color : float, optional
+        Inverse spatial sigma (high-res pixels) and inverse range sigma
+        (RGB in [0, 1]). Defaults: ``sigma_spatial = 0.75`` low-res pixels,
+        ``sigma_color = 0.1``.
+    """
+
+    kind = "jbu"
+
+    def __init__(self, factor, channels=1, *, kernel_size=None, scale_space=None,
+                 scale_color=None, sigma_spatial=0.75, sigma_color=0.1):
+        factor = _check_int_factor(factor)
+        super().__init__(factor, channels)
+        if scale_space is None:
+            scale_space = 1.0 / (float(sigma_spatial) * factor)
+        if scale_color is None:
+            scale_color = 1.0 / float(sigma_color)
+        if kernel_size is None:
+            sig = 1.0 / (scale_space * factor)
+            kernel_size = 2 * max(math.ceil(3 * sig * factor), math.ceil(factor / 2)) + 1
+        kernel_size = int(kernel_size)
+        if kernel_size % 2 != 1 or kernel_size < factor:
+            raise ValueError(f"kernel_size={kernel_size} must be odd and >= factor={factor}")
+        self.kernel_size = kernel_size
+        self.scale_space = float(scale_space)
+        self.scale_color = float(scale_color)
+        o = jbu_sample_offset(factor)
+        self.padding = kernel_size // 2 - o
+        self.output_padding = factor - 1 - 2 * o
+        self.register_buffer("weight", np.ones((1, 1, kernel_size, kernel_size), np.float32))
+
+    def extra_repr(self):
+        return (f"factor={self.factor}, kernel_size={self.kernel_size}, "
+                f"scale_space={self.scale_space:g}, scale_color={self.scale_color:g}")
+
+    def forward(self, target_low, guide):
+        g = as_array(guide)
+        xp = np
+        B, _, H, W = g.shape
+        yy = xp.broadcast_to(xp.arange(H, dtype=g.dtype)[:, None], (B, 1, H, W))
+        xx = xp.broadcast_to(xp.arange(W, dtype=g.dtype)[None, :], (B, 1, H, W))
+        feats = xp.concatenate([g * g.dtype.type(self.scale_color),
+                                yy * g.dtype.type(self.scale_space),
+                                xx * g.dtype.type(self.scale_space)], axis=1)
+        x, C = fold_channels(target_low)
+        feats = repeat_for_channels(feats, C)
+        feats = as_array(feats)
+        w = self.weight.astype(as_array(x).dtype, copy=False)
+        out = F.pac_conv_transpose(x, feats, w, stride=self.factor, padding=self.padding,
+                                   output_padding=self.output_padding, normalize=True,
+                                   shared=True)
+        return unfold_channels(out, C)
+
+
+# ---------------------------------------------------------------------- interpolation
+def _sample_positions(n_low, factor, sampling):
+    """Low-res sample i's position on the high-res grid, inverted: for every
+    high-res index, its coordinate in low-res sample units."""
+    d = np.arange(n_low * factor, dtype=np.float64)
+    if sampling == "center":
+        return (d - jbu_sample_offset(factor)) / factor
+    return (d + 0.5) / factor - 0.5  # "area": PyTorch align_corners=False
+
+
+_SAMPLINGS = ("center", "area")
+
+
+class Bilinear(JointUpsampler):
+    """Bilinear interpolation (ignores the guide).
+
+    ``sampling='area'`` (default) is PyTorch's ``interpolate(...,
+    align_corners=False)`` — the reference's baseline, matching low-res made
+    by area-like downsampling (flow); ``'center'`` puts low-res sample ``i``
+    on high-res pixel ``i*factor + (factor-1)//2`` (nearest "center"
+    subsampling, depth).
+    """
+
+    kind = "bilinear"
+
+    def __init__(self, factor, channels=1, *, sampling="area"):
+        super().__init__(_check_int_factor(factor), channels)
+        if sampling not in _SAMPLINGS:
+            raise ValueError(f"sampling={sampling!r}; choose one of {_SAMPLINGS}")
+        self.sampling = sampling
+
+    def forward(self, target_low, guide):
+        if self.sampling == "area":
+            h, w = target_low.shape[-2:]
+            return F.interpolate(target_low, size=(h * self.factor, w * self.factor),
+                                 mode="bilinear", align_corners=False)
+        return _spline_resize(as_array(target_low), self.factor, 1, self.sampling)
+
+
+class Bicubic(JointUpsampler):
+    """Cubic interpolation (ignores the guide): interpolating cubic B-spline
+    (:func:`scipy.ndimage.map_coordinates`, order 3, edges repeated) at the
+    same sample positions as :class:`Bilinear` (``sampling``: ``'center'``
+    for depth, ``'area'`` for flow)."""
+
+    kind = "bicubic"
+
+    def __init__(self, factor, channels=1, *, sampling="center"):
+        super().__init__(_check_int_factor(factor), channels)
+        if sampling not in _SAMPLINGS:
+            raise ValueError(f"sampling={sampling!r}; choose one of {_SAMPLINGS}")
+        self.sampling = sampling
+
+    def forward(self, target_low, guide):
+        return _spline_resize(as_array(target_low), self.factor, 3, self.sampling)
+
+
+def _spline_resize(x, factor, order, sampling):
+    from scipy import ndimage  # noqa: PLC0415
+
+    B, C, h, w = x.shape
+    yy = _sample_positions(h, factor, sampling)
+    xx = _sample_positions(w, factor, sampling)
+    coords = np.meshgrid(yy, xx, indexing="ij")
+    out = np.empty((B, C, h * factor, w * factor), dtype=x.dtype)
+    for b in range(B):
+        for c in range(C):
+            out[b, c] = ndimage.map_coordinates(x[b, c].astype(np.float64), coords, order=order,
+                                                mode="nearest")
+    return out
