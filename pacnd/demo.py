@@ -5,7 +5,9 @@ Takes the Middlebury "Cones" view and its ground-truth disparity
 (nearest, "center" convention), upsamples it back with bicubic interpolation
 and with joint bilateral upsampling guided by the RGB image
 (:func:`pacnd.filters.joint_bilateral_upsample`, one normalised transposed
-PAC), prints the RMSE of each against the ground truth and writes a figure.
+PAC) and with the pretrained PAC joint-upsampling network
+(:func:`pacnd.models.pretrained`), prints the RMSE of each against the ground
+truth and writes a figure.
 """
 
 from __future__ import annotations
@@ -102,8 +104,9 @@ def _crop(rgb, disp, crop, factor):
 def run_depth_upsampling_demo(output="pacnd_demo.png", factor=8, *,
                               sigma_spatial=DEFAULT_SIGMA_SPATIAL,
                               sigma_color=DEFAULT_SIGMA_COLOR, win_size=None, crop=None,
-                              engine=None, verbose=True):
-    """Upsample the bundled Cones disparity by ``factor``: bicubic vs JBU.
+                              engine=None, learned=True, verbose=True):
+    """Upsample the bundled Cones disparity by ``factor``: bicubic vs JBU vs
+    the pretrained PAC network.
 
     Steps: load :func:`pacnd.datasets.load_cones`; crop the centre to a
     multiple of ``factor`` (and to ``crop`` if given); make the low-res input
@@ -111,9 +114,13 @@ def run_depth_upsampling_demo(output="pacnd_demo.png", factor=8, *,
     known one (both methods get the same input); upsample with
     :func:`bicubic_upsample` and with
     :func:`pacnd.filters.joint_bilateral_upsample` guided by ``RGB / 255``;
-    report the RMSE (disparity pixels, over pixels with known ground truth);
-    write a PNG with guide, low-res input (nearest-upscaled), bicubic, JBU and
-    ground truth side by side.
+    and, when pacnd ships depth weights for ``factor`` (4, 8, 16) and
+    ``learned`` is true, with the pretrained PAC joint-upsampling network
+    (:func:`pacnd.models.pretrained`; trained on Cones view 6 and synthetic
+    scenes, never on this view 2); report the RMSE (disparity pixels, over
+    pixels with known ground truth); write a PNG with guide, low-res input
+    (nearest-upscaled), bicubic, JBU, PAC network and ground truth side by
+    side.
 
     Parameters
     ----------
@@ -129,6 +136,9 @@ def run_depth_upsampling_demo(output="pacnd_demo.png", factor=8, *,
         Use only a centred crop of this size (for quick runs).
     engine : str, optional
         PAC engine.
+    learned : bool, optional
+        Also run the pretrained PAC network (skipped, with a note, for a
+        factor without shipped weights).
     verbose : bool, optional
         Print the results.
 
@@ -137,7 +147,8 @@ def run_depth_upsampling_demo(output="pacnd_demo.png", factor=8, *,
     dict
         ``rmse_bicubic``, ``rmse_jbu``, ``seconds_jbu``, ``factor``, ``shape``
         (high-res), ``output`` (the path written or None) and the arrays
-        ``low_res``, ``bicubic``, ``jbu``, ``ground_truth``.
+        ``low_res``, ``bicubic``, ``jbu``, ``ground_truth``; with the network
+        also ``rmse_pac``, ``seconds_pac`` and ``pac`` (else ``pac`` is None).
 
     Examples
     --------
@@ -159,13 +170,30 @@ def run_depth_upsampling_demo(output="pacnd_demo.png", factor=8, *,
     seconds = time.perf_counter() - t0
     res = {"rmse_bicubic": rmse(bic, gt), "rmse_jbu": rmse(jbu, gt), "seconds_jbu": seconds,
            "factor": factor, "shape": gt.shape, "low_res": low, "bicubic": bic, "jbu": jbu,
-           "ground_truth": gt, "output": None}
+           "ground_truth": gt, "output": None, "pac": None}
+    note = None
+    if learned:
+        from .models import available_pretrained, pretrained  # noqa: PLC0415
+
+        if ("depth", factor, "standard") in available_pretrained():
+            model = pretrained("depth", factor=factor)
+            t0 = time.perf_counter()
+            pac = model.upsample(low, rgb, engine=engine)
+            res.update(pac=pac, rmse_pac=rmse(pac, gt), seconds_pac=time.perf_counter() - t0)
+        else:
+            note = (f"  (no pretrained PAC network for x{factor}: pacnd ships depth x4, x8 "
+                    f"and x16)")
     if verbose:
         h, w = gt.shape
         print(f"pacnd demo: Middlebury 'Cones' disparity, {h // factor}x{w // factor} -> {h}x{w} "
               f"(x{factor}), RMSE in disparity pixels over known pixels")
         print(f"  bicubic                 RMSE {res['rmse_bicubic']:.3f}")
         print(f"  joint bilateral (PAC^T) RMSE {res['rmse_jbu']:.3f}   ({seconds:.2f} s)")
+        if res["pac"] is not None:
+            print(f"  PAC network (pretrained) RMSE {res['rmse_pac']:.3f}   "
+                  f"({res['seconds_pac']:.2f} s)")
+        elif note:
+            print(note)
     if output is not None:
         res["output"] = _write_figure(output, rgb, low, bic, jbu, gt, factor, res)
         if verbose:
@@ -188,8 +216,10 @@ def _write_figure(output, rgb, low, bic, jbu, gt, factor, res):
         (f"low-res input ({low.shape[0]}x{low.shape[1]}, nearest x{factor})", low_disp, None),
         (f"bicubic  RMSE {res['rmse_bicubic']:.3f}", bic, None),
         (f"JBU (PAC$^T$)  RMSE {res['rmse_jbu']:.3f}", jbu, None),
-        ("ground truth (grey: unknown)", gt, None),
     ]
+    if res.get("pac") is not None:
+        panels.append((f"PAC network  RMSE {res['rmse_pac']:.3f}", res["pac"], None))
+    panels.append(("ground truth (grey: unknown)", gt, None))
     h, w = gt.shape
     fig = Figure(figsize=(3.0 * len(panels) + 0.8, 3.0 * h / w + 0.7), dpi=110,
                  layout="constrained")
@@ -204,7 +234,7 @@ def _write_figure(output, rgb, low, bic, jbu, gt, factor, res):
         ax.set_title(title, fontsize=9)
         ax.set_axis_off()
     fig.colorbar(im, ax=list(axes), shrink=0.9, pad=0.01, label="disparity (px)")
-    fig.suptitle(f"pacnd: joint bilateral upsampling x{factor} of Middlebury 'Cones' disparity",
+    fig.suptitle(f"pacnd: guided upsampling x{factor} of Middlebury 'Cones' disparity (view 2)",
                  fontsize=10)
     path = os.fspath(output)
     fig.savefig(path, format="png")
@@ -225,6 +255,8 @@ def configure_parser(parser):
                         help="JBU range sigma in RGB/255 units (default: %(default)s)")
     parser.add_argument("--crop", type=int, nargs=2, default=None, metavar=("H", "W"),
                         help="use only a centred H x W crop (quick runs)")
+    parser.add_argument("--no-network", action="store_true",
+                        help="skip the pretrained PAC network (bicubic and JBU only)")
 
 
 def run_from_args(args):
@@ -232,5 +264,5 @@ def run_from_args(args):
     run_depth_upsampling_demo(args.output, args.factor, sigma_spatial=args.sigma_spatial,
                               sigma_color=args.sigma_color,
                               crop=None if args.crop is None else tuple(args.crop),
-                              engine=args.engine)
+                              engine=args.engine, learned=not args.no_network)
     return 0

@@ -499,8 +499,18 @@ def test_demo_end_to_end_reduced(engine, tmp_path, capsys):
     assert res["jbu"].shape == res["ground_truth"].shape == (64, 96)
     assert np.isfinite(res["rmse_bicubic"]) and np.isfinite(res["rmse_jbu"])
     assert res["rmse_jbu"] < res["rmse_bicubic"]
+    assert res["pac"].shape == (64, 96) and np.isfinite(res["rmse_pac"])
     text = capsys.readouterr().out
     assert "bicubic" in text and "RMSE" in text and "figure written" in text
+    assert "PAC network (pretrained)" in text
+
+
+def test_demo_without_weights_for_the_factor_says_so(capsys):
+    res = run_depth_upsampling_demo(None, factor=3, crop=(60, 60))
+    assert res["pac"] is None and "rmse_pac" not in res
+    assert "no pretrained PAC network for x3" in capsys.readouterr().out
+    res = run_depth_upsampling_demo(None, factor=4, crop=(64, 64), learned=False, verbose=False)
+    assert res["pac"] is None
 
 
 def test_demo_rejects_bad_factor():
