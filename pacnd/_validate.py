@@ -101,3 +101,13 @@ def check_shape(a, name, expected, hint=""):
     if tuple(a.shape) != tuple(expected):
         raise ValueError(f"{name} has shape {tuple(a.shape)}, expected {tuple(expected)}"
                          + (f"; {hint}" if hint else ""))
+
+
+def as_ndarray(a, name, what, hint=""):
+    """``a`` as a NumPy array: arrays pass through, array-likes (``__array__``)
+    are converted; anything else is a TypeError saying what ``name`` must be."""
+    if isinstance(a, np.ndarray):
+        return a
+    if hasattr(a, "__array__") and not isinstance(a, (str, bytes)):
+        return np.asarray(a)
+    raise TypeError(f"{name} must be {what}, got {type(a).__name__}{hint}")

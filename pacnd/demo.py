@@ -18,6 +18,7 @@ import time
 import numpy as np
 
 from .datasets import load_cones
+from .data.lowres import fill_unknown
 from .filters import jbu_sample_offset, joint_bilateral_upsample
 
 __all__ = ["run_depth_upsampling_demo", "make_low_res", "bicubic_upsample", "rmse"]
@@ -36,19 +37,6 @@ def make_low_res(high, factor):
     """
     o = jbu_sample_offset(factor)
     return np.ascontiguousarray(high[o::factor, o::factor])
-
-
-def fill_unknown(a):
-    """Replace NaNs by the nearest known value (Euclidean distance)."""
-    from scipy import ndimage  # noqa: PLC0415
-
-    bad = ~np.isfinite(a)
-    if not bad.any():
-        return a
-    if bad.all():
-        raise ValueError("every low-res sample is unknown; pick a crop with known disparity")
-    idx = ndimage.distance_transform_edt(bad, return_distances=False, return_indices=True)
-    return a[tuple(idx)]
 
 
 def bicubic_upsample(low, factor):

@@ -68,6 +68,10 @@ RECIPES = {
     "depth_x4": dict(task="depth", factor=4, model="pac", synthetic_ratio=0.2, ship=True),
     "depth_x16": dict(task="depth", factor=16, model="pac", synthetic_ratio=0.2, ship=True),
     "flow_x8": dict(task="flow", factor=8, model="pac", synthetic_ratio=1.0, ship=True),
+    # 16x: a 256-px crop is a 16x16 low-res input, too little context; continue the
+    # depth_x16 run on 352-px crops (22x22 low-res; Cones is 375x450) at a lower learning rate
+    "depth_x16_finetune": dict(task="depth", factor=16, model="pac", synthetic_ratio=0.2,
+                               ship=True, init_from="depth_x16", crop=352, steps=800, lr=2e-4),
 }
 for _f in (4, 8, 16):
     for _m in ("pac_lite", "djf"):
@@ -151,7 +155,18 @@ def train_one(name, *, resume=False, progress=True, device="cpu", pool=0, out_ro
     data = JointUpsamplingPairs(pairs, factor, kind=task, crop=crop, batch_size=r["batch_size"],
                                 synthetic=source, synthetic_ratio=r["synthetic_ratio"])
     kw = {"init": r["init"]} if r["model"] in ("pac", "pac_lite") else {}
-    model = build_model(r["model"], factor, 2 if task == "flow" else 1, rng=r["seed"], **kw)
+    base_record = None
+    if r.get("init_from"):
+        from pacnd.models import load_upsampler
+
+        base = _recipe(r["init_from"])
+        path = os.path.join(weights if base["ship"] else models,
+                            f"{task}_x{factor}.npz" if base["ship"] else
+                            f"{task}_x{factor}_{base['model']}.npz")
+        model = load_upsampler(path)
+        base_record = (model.meta or {}).get("training")
+    else:
+        model = build_model(r["model"], factor, 2 if task == "flow" else 1, rng=r["seed"], **kw)
     sampler = data
     if device == "gpu":
         import cupy as cp
@@ -181,6 +196,8 @@ def train_one(name, *, resume=False, progress=True, device="cpu", pool=0, out_ro
                + (f", {int(round(100 * r['synthetic_ratio']))}% of the crops synthetic"
                   if real else "")
                + f"; {secs / 60:.1f} min on {where}")
+    if base_record:
+        summary = (f"{r['init_from']} ({base_record.get('summary')}), then " + summary)
     record = {
         "summary": summary, "recipe": {k: (list(v) if isinstance(v, tuple) else v)
                                        for k, v in r.items()},
@@ -196,6 +213,8 @@ def train_one(name, *, resume=False, progress=True, device="cpu", pool=0, out_ro
                    + "".join(f" --{k} {v}" for k, v in (overrides or {}).items()),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
     }
+    if base_record:
+        record["started_from"] = base_record
     meta = {"task": task, "factor": factor, "training": record,
             "units": "the target's own units (min-max normalised internally)"}
     model.meta = meta

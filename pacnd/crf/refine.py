@@ -68,6 +68,7 @@ import warnings
 
 import numpy as np
 
+from .._validate import as_ndarray
 from .fast import scores_to_unary
 from .model import PacCRF
 from .spec import pooled_size
@@ -106,12 +107,8 @@ def _count(v, name, minimum, hint):
 
 def check_image(image):
     """(H, W, 3) array with values in [0, 255] -> float32 (H, W, 3)."""
-    if not isinstance(image, np.ndarray):
-        if hasattr(image, "__array__") and not isinstance(image, (str, bytes)):
-            image = np.asarray(image)
-        else:
-            raise TypeError(f"image must be an (H, W, 3) array, got {type(image).__name__}; "
-                            f"read files with PIL: np.asarray(Image.open(path).convert('RGB'))")
+    image = as_ndarray(image, "image", "an (H, W, 3) array",
+                       hint="; read files with PIL: np.asarray(Image.open(path).convert('RGB'))")
     if image.ndim != 3 or image.shape[2] not in (3, 4):
         hint = (" (a grey image: stack it with np.dstack([img] * 3))" if image.ndim == 2
                 else "")

@@ -14,6 +14,7 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..autograd.tensor import as_array
+from .._validate import as_ndarray
 from ..nn import Module
 
 __all__ = ["JointUpsampler", "as_guide", "as_target", "minmax_range", "normalize_target",
@@ -23,12 +24,7 @@ __all__ = ["JointUpsampler", "as_guide", "as_target", "minmax_range", "normalize
 def as_guide(guide, name="guide"):
     """An RGB guide ``(H, W, 3)`` (uint8/uint16, or float in ``[0, 1]``) as
     float32 in ``[0, 1]``, shape ``(H, W, 3)``."""
-    if not isinstance(guide, np.ndarray):
-        if hasattr(guide, "__array__") and not isinstance(guide, (str, bytes)):
-            guide = np.asarray(guide)
-        else:
-            raise TypeError(f"{name} must be an (H, W, 3) array (uint8, or float in [0, 1]), "
-                            f"got {type(guide).__name__}")
+    guide = as_ndarray(guide, name, "an (H, W, 3) array (uint8, or float in [0, 1])")
     if guide.ndim != 3 or guide.shape[2] != 3:
         hint = ""
         if guide.ndim == 3 and guide.shape[2] == 4:
@@ -60,12 +56,7 @@ def as_guide(guide, name="guide"):
 def as_target(low_res, name="low_res"):
     """A target ``(h, w)`` or ``(h, w, C)`` as float32 ``(h, w, C)`` and
     whether it had a channel axis."""
-    if not isinstance(low_res, np.ndarray):
-        if hasattr(low_res, "__array__") and not isinstance(low_res, (str, bytes)):
-            low_res = np.asarray(low_res)
-        else:
-            raise TypeError(f"{name} must be an (h, w) or (h, w, C) array, got "
-                            f"{type(low_res).__name__}")
+    low_res = as_ndarray(low_res, name, "an (h, w) or (h, w, C) array")
     if low_res.dtype.kind not in "fiu" or low_res.dtype.kind == "b":
         raise TypeError(f"{name} has dtype {low_res.dtype}; pass a real-valued array")
     if low_res.ndim not in (2, 3):
