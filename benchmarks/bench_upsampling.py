@@ -146,9 +146,11 @@ def write_eval(rows):
             vals = {r["factor"]: r for r in sub if r["model"] == name}
             if not vals:
                 continue
-            params = next(iter(vals.values()))["params"]
+            ps = sorted({v["params"] for v in vals.values()})
+            params = " / ".join(f"{vals[f]['params']:,}" for f in facs if f in vals) \
+                if len(ps) > 1 else f"{ps[0]:,}"
             cells = [f"{vals[f]['value']:.3f}" if f in vals else "—" for f in facs]
-            lines.append(f"| {names[name]} | {params:,} | " + " | ".join(cells) + " |")
+            lines.append(f"| {names[name]} | {params} | " + " | ".join(cells) + " |")
         lines.append("")
     lines += ["JBU: normalised PAC^T with a Gaussian on (RGB/sigma_color, y/s, x/s), parameters "
               "tuned on training data only (`upsampling_jbu_tuning.json`). Bicubic/bilinear "

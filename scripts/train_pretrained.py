@@ -1,6 +1,6 @@
 """Reproduce the pretrained joint-upsampling weights shipped in pacnd/data/weights/.
 
-    python scripts/train_pretrained.py                 # the four shipped models
+    python scripts/train_pretrained.py                 # the four shipped models (5 recipes)
     python scripts/train_pretrained.py --eval-models   # + the models of the evaluation table
     python scripts/train_pretrained.py --only depth_x8 --resume
 
@@ -27,7 +27,10 @@ out). The shared data folder defaults to ../shared/data next to the repository
 How the shipped files were made: ``python scripts/train_pretrained.py --device gpu
 --pool 1000`` (the four recipes run as four parallel processes on one NVIDIA H100
 with pacnd's CuPy engine, ~4 min each; the GPU gradients were first checked
-against the Numba CPU engine). The same command without ``--device gpu`` runs
+against the Numba CPU engine, ``scripts/check_gpu_gradients.py``), then
+``python scripts/train_pretrained.py --only depth_x16_finetune`` on the CPU
+(800 steps on 352-px crops continuing depth_x16, 16.8 min; the 16x network
+needs more low-res context than a 256-px crop gives). The same command without ``--device gpu`` runs
 the identical recipe on the CPU (pacnd's Numba engine) — about 0.7 s per step on
 2 free cores, i.e. ~35 min per model. ``--pool N`` pre-generates N synthetic
 scenes in parallel processes (scene i is ``synthetic_scene(12345 + i)``) and
@@ -188,7 +191,8 @@ def train_one(name, *, resume=False, progress=True, device="cpu", pool=0, out_ro
     if device == "gpu":
         model.map_arrays(lambda a: a.get())
     where = ("one NVIDIA H100 (pacnd's CuPy engine)" if device == "gpu"
-             else f"CPU ({os.cpu_count()} cores)")
+             else f"CPU ({os.cpu_count()} cores, "
+                  f"{os.environ.get('NUMBA_NUM_THREADS', os.cpu_count())} Numba threads)")
     summary = (f"{r['steps']} Adam steps (batch {r['batch_size']}, {crop}x{crop} random crops "
                f"with flips, lr {r['lr']:g}, x0.1 at {int(r['milestones'][0] * 100)}% and "
                f"{int(r['milestones'][1] * 100)}%) on "
