@@ -152,7 +152,10 @@ def write_eval(rows):
             cells = [f"{vals[f]['value']:.3f}" if f in vals else "—" for f in facs]
             lines.append(f"| {names[name]} | {params} | " + " | ".join(cells) + " |")
         lines.append("")
-    lines += ["JBU: normalised PAC^T with a Gaussian on (RGB/sigma_color, y/s, x/s), parameters "
+    lines += ["Figures (`pacnd upsample predict ... --figure`): "
+              "`upsampling_depth_x8_cones2.png`, `upsampling_depth_x16_cones2.png`, "
+              "`upsampling_flow_x8_alley1.png`.", "",
+              "JBU: normalised PAC^T with a Gaussian on (RGB/sigma_color, y/s, x/s), parameters "
               "tuned on training data only (`upsampling_jbu_tuning.json`). Bicubic/bilinear "
               "sample positions follow the low-res convention (depth: 'center', flow: "
               "'area').", "", "## How the learned models were trained", ""]
