@@ -174,6 +174,20 @@ def _row_exp(buf, mx, s):
             s[x] += e
 
 
+@njit(cache=True)
+def _store_pooled_row(racc, Qp, bb, cy, blur, padx, cnt_y, cnt_x):
+    """Qp[bb, :, cy, :] = the column blocks of the row sums ``racc`` (L, W), averaged."""
+    L, W = racc.shape
+    for l in range(L):
+        for cx in range(Qp.shape[3]):
+            x_lo = max(cx * blur - padx, 0)
+            x_hi = min((cx + 1) * blur - padx, W)
+            t = racc[l, x_lo]
+            for x in range(x_lo + 1, x_hi):
+                t += racc[l, x]
+            Qp[bb, l, cy, cx] = t / (cnt_y[cy] * cnt_x[cx])
+
+
 @njit(parallel=True, cache=True)
 def _fused_step(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady,
                 padx, cnt_y, cnt_x, Qp):
@@ -197,14 +211,7 @@ def _fused_step(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady,
             for l in range(L):
                 for x in range(W):
                     racc[l, x] += buf[l, x] * s[x]
-        for l in range(L):
-            for cx in range(w):
-                x_lo = max(cx * blur - padx, 0)
-                x_hi = min((cx + 1) * blur - padx, W)
-                t = racc[l, x_lo]
-                for x in range(x_lo + 1, x_hi):
-                    t += racc[l, x]
-                Qp[bb, l, cy, cx] = t / (cnt_y[cy] * cnt_x[cx])
+        _store_pooled_row(racc, Qp, bb, cy, blur, padx, cnt_y, cnt_x)
 
 
 @njit(parallel=True, cache=True)
@@ -274,14 +281,7 @@ def _pool(Q, blur, pady, padx, cnt_y, cnt_x, Qp):
             for l in range(L):
                 for x in range(W):
                     racc[l, x] += Q[bb, l, y, x]
-        for l in range(L):
-            for cx in range(w):
-                x_lo = max(cx * blur - padx, 0)
-                x_hi = min((cx + 1) * blur - padx, W)
-                t = racc[l, x_lo]
-                for x in range(x_lo + 1, x_hi):
-                    t += racc[l, x]
-                Qp[bb, l, cy, cx] = t / (cnt_y[cy] * cnt_x[cx])
+        _store_pooled_row(racc, Qp, bb, cy, blur, padx, cnt_y, cnt_x)
 
 
 @njit(parallel=True, cache=True)
