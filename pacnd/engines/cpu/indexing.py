@@ -6,7 +6,7 @@ See :mod:`pacnd.engines.cpu.layout` for the meaning of ``cls``/``taps``/``geo``.
 import numpy as np
 from numba import njit
 
-__all__ = ["FASTMATH", "COL_BLOCK", "decode_row", "jrange", "unit_of", "load_row", "store_row",
+__all__ = ["FASTMATH", "COL_BLOCK", "decode_row", "next_row", "jrange", "unit_of", "load_row", "store_row",
            "add_row"]
 
 #: LLVM fast-math flags of every kernel: reassociation/contraction for
@@ -25,6 +25,19 @@ def decode_row(r, nd, nh):
     rem = r - b * per_b
     jd = rem // nh
     return b, jd, rem - jd * nh
+
+
+@njit(cache=True)
+def next_row(b, jd, jh, nd, nh):
+    """The row after (batch, j_d, j_h) in :func:`decode_row` order."""
+    jh += 1
+    if jh == nh:
+        jh = 0
+        jd += 1
+        if jd == nd:
+            jd = 0
+            b += 1
+    return b, jd, jh
 
 
 @njit(cache=True)

@@ -16,7 +16,7 @@ indexed from 0 so that they vectorise (:func:`indexing.load_row`).
 import numpy as np
 from numba import njit, prange
 
-from .indexing import FASTMATH, add_row, decode_row, jrange, load_row
+from .indexing import FASTMATH, add_row, decode_row, jrange, load_row, next_row
 
 __all__ = ["gather_cols", "scatter_input", "tap_of", "input_row", "output_row"]
 
@@ -99,13 +99,7 @@ def _gather_q(q, x, Kt, geo, cls, taps, r0, r1, c0, c1, c_start, kmode, cols):
         else:
             for j in range(ncol):
                 seg[j] = 0
-        jh += 1
-        if jh == nh:
-            jh = 0
-            jd += 1
-            if jd == nd:
-                jd = 0
-                bd += 1
+        bd, jd, jh = next_row(bd, jd, jh, nd, nh)
 
 
 @njit(parallel=True, cache=True)
@@ -161,13 +155,7 @@ def _scatter_chunk(ch, nchunk, G, Kt, x, gx, gKt, gKp, geo, cls, taps, r0, r1, c
                             for j in range(n):
                                 vals[j] = gs[j] * ks[j]
                             add_row(gx[bd, c, idd, ihh], ibw, isw, wlo, vals)
-                jh += 1
-                if jh == nh:
-                    jh = 0
-                    jd += 1
-                    if jd == nd:
-                        jd = 0
-                        bd += 1
+                bd, jd, jh = next_row(bd, jd, jh, nd, nh)
 
 
 @njit(parallel=True, cache=True)
