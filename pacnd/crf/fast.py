@@ -175,6 +175,14 @@ def _row_exp(buf, mx, s):
 
 
 @njit(cache=True)
+def _block_of(task, n_blocks, blur, pady, H):
+    """Work item ``task`` -> (batch, pooled row cy, full-res rows [y_lo, y_hi))."""
+    bb = task // n_blocks
+    cy = task - bb * n_blocks
+    return bb, cy, max(cy * blur - pady, 0), min((cy + 1) * blur - pady, H)
+
+
+@njit(cache=True)
 def _store_pooled_row(racc, Qp, bb, cy, blur, padx, cnt_y, cnt_x):
     """Qp[bb, :, cy, :] = the column blocks of the row sums ``racc`` (L, W), averaged."""
     L, W = racc.shape
@@ -195,14 +203,11 @@ def _fused_step(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady,
     B, L, H, W = U.shape
     h, w = Qp.shape[2], Qp.shape[3]
     for task in prange(B * h):
-        bb = task // h
-        cy = task - bb * h
+        bb, cy, y_lo, y_hi = _block_of(task, h, blur, pady, H)
         buf = np.empty((L, W), dtype=U.dtype)
         mx = np.empty(W, dtype=U.dtype)
         s = np.empty(W, dtype=U.dtype)
         racc = np.zeros((L, W), dtype=U.dtype)
-        y_lo = max(cy * blur - pady, 0)
-        y_hi = min((cy + 1) * blur - pady, H)
         for y in range(y_lo, y_hi):
             _logit_row(buf, U, bb, y, w_u, has_msg, M, ytab0, ytab1, wy0, wy1)
             _row_exp(buf, mx, s)
@@ -220,10 +225,7 @@ def _logits_full(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady,
     """out = w_u * U + up(M)."""
     B, L, H, W = U.shape
     for task in prange(B * n_blocks):
-        bb = task // n_blocks
-        cy = task - bb * n_blocks
-        y_lo = max(cy * blur - pady, 0)
-        y_hi = min((cy + 1) * blur - pady, H)
+        bb, cy, y_lo, y_hi = _block_of(task, n_blocks, blur, pady, H)
         buf = np.empty((L, W), dtype=U.dtype)
         for y in range(y_lo, y_hi):
             _logit_row(buf, U, bb, y, w_u, has_msg, M, ytab0, ytab1, wy0, wy1)
@@ -237,10 +239,7 @@ def _add_up(out, M, ytab0, ytab1, wy0, wy1, blur, pady, n_blocks):
     """out += up(M)."""
     B, L, H, W = out.shape
     for task in prange(B * n_blocks):
-        bb = task // n_blocks
-        cy = task - bb * n_blocks
-        y_lo = max(cy * blur - pady, 0)
-        y_hi = min((cy + 1) * blur - pady, H)
+        bb, cy, y_lo, y_hi = _block_of(task, n_blocks, blur, pady, H)
         for y in range(y_lo, y_hi):
             c0 = M[bb, ytab0[y]]
             c1 = M[bb, ytab1[y]]
@@ -274,10 +273,9 @@ def _pool(Q, blur, pady, padx, cnt_y, cnt_x, Qp):
     B, L, H, W = Q.shape
     h, w = Qp.shape[2], Qp.shape[3]
     for task in prange(B * h):
-        bb = task // h
-        cy = task - bb * h
+        bb, cy, y_lo, y_hi = _block_of(task, h, blur, pady, H)
         racc = np.zeros((L, W), dtype=Q.dtype)
-        for y in range(max(cy * blur - pady, 0), min((cy + 1) * blur - pady, H)):
+        for y in range(y_lo, y_hi):
             for l in range(L):
                 for x in range(W):
                     racc[l, x] += Q[bb, l, y, x]
@@ -290,10 +288,7 @@ def _argmax_full(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady,
     """out = argmax_l(w_u * U + up(M)) (first maximum wins, like NumPy)."""
     B, L, H, W = U.shape
     for task in prange(B * n_blocks):
-        bb = task // n_blocks
-        cy = task - bb * n_blocks
-        y_lo = max(cy * blur - pady, 0)
-        y_hi = min((cy + 1) * blur - pady, H)
+        bb, cy, y_lo, y_hi = _block_of(task, n_blocks, blur, pady, H)
         buf = np.empty((L, W), dtype=U.dtype)
         best = np.empty(W, dtype=U.dtype)
         arg = np.empty(W, dtype=np.int64)
