@@ -111,3 +111,13 @@ def as_ndarray(a, name, what, hint=""):
     if hasattr(a, "__array__") and not isinstance(a, (str, bytes)):
         return np.asarray(a)
     raise TypeError(f"{name} must be {what}, got {type(a).__name__}{hint}")
+
+
+def check_int(v, name, minimum, hint):
+    """``v`` as an int >= ``minimum``: TypeError for a non-int (bools rejected),
+    ValueError ``"{name}={v} is invalid: {hint}"`` below the minimum."""
+    if not isinstance(v, numbers.Integral) or isinstance(v, bool):
+        raise TypeError(f"{name} must be an int, got {v!r}")
+    if v < minimum:
+        raise ValueError(f"{name}={v} is invalid: {hint}")
+    return int(v)

@@ -68,7 +68,7 @@ import warnings
 
 import numpy as np
 
-from .._validate import as_ndarray
+from .._validate import as_ndarray, check_int
 from .fast import scores_to_unary
 from .model import PacCRF
 from .spec import pooled_size
@@ -95,14 +95,6 @@ def _finite(v, name, hint):
     if not isinstance(v, numbers.Real) or isinstance(v, bool) or not math.isfinite(v):
         raise ValueError(f"{name}={v!r} must be a finite number ({hint})")
     return float(v)
-
-
-def _count(v, name, minimum, hint):
-    if not isinstance(v, numbers.Integral) or isinstance(v, bool):
-        raise TypeError(f"{name} must be an int, got {v!r}")
-    if v < minimum:
-        raise ValueError(f"{name}={v} is invalid: {hint}")
-    return int(v)
 
 
 def check_image(image):
@@ -355,12 +347,12 @@ def dense_crf_mapping(size, n_labels, *, sxy_gaussian=3.0, compat_gaussian=3.0,
     srgb = _pos(srgb, "srgb", "the bilateral term's colour std on the 0..255 scale")
     w_g = _finite(compat_gaussian, "compat_gaussian", "the Gaussian term's Potts weight")
     w_b = _finite(compat_bilateral, "compat_bilateral", "the bilateral term's Potts weight")
-    iterations = _count(iterations, "iterations", 0, "use 0 or more mean-field iterations")
+    iterations = check_int(iterations, "iterations", 0, "use 0 or more mean-field iterations")
     reach = _pos(reach, "reach", "how far each term reaches, in units of its sxy")
-    kernel_size = _count(kernel_size, "kernel_size", 3, "use an odd kernel size >= 3")
+    kernel_size = check_int(kernel_size, "kernel_size", 3, "use an odd kernel size >= 3")
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size={kernel_size} must be odd (e.g. {kernel_size + 1})")
-    b = auto_blur(sxy_b) if blur is None else _count(blur, "blur", 1, "use blur >= 1")
+    b = auto_blur(sxy_b) if blur is None else check_int(blur, "blur", 1, "use blur >= 1")
     H, W = size
     cells = pooled_size((H, W), b)
     max_cells = max(cells) - 1
@@ -392,11 +384,11 @@ def convcrf_mapping(n_labels, *, sxy_gaussian=3.0, compat_gaussian=3.0, srgb=13.
     """
     sxy_g = _pos(sxy_gaussian, "sxy_gaussian", "the Gaussian term's spatial std in pixels")
     srgb = _pos(srgb, "srgb", "the colour std on the 0..255 scale")
-    iterations = _count(iterations, "iterations", 0, "use 0 or more mean-field iterations")
-    filter_size = _count(filter_size, "filter_size", 1, "use an odd window size")
+    iterations = check_int(iterations, "iterations", 0, "use 0 or more mean-field iterations")
+    filter_size = check_int(filter_size, "filter_size", 1, "use an odd window size")
     if filter_size % 2 == 0:
         raise ValueError(f"filter_size={filter_size} must be odd")
-    blur = _count(blur, "blur", 1, "use blur >= 1")
+    blur = check_int(blur, "blur", 1, "use blur >= 1")
     weight = _finite(weight, "weight", "ConvCRF's message weight (default 0.2)")
     k = filter_size
     r = np.arange(-(k // 2), k // 2 + 1) * blur

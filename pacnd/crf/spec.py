@@ -17,6 +17,8 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from .._validate import check_int
+
 __all__ = ["PairwiseKernel", "COMPATS", "NORMALIZATIONS", "ceil_pad", "pooled_size",
            "parse_kernels", "check_groups", "norm_groups"]
 
@@ -45,14 +47,6 @@ def pooled_size(size, factor):
     """Spatial size after the reference's blur pooling (``ceil(n / factor)``)."""
     pad = ceil_pad(size, factor)
     return tuple((n + 2 * p - factor) // factor + 1 for n, p in zip(size, pad))
-
-
-def _int(v, name, minimum, hint):
-    if not isinstance(v, numbers.Integral) or isinstance(v, bool):
-        raise TypeError(f"{name} must be an int, got {v!r}")
-    if v < minimum:
-        raise ValueError(f"{name}={v} is invalid: {hint}")
-    return int(v)
 
 
 @dataclass(frozen=True)
@@ -106,12 +100,12 @@ class PairwiseKernel:
     group: object = None
 
     def __post_init__(self):
-        k = _int(self.kernel_size, "kernel_size", 1, "it must be a positive odd int")
+        k = check_int(self.kernel_size, "kernel_size", 1, "it must be a positive odd int")
         if k % 2 == 0:
             raise ValueError(f"kernel_size={k} must be odd (the window needs a centre tap); "
                              f"use {k + 1}")
-        _int(self.dilation, "dilation", 1, "it must be >= 1")
-        _int(self.blur, "blur", 1, "it must be >= 1 (1 = no blur)")
+        check_int(self.dilation, "dilation", 1, "it must be >= 1")
+        check_int(self.blur, "blur", 1, "it must be >= 1 (1 = no blur)")
         if not isinstance(self.compat, str) or self.compat not in _COMPAT_ALIASES:
             raise ValueError(f"compat={self.compat!r} is not supported; choose one of {COMPATS}")
         object.__setattr__(self, "compat", _COMPAT_ALIASES[self.compat])
