@@ -14,25 +14,17 @@
 
 from __future__ import annotations
 
-import numbers
 
 import numpy as np
 
 from ..filters import jbu_sample_offset
-from ..models._interface import denormalize_target, minmax_range, normalize_target
+from ..models._interface import (check_factor, denormalize_target, minmax_range,
+                                 normalize_target)
 
 __all__ = ["make_low_res", "fill_unknown", "crop_to_multiple", "minmax_range",
            "normalize_target", "denormalize_target", "LOWRES_MODES"]
 
 LOWRES_MODES = ("center", "last", "bilinear")
-
-
-def _check_factor(factor):
-    if not isinstance(factor, numbers.Integral) or isinstance(factor, bool):
-        raise TypeError(f"factor must be an int, got {factor!r}")
-    if factor < 1:
-        raise ValueError(f"factor={factor} must be a positive int")
-    return int(factor)
 
 
 def make_low_res(high, factor, mode="center"):
@@ -45,7 +37,7 @@ def make_low_res(high, factor, mode="center"):
     stay NaN with the nearest modes; with ``'bilinear'`` the filter is
     normalised over known pixels (NaN only where none contributes).
     """
-    factor = _check_factor(factor)
+    factor = check_factor(factor)
     a = np.asarray(high)
     if a.ndim not in (2, 3):
         raise ValueError(f"high must be (H, W) or (H, W, C), got shape {a.shape}")
@@ -112,7 +104,7 @@ def fill_unknown(a):
 def crop_to_multiple(a, factor, *, multiple=None):
     """Centre crop of ``a`` (spatial axes first) to multiples of
     ``multiple`` (default ``factor``) in height and width."""
-    m = _check_factor(multiple if multiple is not None else factor)
+    m = check_factor(multiple if multiple is not None else factor)
     a = np.asarray(a)
     H, W = a.shape[:2]
     h, w = (H // m) * m, (W // m) * m

@@ -18,7 +18,16 @@ from .._validate import as_ndarray
 from ..nn import Module
 
 __all__ = ["JointUpsampler", "as_guide", "as_target", "minmax_range", "normalize_target",
-           "denormalize_target"]
+           "denormalize_target", "check_factor"]
+
+
+def check_factor(factor):
+    """``factor`` as a positive int (TypeError for non-ints and bools)."""
+    if not isinstance(factor, numbers.Integral) or isinstance(factor, bool):
+        raise TypeError(f"factor must be an int, got {factor!r}")
+    if factor < 1:
+        raise ValueError(f"factor={factor} must be a positive int")
+    return int(factor)
 
 
 def as_guide(guide, name="guide"):

@@ -26,7 +26,7 @@ from ..autograd.tensor import as_array
 from ..filters import jbu_sample_offset
 from ..nn import Conv2d, ModuleList, PacConvTranspose2d, ReLU, Sequential
 from ..nn import init as _init
-from ._interface import JointUpsampler
+from ._interface import JointUpsampler, check_factor
 
 __all__ = ["PacJointUpsample", "PacJointUpsampleLite", "DJF", "JointBilateralUpsample",
            "Bilinear", "Bicubic", "LITE_CONFIGS", "fold_channels", "unfold_channels",
@@ -67,14 +67,6 @@ def _check_pow2_factor(factor):
         raise ValueError(f"factor={factor} is invalid: the PAC joint-upsampling network "
                          f"upsamples by a power of 2 >= 2 (e.g. 4, 8 or 16)")
     return factor
-
-
-def _check_int_factor(factor):
-    if not isinstance(factor, numbers.Integral) or isinstance(factor, bool):
-        raise TypeError(f"factor must be an int, got {factor!r}")
-    if factor < 1:
-        raise ValueError(f"factor={factor} must be a positive int")
-    return int(factor)
 
 
 def _widths(v, n, name):
@@ -275,7 +267,7 @@ class DJF(JointUpsampler):
 
     def __init__(self, factor, channels=1, guide_channels=3, *, fs=(9, 1, 5), ns_tg=(96, 48, 1),
                  ns_f=(64, 32), rng=None):
-        factor = _check_int_factor(factor)
+        factor = check_factor(factor)
         super().__init__(factor, channels)
         rng = _init.resolve_rng(rng)
         pads = tuple(k // 2 for k in fs)
@@ -328,7 +320,7 @@ class JointBilateralUpsample(JointUpsampler):
 
     def __init__(self, factor, channels=1, *, kernel_size=None, scale_space=None,
                  scale_color=None, sigma_spatial=0.75, sigma_color=0.1):
-        factor = _check_int_factor(factor)
+        factor = check_factor(factor)
         super().__init__(factor, channels)
         if scale_space is None:
             scale_space = 1.0 / (float(sigma_spatial) * factor)
@@ -397,7 +389,7 @@ class Bilinear(JointUpsampler):
     kind = "bilinear"
 
     def __init__(self, factor, channels=1, *, sampling="area"):
-        super().__init__(_check_int_factor(factor), channels)
+        super().__init__(check_factor(factor), channels)
         if sampling not in _SAMPLINGS:
             raise ValueError(f"sampling={sampling!r}; choose one of {_SAMPLINGS}")
         self.sampling = sampling
@@ -419,7 +411,7 @@ class Bicubic(JointUpsampler):
     kind = "bicubic"
 
     def __init__(self, factor, channels=1, *, sampling="center"):
-        super().__init__(_check_int_factor(factor), channels)
+        super().__init__(check_factor(factor), channels)
         if sampling not in _SAMPLINGS:
             raise ValueError(f"sampling={sampling!r}; choose one of {_SAMPLINGS}")
         self.sampling = sampling
