@@ -1,15 +1,13 @@
 """PAC forward and vector-Jacobian products on the Numba engine (orchestration).
 
-Per tap class (:mod:`pacnd.engines.cpu.layout`) and tile of output pixels:
+Forward, per tap class (:mod:`pacnd.engines.cpu.layout`):
 
-1. K of the tile: computed from the guide (:func:`adapting.kernel_tile`,
-   mask and normalisation fused), or taken from a precomputed K, or none for a
-   plain convolution;
-2. dense groups: per group gather the K-weighted columns (Cin/g*T_r, npix)
-   (:func:`tiles.gather_cols`) and multiply by the class's weight matrix
-   (Cout/g, Cin/g*T_r) with NumPy's BLAS; depthwise (Cin/g == Cout/g == 1):
-   direct loops (:mod:`depthwise`), K computed on the fly when it comes from a
-   guide.
+* dense groups: :func:`dense.dense_forward` — per output-row segment, K
+  (from the guide, mask and normalisation fused; or a precomputed K; or none
+  for a plain convolution), K-weighted input panels and a register-blocked
+  product with the weights, fused (:mod:`gemm`);
+* depthwise (Cin/g == Cout/g == 1): direct loops (:mod:`depthwise`), K
+  computed on the fly when it comes from a guide.
 
 Backward per tile: ``gW += gout_tile @ cols^T``, ``G = W^T @ gout_tile``,
 grad input by col2im scatter of ``G*K`` (one input channel per thread),
@@ -24,7 +22,9 @@ import numba
 import numpy as np
 
 from . import adapting as _ad
+from .dense import chunking, dense_forward
 from .depthwise import dw_backward, dw_forward, dw_forward_fused
+from .gemm import nr, pack_weights
 from .layout import Workspace, layout_of, row_segments, tiles
 from .tiles import gather_cols, scatter_input
 
@@ -89,17 +89,8 @@ class _Op:
         return Kt, None, None
 
 
-def _write_out(tmp, out5, bias, tc, tile, o_start):
-    """``out[b, o_start + o, pixel] = tmp[o, p] + bias[o_start + o]`` for the tile's pixels."""
-    cg = tmp.shape[0]
-    bb = bias[o_start:o_start + cg, None, None]
-    for p0, p1, b, idx in row_segments(tc, tile):
-        blk = out5[b, o_start:o_start + cg][idx]
-        np.add(tmp[:, p0:p1].reshape(blk.shape), bb, out=blk)
-
-
 def _gather_out(gout5, dst, tc, tile, o_start):
-    """``dst[o, p] = gout[b, o_start + o, pixel]`` (the inverse of :func:`_write_out`)."""
+    """``dst[o, p] = gout[b, o_start + o, pixel]`` for the tile's pixels."""
     cg = dst.shape[0]
     for p0, p1, b, idx in row_segments(tc, tile):
         blk = gout5[b, o_start:o_start + cg][idx]
@@ -120,33 +111,45 @@ def pac_forward(x, weight, bias, geom, groups, *, K=None, guide=None, spec=None,
         out[(slice(None), slice(None)) + sl] = b.reshape(-1, 1, 1, 1)
     item = op.dtype.itemsize
     for tc in lay.classes:
-        t_r = tc.ntaps
+        if not op.depthwise:
+            _dense_class(op, tc, b, out)
+            continue
         mats = op.class_weights(tc)
-        if op.depthwise and op.ctx is not None and op.ck == 1:
+        if op.ctx is not None and op.ck == 1:
             # K from the guide, one channel: computed on the fly, no tiles
             nrows = op.B * tc.n[0] * tc.n[1]
             c = op.ctx
             dw_forward_fused(op.x5, mats, b, c.guide5, c.mask5, lay.geo, tc.cls, tc.taps, 0, nrows,
                              0, tc.n[2], c.opt, c.alpha, c.lam, c.cst, out)
             continue
-        if op.depthwise:
-            bpp = item * op.ck * t_r
-        else:
-            bpp = item * (op.cin_g * t_r + op.ck * t_r + op.cout_g)
+        bpp = item * op.ck * tc.ntaps
         for tile in tiles(tc, op.B, bpp, _budget()):
             Kt, _, _ = op.k_tile(tc, tile)
-            if op.depthwise:
-                dw_forward(op.x5, mats, b, Kt, op.kmode, out, lay.geo, tc.cls, tc.taps, *tile)
-                continue
-            npix = (tile[1] - tile[0]) * (tile[3] - tile[2])
-            cols = op.ws.get("cols", (op.cin_g * t_r, npix))
-            tmp = op.ws.get("out", (op.cout_g, npix))
-            for g in range(groups):
-                gather_cols(op.x5, Kt, lay.geo, tc.cls, tc.taps, *tile, g * op.cin_g, op.cin_g,
-                            op.kmode, cols)
-                np.matmul(mats[g][0], cols, out=tmp)
-                _write_out(tmp, out, b, tc, tile, g * op.cout_g)
+            dw_forward(op.x5, mats, b, Kt, op.kmode, out, lay.geo, tc.cls, tc.taps, *tile)
     return out.reshape((op.B, op.cout) + tuple(geom.out_size))
+
+
+def _dense_class(op, tc, bias, out):
+    """Forward of one tap class on the fused dense path (:mod:`.dense`)."""
+    Wp, nob = pack_weights(op.W3, op.groups, tc.tap_ids)
+    dt = op.dtype
+    dummy5 = np.zeros((1,) * 5, dtype=dt)
+    guide = mask = dummy5
+    opt = np.zeros(6, dtype=np.int64)
+    alpha = lam = cst = np.zeros(6, dtype=dt)
+    Kfull = np.zeros((1,) * 6, dtype=dt)
+    ksrc = 0
+    if op.ctx is not None:
+        c = op.ctx
+        ksrc, guide, mask, opt, alpha, lam, cst = 1, c.guide5, c.mask5, c.opt, c.alpha, c.lam, c.cst
+    elif op.Kfull is not None:
+        ksrc, Kfull = 2, np.ascontiguousarray(op.Kfull)
+    _, width = chunking(tc.n[2], nr(dt))
+    x5 = np.ascontiguousarray(op.x5)
+    dense_forward(x5.reshape(-1), x5.shape, Wp, nob, np.ascontiguousarray(bias, dtype=dt),
+                  op.kmode, ksrc, max(op.ck, 1), Kfull, tc.tap_ids, guide, mask, op.lay.geo,
+                  tc.cls, tc.taps, opt, alpha, lam, cst, op.groups, width, out.reshape(-1),
+                  out.shape)
 
 
 def pac_vjp(grad_out, x, weight, geom, groups, *, K=None, guide=None, spec=None, mask=None,

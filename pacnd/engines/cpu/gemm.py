@@ -1,0 +1,96 @@
+"""A register-blocked matrix-product micro-kernel (Numba + :mod:`.simd`).
+
+The dense PAC forward (:mod:`pacnd.engines.cpu.dense`) multiplies a group's
+weight matrix ``(Cout/g, Kd)`` (``Kd = Cin/g * T_r``) by K-weighted input
+columns ``(Kd, npix)``. Instead of materialising the columns of a whole tile
+and handing them to BLAS, it packs them one *panel* of :func:`nr` pixels at a
+time (``Kd * nr`` values, L2-resident) and runs this micro-kernel on the
+panel for every block of :data:`MR` output channels: a ``MR x nr``
+accumulator block (12 vector registers) stays in registers for the whole
+``Kd`` loop, each step loading 3 vectors of the panel and broadcasting
+``MR`` weights — the structure of a BLAS ``sgemm`` kernel, without a
+column matrix in memory and with the K-weighting fused into the packing.
+
+Layouts (flat, C order):
+
+* packed weights ``Wp[g, ob, k, i]`` = ``W_g[ob*MR + i, k]`` (0 for the
+  padding rows ``ob*MR + i >= Cout/g``), see :func:`pack_weights`;
+* a panel ``Bp[k, j]`` (``j < nr``);
+* the result block ``cbuf[i, j]``.
+"""
+
+import numpy as np
+from numba import njit
+
+from .indexing import FASTMATH
+from .simd import VEC_BYTES, lanes, vbroadcast, vfma, vload, vstore, vzeros
+
+__all__ = ["MR", "nr", "pack_weights", "micro_kernel"]
+
+#: Output channels per micro-kernel block.
+MR = 4
+#: Vectors of pixels per micro-kernel block.
+NR_VECS = 3
+
+
+def nr(dtype):
+    """Pixels per panel for ``dtype`` (24 for float32, 12 for float64)."""
+    return NR_VECS * VEC_BYTES // np.dtype(dtype).itemsize
+
+
+def pack_weights(W3, groups, tap_ids):
+    """``W3`` (Cout, Cin/g, T) restricted to ``tap_ids`` -> flat ``Wp`` (see module doc).
+
+    Returns ``(Wp, nob)``: ``nob`` blocks of :data:`MR` output channels per group.
+    """
+    cout, cin_g = W3.shape[:2]
+    cout_g = cout // groups
+    nob = -(-cout_g // MR)
+    W = W3[:, :, tap_ids].reshape(groups, cout_g, cin_g * len(tap_ids))
+    Wp = np.zeros((groups, nob * MR, W.shape[2]), dtype=W3.dtype)
+    Wp[:, :cout_g] = W
+    Wp = Wp.reshape(groups, nob, MR, -1).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(Wp).reshape(-1), nob
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def micro_kernel(Wp, wo, Bp, bo, kdim, cbuf):
+    """``cbuf[i, j] = sum_k Wp[wo + k*MR + i] * Bp[bo + k*nr + j]`` (MR x nr)."""
+    vw = lanes(Bp)
+    n = NR_VECS * vw
+    z = vzeros(Bp)
+    c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = z
+    for k in range(kdim):
+        bb = bo + k * n
+        b0 = vload(Bp, bb)
+        b1 = vload(Bp, bb + vw)
+        b2 = vload(Bp, bb + 2 * vw)
+        w = wo + k * MR
+        a = vbroadcast(Wp, w)
+        c00 = vfma(a, b0, c00)
+        c01 = vfma(a, b1, c01)
+        c02 = vfma(a, b2, c02)
+        a = vbroadcast(Wp, w + 1)
+        c10 = vfma(a, b0, c10)
+        c11 = vfma(a, b1, c11)
+        c12 = vfma(a, b2, c12)
+        a = vbroadcast(Wp, w + 2)
+        c20 = vfma(a, b0, c20)
+        c21 = vfma(a, b1, c21)
+        c22 = vfma(a, b2, c22)
+        a = vbroadcast(Wp, w + 3)
+        c30 = vfma(a, b0, c30)
+        c31 = vfma(a, b1, c31)
+        c32 = vfma(a, b2, c32)
+    vstore(cbuf, 0, c00)
+    vstore(cbuf, vw, c01)
+    vstore(cbuf, 2 * vw, c02)
+    vstore(cbuf, n, c10)
+    vstore(cbuf, n + vw, c11)
+    vstore(cbuf, n + 2 * vw, c12)
+    vstore(cbuf, 2 * n, c20)
+    vstore(cbuf, 2 * n + vw, c21)
+    vstore(cbuf, 2 * n + 2 * vw, c22)
+    vstore(cbuf, 3 * n, c30)
+    vstore(cbuf, 3 * n + vw, c31)
+    vstore(cbuf, 3 * n + 2 * vw, c32)
