@@ -48,10 +48,16 @@ def test_micro_kernel_is_a_matrix_product(dt, kdim):
     W = rng.standard_normal((2, gemm.MR, kdim)).astype(dt)       # two blocks of MR rows
     Wp = np.ascontiguousarray(W.transpose(0, 2, 1)).reshape(-1)
     B = rng.standard_normal((kdim, n)).astype(dt)
-    cbuf = np.full(gemm.MR * n, np.nan, dtype=dt)
-    gemm.micro_kernel(Wp, kdim * gemm.MR, B.reshape(-1), 0, kdim, cbuf)   # second block
+    cbuf = np.full(3 * gemm.MR * n, np.nan, dtype=dt)
+    co = gemm.MR * n                                            # the middle block of cbuf
+    gemm.micro_kernel(Wp, kdim * gemm.MR, B.reshape(-1), 0, kdim, cbuf, co, False)
     expected = W[1].astype(np.float64) @ B.astype(np.float64)
-    assert rel_err(cbuf.reshape(gemm.MR, n), expected) < TOL[dt] * 10
+    assert rel_err(cbuf[co:2 * co].reshape(gemm.MR, n), expected) < TOL[dt] * 10
+    assert np.isnan(cbuf[:co]).all() and np.isnan(cbuf[2 * co:]).all()
+    # accumulate: a second pass with the first block of weights adds its product
+    gemm.micro_kernel(Wp, 0, B.reshape(-1), 0, kdim, cbuf, co, True)
+    expected += W[0].astype(np.float64) @ B.astype(np.float64)
+    assert rel_err(cbuf[co:2 * co].reshape(gemm.MR, n), expected) < TOL[dt] * 10
 
 
 def test_pack_weights_layout_and_padding():

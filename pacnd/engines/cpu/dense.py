@@ -22,9 +22,9 @@ import numpy as np
 from numba import njit, prange
 
 from .adapting import kernel_unit
-from .gemm import MR, NR_VECS, micro_kernel
-from .indexing import COL_BLOCK, FASTMATH, decode_row, jrange
-from .simd import lanes, vload, vmul, vstore
+from .gemm import KC, MR, NR_VECS, micro_kernel
+from .indexing import COL_BLOCK, FASTMATH, decode_row, jrange, load_row
+from .simd import lanes, vload, vmul, vstore, vzeros
 from .tiles import tap_of
 
 __all__ = ["dense_forward", "chunking"]
@@ -60,39 +60,123 @@ def _segment_k(Kt, ksrc, Kfull, tap_ids, guide, mask, geo, cls, taps, r, ja, jb,
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _pack_panel(Bp, xf, Ktf, kmode, j0, ja, m, c_start, cin_g, t_n, cstride, xoff, lo, hi, isw):
-    """``Bp[cl*T_r + ti, j] = K * x`` for the panel's columns ``j0 + j`` (0 off the input)."""
+def _pack_partial(Bp, d, xf, s, Ktf, q, kmode, j0, a, e, isw):
+    """A panel row with input only in its columns ``[a, e)``; loops over 0-based
+    slices so that they vectorise (see :func:`pacnd.engines.cpu.indexing.load_row`)."""
+    n = NR_VECS * lanes(Bp)
+    row = Bp[d:d + n]
+    for j in range(a):
+        row[j] = 0
+    for j in range(e, n):
+        row[j] = 0
+    mid = row[a:e]
+    xs = load_row(xf, s, isw, j0 + a, j0 + e)
+    if kmode != 0:
+        ks = Ktf[q + j0 + a:q + j0 + e]
+        for j in range(e - a):
+            mid[j] = xs[j] * ks[j]
+    else:
+        for j in range(e - a):
+            mid[j] = xs[j]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _pack_interior(Bp, xf, Ktf, kmode, j0, tab, k0, k1):
+    """:func:`_pack_panel` for rows that cover every column (staged rows, see
+    :func:`_stage_rows`): no column bounds to apply."""
     vw = lanes(Bp)
     n = NR_VECS * vw
+    z = vzeros(Bp)
+    for k in range(k0, k1):
+        d = (k - k0) * n
+        if tab[k, 2] < tab[k, 3]:
+            s = tab[k, 0] + j0
+            if kmode != 0:
+                q = tab[k, 1] + j0
+                vstore(Bp, d, vmul(vload(xf, s), vload(Ktf, q)))
+                vstore(Bp, d + vw, vmul(vload(xf, s + vw), vload(Ktf, q + vw)))
+                vstore(Bp, d + 2 * vw, vmul(vload(xf, s + 2 * vw), vload(Ktf, q + 2 * vw)))
+            else:
+                vstore(Bp, d, vload(xf, s))
+                vstore(Bp, d + vw, vload(xf, s + vw))
+                vstore(Bp, d + 2 * vw, vload(xf, s + 2 * vw))
+        else:
+            vstore(Bp, d, z)
+            vstore(Bp, d + vw, z)
+            vstore(Bp, d + 2 * vw, z)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _pack_panel(Bp, xf, Ktf, kmode, j0, tab, k0, k1, isw):
+    """Rows ``[k0, k1)`` of the panel of columns ``j0 + j``: ``Bp[k - k0, j] = K * x``
+    inside the row's columns ``[lo, hi)``, 0 outside.
+
+    A row that covers the whole panel (unit input stride) is three vector
+    loads, multiplies and stores; partial rows go to :func:`_pack_partial`
+    (out of line: the hot loop stays free of calls and spills).
+    """
+    vw = lanes(Bp)
+    n = NR_VECS * vw
+    z = vzeros(Bp)
+    for k in range(k0, k1):
+        d = (k - k0) * n
+        a = min(max(tab[k, 2] - j0, 0), n)
+        e = min(max(tab[k, 3] - j0, a), n)
+        if a == 0 and e == n and isw == 1:
+            s = tab[k, 0] + j0
+            if kmode != 0:
+                q = tab[k, 1] + j0
+                vstore(Bp, d, vmul(vload(xf, s), vload(Ktf, q)))
+                vstore(Bp, d + vw, vmul(vload(xf, s + vw), vload(Ktf, q + vw)))
+                vstore(Bp, d + 2 * vw, vmul(vload(xf, s + 2 * vw), vload(Ktf, q + 2 * vw)))
+            else:
+                vstore(Bp, d, vload(xf, s))
+                vstore(Bp, d + vw, vload(xf, s + vw))
+                vstore(Bp, d + 2 * vw, vload(xf, s + 2 * vw))
+        elif a == e:
+            vstore(Bp, d, z)
+            vstore(Bp, d + vw, z)
+            vstore(Bp, d + 2 * vw, z)
+        else:
+            _pack_partial(Bp, d, xf, tab[k, 0], Ktf, tab[k, 1], kmode, j0, a, e, isw)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def _stage_rows(rows, rstride, xf, x_shape, b, c_start, cin_g, cls, taps, jd, jh, w0):
+    """Copy the input rows a segment reads into ``rows``, zero-padded.
+
+    ``rows[((cl*Td + tdi)*Th + thi)*rstride + i] = x[b, c_start + cl, d(tdi), h(thi), w0 + i]``
+    (0 off the input). Input channels are a power-of-two number of bytes
+    apart for power-of-two images, so reading a panel straight from ``x``
+    makes every channel's row compete for the same cache sets; the staged rows
+    are ``rstride`` apart instead, and zero padding removes the column bounds
+    from the packing.
+    """
+    in_d, in_h, in_w = x_shape[2], x_shape[3], x_shape[4]
+    td_n, th_n = cls[0, 3], cls[1, 3]
+    lo = min(max(-w0, 0), rstride)
+    hi = min(max(in_w - w0, lo), rstride)
     for cl in range(cin_g):
         c = c_start + cl
-        kc = c if kmode == 2 else 0
-        for ti in range(t_n):
-            dst = (cl * t_n + ti) * n
-            l_, h_ = lo[ti], hi[ti]
-            src = xoff[ti] + c * cstride
-            koff = (kc * t_n + ti) * m - ja
-            if isw == 1 and l_ <= j0 and j0 + n <= h_:
-                for v in range(NR_VECS):
-                    xv = vload(xf, src + j0 + v * vw)
-                    if kmode != 0:
-                        xv = vmul(xv, vload(Ktf, koff + j0 + v * vw))
-                    vstore(Bp, dst + v * vw, xv)
-            else:
-                a = min(max(l_ - j0, 0), n)
-                e = min(max(h_ - j0, a), n)
-                for j in range(a):
-                    Bp[dst + j] = 0
-                for j in range(e, n):
-                    Bp[dst + j] = 0
-                xs = src + (j0 + a) * isw
-                if kmode != 0:
-                    ks = koff + j0 + a
-                    for j in range(e - a):
-                        Bp[dst + a + j] = xf[xs + j * isw] * Ktf[ks + j]
+        for tdi in range(td_n):
+            idd = taps[0, tdi, 1] + jd * cls[0, 4]
+            for thi in range(th_n):
+                ihh = taps[1, thi, 1] + jh * cls[1, 4]
+                ro = ((cl * td_n + tdi) * th_n + thi) * rstride
+                row = rows[ro:ro + rstride]
+                if 0 <= idd < in_d and 0 <= ihh < in_h and hi > lo:
+                    for i in range(lo):
+                        row[i] = 0
+                    for i in range(hi, rstride):
+                        row[i] = 0
+                    base = (((b * x_shape[1] + c) * in_d + idd) * in_h + ihh) * in_w + w0
+                    src = xf[base + lo:base + hi]
+                    mid = row[lo:hi]
+                    for i in range(hi - lo):
+                        mid[i] = src[i]
                 else:
-                    for j in range(e - a):
-                        Bp[dst + a + j] = xf[xs + j * isw]
+                    for i in range(rstride):
+                        row[i] = 0
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -102,27 +186,38 @@ def _dense_unit(u, per_row, width, xf, x_shape, Wp, nob, bias, kmode, ksrc, ck, 
     ja = (u - r * per_row) * width
     jb = min(ja + width, cls[2, 2])
     m = jb - ja
-    th_n, tw_n = cls[1, 3], cls[2, 3]
-    t_n = cls[0, 3] * th_n * tw_n
+    td_n, th_n, tw_n = cls[0, 3], cls[1, 3], cls[2, 3]
+    t_n = td_n * th_n * tw_n
     dt = xf.dtype
     vw = lanes(xf)
     n = NR_VECS * vw
-    cin, cin_g = x_shape[1], x_shape[1] // groups
+    mp = -(-m // n) * n               # columns rounded up to whole panels
+    cin_g = x_shape[1] // groups
     cout_g = out_shape[1] // groups
     kdim = cin_g * t_n
-    # 1. K of the segment
-    Ktf = np.empty(ck * t_n * m if kmode != 0 else 0, dtype=dt)
+    # 1. K of the segment, (Ck, T_r, mp) with zero padding columns
+    Ktf = np.empty(ck * t_n * mp if kmode != 0 else 0, dtype=dt)
     if kmode != 0:
-        _segment_k(Ktf.reshape((ck, t_n, m)), ksrc, Kfull, tap_ids, guide, mask, geo, cls,
-                   taps, r, ja, jb, opt, alpha, lam, cst)
-    # 2. per tap: flat offset of the input row it reads (channel 0) and its columns
+        Kt = Ktf.reshape((ck, t_n, mp))
+        _segment_k(Kt, ksrc, Kfull, tap_ids, guide, mask, geo, cls, taps, r, ja, jb, opt,
+                   alpha, lam, cst)
+        for k in range(ck):
+            for ti in range(t_n):
+                Kt[k, ti, m:] = 0
+    # 2. where each tap reads: staged rows (unit input stride) or the input itself
     b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
     in_d, in_h, in_w = x_shape[2], x_shape[3], x_shape[4]
     cstride = in_d * in_h * in_w
     isw = cls[2, 4]
-    xoff = np.zeros(t_n, dtype=np.int64)
-    lo = np.zeros(t_n, dtype=np.int64)
-    hi = np.zeros(t_n, dtype=np.int64)
+    staged = isw == 1
+    wmin, wmax = taps[2, 0, 1], taps[2, 0, 1]
+    for twi in range(tw_n):
+        wmin = min(wmin, taps[2, twi, 1])
+        wmax = max(wmax, taps[2, twi, 1])
+    rstride = -(-(mp + wmax - wmin) // vw) * vw + vw
+    rows = np.empty(cin_g * td_n * th_n * rstride if staged else 0, dtype=dt)
+    src = rows if staged else xf
+    tap_tab = np.zeros((t_n, 3), dtype=np.int64)   # offset of column 0, columns [lo, hi)
     for ti in range(t_n):
         tdi, thi, twi = tap_of(ti, th_n, tw_n)
         idd = taps[0, tdi, 1] + jd * cls[0, 4]
@@ -130,31 +225,58 @@ def _dense_unit(u, per_row, width, xf, x_shape, Wp, nob, bias, kmode, ksrc, ck, 
         ibw = taps[2, twi, 1]
         if 0 <= idd < in_d and 0 <= ihh < in_h:
             l_, h_ = jrange(ibw, isw, in_w, ja, jb)
-            lo[ti] = l_
-            hi[ti] = h_
-            xoff[ti] = ((b * cin * in_d + idd) * in_h + ihh) * in_w + ibw
-    # 3. panels x output-channel blocks
+            if l_ < h_:
+                if staged:      # every column readable: the padding holds the zeros
+                    tap_tab[ti, 0] = (tdi * th_n + thi) * rstride + ibw - wmin - ja
+                    tap_tab[ti, 1] = ja
+                    tap_tab[ti, 2] = ja + mp
+                else:
+                    tap_tab[ti, 0] = ((b * x_shape[1] * in_d + idd) * in_h + ihh) * in_w + ibw
+                    tap_tab[ti, 1] = l_
+                    tap_tab[ti, 2] = h_
+    # 3. per group: stage, the rows' table, then panels x output-channel blocks
     od = cls[0, 0] + jd * cls[0, 1]
     oh = cls[1, 0] + jh * cls[1, 1]
     o0w, osw = cls[2, 0], cls[2, 1]
     cout = out_shape[1]
     ostride = out_shape[2] * out_shape[3] * out_shape[4]
     orow = ((b * cout * out_shape[2] + od) * out_shape[3] + oh) * out_shape[4] + o0w
-    Bp = np.empty(kdim * n, dtype=dt)
-    cbuf = np.empty(MR * n, dtype=dt)
+    tab = np.empty((kdim, 4), dtype=np.int64)
+    Bp = np.empty(min(kdim, KC) * n, dtype=dt)
+    cbuf = np.empty(nob * MR * n, dtype=dt)
     for g in range(groups):
+        if staged:
+            _stage_rows(rows, rstride, xf, x_shape, b, g * cin_g, cin_g, cls, taps, jd, jh,
+                        ja + wmin)
+        for cl in range(cin_g):
+            c = g * cin_g + cl
+            kc = c if kmode == 2 else 0
+            cbase = cl * td_n * th_n * rstride if staged else c * cstride
+            for ti in range(t_n):
+                k = cl * t_n + ti
+                tab[k, 0] = tap_tab[ti, 0] + cbase
+                tab[k, 1] = (kc * t_n + ti) * mp - ja
+                tab[k, 2] = tap_tab[ti, 1]
+                tab[k, 3] = tap_tab[ti, 2]
         for j0 in range(ja, jb, n):
-            _pack_panel(Bp, xf, Ktf, kmode, j0, ja, m, g * cin_g, cin_g, t_n, cstride, xoff,
-                        lo, hi, isw)
+            for k0 in range(0, kdim, KC):
+                k1 = min(kdim, k0 + KC)
+                if staged:
+                    _pack_interior(Bp, src, Ktf, kmode, j0, tab, k0, k1)
+                else:
+                    _pack_panel(Bp, src, Ktf, kmode, j0, tab, k0, k1, isw)
+                for ob in range(nob):
+                    micro_kernel(Wp, ((g * nob + ob) * kdim + k0) * MR, Bp, 0, k1 - k0, cbuf,
+                                 ob * MR * n, k0 > 0)
             ncols = min(n, jb - j0)
             for ob in range(nob):
-                micro_kernel(Wp, ((g * nob + ob) * kdim) * MR, Bp, 0, kdim, cbuf)
                 for i in range(min(MR, cout_g - ob * MR)):
                     oc = g * cout_g + ob * MR + i
                     bv = bias[oc]
                     dst = orow + oc * ostride + j0 * osw
+                    cb = (ob * MR + i) * n
                     for j in range(ncols):
-                        outf[dst + j * osw] = cbuf[i * n + j] + bv
+                        outf[dst + j * osw] = cbuf[cb + j] + bv
 
 
 @njit(parallel=True, cache=True)

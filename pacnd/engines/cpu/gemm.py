@@ -25,12 +25,15 @@ from numba import njit
 from .indexing import FASTMATH
 from .simd import VEC_BYTES, lanes, vbroadcast, vfma, vload, vstore, vzeros
 
-__all__ = ["MR", "nr", "pack_weights", "micro_kernel"]
+__all__ = ["MR", "KC", "nr", "pack_weights", "micro_kernel"]
 
 #: Output channels per micro-kernel block.
 MR = 4
 #: Vectors of pixels per micro-kernel block.
 NR_VECS = 3
+#: Rows of a panel packed and multiplied at a time: the panel block and the
+#: weights it meets stay in the L1 cache.
+KC = 128
 
 
 def nr(dtype):
@@ -54,12 +57,27 @@ def pack_weights(W3, groups, tap_ids):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def micro_kernel(Wp, wo, Bp, bo, kdim, cbuf):
-    """``cbuf[i, j] = sum_k Wp[wo + k*MR + i] * Bp[bo + k*nr + j]`` (MR x nr)."""
+def micro_kernel(Wp, wo, Bp, bo, kdim, cbuf, co, accumulate):
+    """``cbuf[co + i*nr + j] (+)= sum_k Wp[wo + k*MR + i] * Bp[bo + k*nr + j]`` (MR x nr);
+    ``accumulate`` adds to the block instead of overwriting it."""
     vw = lanes(Bp)
     n = NR_VECS * vw
-    z = vzeros(Bp)
-    c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = z
+    if accumulate:
+        c00 = vload(cbuf, co)
+        c01 = vload(cbuf, co + vw)
+        c02 = vload(cbuf, co + 2 * vw)
+        c10 = vload(cbuf, co + n)
+        c11 = vload(cbuf, co + n + vw)
+        c12 = vload(cbuf, co + n + 2 * vw)
+        c20 = vload(cbuf, co + 2 * n)
+        c21 = vload(cbuf, co + 2 * n + vw)
+        c22 = vload(cbuf, co + 2 * n + 2 * vw)
+        c30 = vload(cbuf, co + 3 * n)
+        c31 = vload(cbuf, co + 3 * n + vw)
+        c32 = vload(cbuf, co + 3 * n + 2 * vw)
+    else:
+        z = vzeros(Bp)
+        c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = z
     for k in range(kdim):
         bb = bo + k * n
         b0 = vload(Bp, bb)
@@ -82,15 +100,15 @@ def micro_kernel(Wp, wo, Bp, bo, kdim, cbuf):
         c30 = vfma(a, b0, c30)
         c31 = vfma(a, b1, c31)
         c32 = vfma(a, b2, c32)
-    vstore(cbuf, 0, c00)
-    vstore(cbuf, vw, c01)
-    vstore(cbuf, 2 * vw, c02)
-    vstore(cbuf, n, c10)
-    vstore(cbuf, n + vw, c11)
-    vstore(cbuf, n + 2 * vw, c12)
-    vstore(cbuf, 2 * n, c20)
-    vstore(cbuf, 2 * n + vw, c21)
-    vstore(cbuf, 2 * n + 2 * vw, c22)
-    vstore(cbuf, 3 * n, c30)
-    vstore(cbuf, 3 * n + vw, c31)
-    vstore(cbuf, 3 * n + 2 * vw, c32)
+    vstore(cbuf, co, c00)
+    vstore(cbuf, co + vw, c01)
+    vstore(cbuf, co + 2 * vw, c02)
+    vstore(cbuf, co + n, c10)
+    vstore(cbuf, co + n + vw, c11)
+    vstore(cbuf, co + n + 2 * vw, c12)
+    vstore(cbuf, co + 2 * n, c20)
+    vstore(cbuf, co + 2 * n + vw, c21)
+    vstore(cbuf, co + 2 * n + 2 * vw, c22)
+    vstore(cbuf, co + 3 * n, c30)
+    vstore(cbuf, co + 3 * n + vw, c31)
+    vstore(cbuf, co + 3 * n + 2 * vw, c32)

@@ -176,10 +176,18 @@ def vadd(typingctx, a, b):
     return a(a, b), _binop_codegen("fadd")
 
 
-@njit(cache=True)
-def lanes(arr):
-    """Lanes of a vector of ``arr``'s dtype (8 for float32, 4 for float64)."""
-    return VEC_BYTES // arr.itemsize
+@intrinsic
+def lanes(typingctx, arr):
+    """Lanes of a vector of ``arr``'s dtype (8 for float32, 4 for float64), a
+    compile-time constant."""
+    if not (isinstance(arr, types.Array) and _float(arr.dtype)):
+        return None
+    width = Vec(arr.dtype).width
+
+    def codegen(context, builder, sig, args):
+        return context.get_constant(types.intp, width)
+
+    return types.intp(arr), codegen
 
 
 @njit(cache=True)
