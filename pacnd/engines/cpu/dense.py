@@ -1,30 +1,31 @@
-"""Dense-groups PAC forward (Numba): K, K-weighted panels and the product, fused.
+"""Dense-groups PAC forward (Numba): K-weighted panels and a register-blocked product.
 
-One parallel work unit is a segment of one output row of a tap class (see
-:mod:`pacnd.engines.cpu.layout`), at most :data:`pacnd.engines.cpu.indexing.COL_BLOCK`
-pixels. Per unit:
+The caller computes K tile by tile (:mod:`pacnd.engines.cpu.adapting`, mask
+and normalisation fused; or copies it from a precomputed K; or has none for a
+plain convolution). One parallel work unit is a segment of one output row of
+the tile, at most :data:`pacnd.engines.cpu.indexing.COL_BLOCK` pixels. Per
+unit:
 
-1. K of the segment, ``Kt[kc, ti, j]``: computed from the guide
-   (:func:`pacnd.engines.cpu.adapting.kernel_unit`, mask and normalisation
-   fused), copied from a precomputed K, or absent (plain convolution);
-2. per tap, the input row it reads and the columns where that row exists;
-3. per group and panel of :func:`pacnd.engines.cpu.gemm.nr` pixels: pack
+1. per tap, where its input row is (or that it is absent);
+2. per group: the input rows the segment reads are staged, zero-padded, into
+   a small buffer (:func:`_stage_rows`; unit input stride only);
+3. per panel of :func:`pacnd.engines.cpu.gemm.nr` pixels and block of
+   :data:`pacnd.engines.cpu.gemm.KC` rows: pack
    ``Bp[cl*T_r + ti, j] = K[kc, ti, j] * x[b, c, in(j, ti)]`` (0 off the
-   input), then for every block of ``MR`` output channels run
-   :func:`pacnd.engines.cpu.gemm.micro_kernel` and write ``block + bias``
-   to the output.
+   input) and run :func:`pacnd.engines.cpu.gemm.micro_kernel` for every block
+   of ``MR`` output channels; then write ``result + bias`` to the output.
 
-Working memory per thread is one K segment and one panel (``Cin/g * T_r *
-nr`` values), independent of the image; no column matrix exists.
+Working memory per thread is the staged rows, one panel block and the result
+block, independent of the image; no column matrix exists.
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .adapting import kernel_unit
 from .gemm import KC, MR, NR_VECS, micro_kernel
 from .indexing import COL_BLOCK, FASTMATH, decode_row, jrange, load_row
 from .simd import lanes, vload, vmul, vstore, vzeros
+from .threads import parallel_for
 from .tiles import tap_of
 
 __all__ = ["dense_forward", "chunking"]
@@ -37,26 +38,6 @@ def chunking(ncol, panel):
     width = -(-ncol // per_row)
     width = min(COL_BLOCK, -(-width // panel) * panel)
     return -(-ncol // width), width
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def _segment_k(Kt, ksrc, Kfull, tap_ids, guide, mask, geo, cls, taps, r, ja, jb, opt, alpha,
-               lam, cst):
-    """K of row ``r``, columns ``[ja, jb)`` into ``Kt`` (Ck, T_r, jb - ja)."""
-    if ksrc == 1:
-        kernel_unit(0, 1, guide, mask, geo, cls, taps, r, ja, jb, opt, alpha, lam, cst,
-                    Kt, Kt, Kt, False)
-        return
-    b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
-    od = cls[0, 0] + jd * cls[0, 1]
-    oh = cls[1, 0] + jh * cls[1, 1]
-    o0w, osw = cls[2, 0], cls[2, 1]
-    for k in range(Kt.shape[0]):
-        for ti in range(Kt.shape[1]):
-            src = Kfull[b, k, tap_ids[ti], od, oh]
-            dst = Kt[k, ti]
-            for j in range(jb - ja):
-                dst[j] = src[o0w + (ja + j) * osw]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -180,11 +161,12 @@ def _stage_rows(rows, rstride, xf, x_shape, b, c_start, cin_g, cls, taps, jd, jh
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _dense_unit(u, per_row, width, xf, x_shape, Wp, nob, bias, kmode, ksrc, ck, Kfull, tap_ids,
-                guide, mask, geo, cls, taps, opt, alpha, lam, cst, groups, outf, out_shape):
-    r = u // per_row
-    ja = (u - r * per_row) * width
-    jb = min(ja + width, cls[2, 2])
+def _dense_unit(u, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode, Ktf, npix,
+                cls, taps, groups, outf, out_shape):
+    rr = u // per_row
+    r = r0 + rr
+    ja = c0 + (u - rr * per_row) * width
+    jb = min(ja + width, c1)
     m = jb - ja
     td_n, th_n, tw_n = cls[0, 3], cls[1, 3], cls[2, 3]
     t_n = td_n * th_n * tw_n
@@ -195,16 +177,7 @@ def _dense_unit(u, per_row, width, xf, x_shape, Wp, nob, bias, kmode, ksrc, ck, 
     cin_g = x_shape[1] // groups
     cout_g = out_shape[1] // groups
     kdim = cin_g * t_n
-    # 1. K of the segment, (Ck, T_r, mp) with zero padding columns
-    Ktf = np.empty(ck * t_n * mp if kmode != 0 else 0, dtype=dt)
-    if kmode != 0:
-        Kt = Ktf.reshape((ck, t_n, mp))
-        _segment_k(Kt, ksrc, Kfull, tap_ids, guide, mask, geo, cls, taps, r, ja, jb, opt,
-                   alpha, lam, cst)
-        for k in range(ck):
-            for ti in range(t_n):
-                Kt[k, ti, m:] = 0
-    # 2. where each tap reads: staged rows (unit input stride) or the input itself
+    # 1. where each tap reads: staged rows (unit input stride) or the input itself
     b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
     in_d, in_h, in_w = x_shape[2], x_shape[3], x_shape[4]
     cstride = in_d * in_h * in_w
@@ -234,7 +207,7 @@ def _dense_unit(u, per_row, width, xf, x_shape, Wp, nob, bias, kmode, ksrc, ck, 
                     tap_tab[ti, 0] = ((b * x_shape[1] * in_d + idd) * in_h + ihh) * in_w + ibw
                     tap_tab[ti, 1] = l_
                     tap_tab[ti, 2] = h_
-    # 3. per group: stage, the rows' table, then panels x output-channel blocks
+    # 2. per group: stage, the rows' table, then panels x output-channel blocks
     od = cls[0, 0] + jd * cls[0, 1]
     oh = cls[1, 0] + jh * cls[1, 1]
     o0w, osw = cls[2, 0], cls[2, 1]
@@ -255,7 +228,7 @@ def _dense_unit(u, per_row, width, xf, x_shape, Wp, nob, bias, kmode, ksrc, ck, 
             for ti in range(t_n):
                 k = cl * t_n + ti
                 tab[k, 0] = tap_tab[ti, 0] + cbase
-                tab[k, 1] = (kc * t_n + ti) * mp - ja
+                tab[k, 1] = (kc * t_n + ti) * npix + rr * (c1 - c0) - c0
                 tab[k, 2] = tap_tab[ti, 1]
                 tab[k, 3] = tap_tab[ti, 2]
         for j0 in range(ja, jb, n):
@@ -279,22 +252,28 @@ def _dense_unit(u, per_row, width, xf, x_shape, Wp, nob, bias, kmode, ksrc, ck, 
                         outf[dst + j * osw] = cbuf[cb + j] + bv
 
 
-@njit(parallel=True, cache=True)
-def dense_forward(xf, x_shape, Wp, nob, bias, kmode, ksrc, ck, Kfull, tap_ids, guide, mask, geo,
-                  cls, taps, opt, alpha, lam, cst, groups, width, outf, out_shape):
-    """Forward of one tap class into the flat output ``outf`` (see module doc).
+@njit(nogil=True, cache=True)
+def _dense_units(u0, u1, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode, Ktf,
+                 npix, cls, taps, groups, outf, out_shape):
+    for u in range(u0, u1):
+        _dense_unit(u, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode, Ktf, npix,
+                    cls, taps, groups, outf, out_shape)
+
+
+def dense_forward(xf, x_shape, Wp, nob, bias, kmode, Ktf, cls, taps, r0, r1, c0, c1, groups,
+                  width, outf, out_shape):
+    """Forward of one tile of a tap class into the flat output ``outf`` (see module doc).
 
     ``xf``/``outf``: the flat C-contiguous 5-D input and output, shapes
     ``x_shape``/``out_shape``; ``Wp``/``nob`` from
     :func:`pacnd.engines.cpu.gemm.pack_weights`; ``kmode`` 0 (no K), 1 (one
-    K channel), 2 (one per input channel); ``ksrc`` 1 (from ``guide``) or 2
-    (precomputed ``Kfull`` (B, Ck, T, *out), class taps ``tap_ids``); ``width``
-    columns per unit (:func:`chunking`).
+    K channel), 2 (one per input channel); ``Ktf`` the tile's K
+    ``(Ck, T_r, npix)`` flat, followed by at least ``nr`` elements of slack
+    (a last partial panel reads past the row, into columns it never writes);
+    the tile is rows ``[r0, r1)`` x columns ``[c0, c1)``, ``width`` columns
+    per unit (:func:`chunking`). Units run on :func:`.threads.parallel_for`.
     """
-    per_row = (cls[2, 2] + width - 1) // width
-    nrows = x_shape[0] * cls[0, 2] * cls[1, 2]
-    for u_ in prange(nrows * per_row):
-        u = np.int64(u_)  # one body specialisation (prange indices are unsigned)
-        _dense_unit(u, per_row, width, xf, x_shape, Wp, nob, bias, kmode, ksrc, ck, Kfull,
-                    tap_ids, guide, mask, geo, cls, taps, opt, alpha, lam, cst, groups, outf,
-                    out_shape)
+    per_row = (c1 - c0 + width - 1) // width
+    parallel_for(_dense_units, (r1 - r0) * per_row, per_row, width, r0, c0, c1, xf, x_shape, Wp,
+                 nob, bias, kmode, Ktf, (r1 - r0) * (c1 - c0), cls, taps, groups, outf,
+                 out_shape)

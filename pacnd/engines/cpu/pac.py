@@ -75,18 +75,32 @@ class _Op:
         """(Kt, Krt, D2t) of the tile; dummies where not needed."""
         if self.kmode == 0:
             return self._dummy, None, None
-        npix = (tile[1] - tile[0]) * (tile[3] - tile[2])
-        shape = (self.ck, tc.ntaps, npix)
-        Kt = self.ws.get("K", shape)
-        if self.ctx is None:
-            _ad.take_taps(self.Kfull, Kt, tc, tile)
-            return Kt, None, None
         if save:
+            shape = self._k_shape(tc, tile)
+            Kt = self.ws.get("K", shape)
             Krt, D2t = self.ws.get("Kraw", shape), self.ws.get("D2", shape)
             self.ctx.compute(tc, tile, Kt, Krt, D2t)
             return Kt, Krt, D2t
-        self.ctx.compute(tc, tile, Kt)
-        return Kt, None, None
+        shape = self._k_shape(tc, tile)
+        return self.k_tile_flat(tc, tile)[:int(np.prod(shape))].reshape(shape), None, None
+
+    def _k_shape(self, tc, tile):
+        return (self.ck, tc.ntaps, (tile[1] - tile[0]) * (tile[3] - tile[2]))
+
+    def k_tile_flat(self, tc, tile, slack=0):
+        """K of the tile, flat (Ck * T_r * npix values), then ``slack`` more elements;
+        one element when there is no K."""
+        if self.kmode == 0:
+            return self._dummy.reshape(-1)
+        shape = self._k_shape(tc, tile)
+        size = int(np.prod(shape))
+        flat = self.ws.get("K", (size + slack,))
+        Kt = flat[:size].reshape(shape)
+        if self.ctx is None:
+            _ad.take_taps(self.Kfull, Kt, tc, tile)
+        else:
+            self.ctx.compute(tc, tile, Kt)
+        return flat
 
 
 def _gather_out(gout5, dst, tc, tile, o_start):
@@ -130,26 +144,17 @@ def pac_forward(x, weight, bias, geom, groups, *, K=None, guide=None, spec=None,
 
 
 def _dense_class(op, tc, bias, out):
-    """Forward of one tap class on the fused dense path (:mod:`.dense`)."""
+    """Forward of one tap class on the dense path (:mod:`.dense`), tile by tile."""
     Wp, nob = pack_weights(op.W3, op.groups, tc.tap_ids)
-    dt = op.dtype
-    dummy5 = np.zeros((1,) * 5, dtype=dt)
-    guide = mask = dummy5
-    opt = np.zeros(6, dtype=np.int64)
-    alpha = lam = cst = np.zeros(6, dtype=dt)
-    Kfull = np.zeros((1,) * 6, dtype=dt)
-    ksrc = 0
-    if op.ctx is not None:
-        c = op.ctx
-        ksrc, guide, mask, opt, alpha, lam, cst = 1, c.guide5, c.mask5, c.opt, c.alpha, c.lam, c.cst
-    elif op.Kfull is not None:
-        ksrc, Kfull = 2, np.ascontiguousarray(op.Kfull)
-    _, width = chunking(tc.n[2], nr(dt))
+    n = nr(op.dtype)
+    _, width = chunking(tc.n[2], n)
     x5 = np.ascontiguousarray(op.x5)
-    dense_forward(x5.reshape(-1), x5.shape, Wp, nob, np.ascontiguousarray(bias, dtype=dt),
-                  op.kmode, ksrc, max(op.ck, 1), Kfull, tc.tap_ids, guide, mask, op.lay.geo,
-                  tc.cls, tc.taps, opt, alpha, lam, cst, op.groups, width, out.reshape(-1),
-                  out.shape)
+    bias = np.ascontiguousarray(bias, dtype=op.dtype)
+    bpp = op.dtype.itemsize * max(op.ck, 1) * tc.ntaps
+    for tile in tiles(tc, op.B, bpp, _budget()):
+        Kf = op.k_tile_flat(tc, tile, slack=n)
+        dense_forward(x5.reshape(-1), x5.shape, Wp, nob, bias, op.kmode, Kf, tc.cls, tc.taps,
+                      *tile, op.groups, width, out.reshape(-1), out.shape)
 
 
 def pac_vjp(grad_out, x, weight, geom, groups, *, K=None, guide=None, spec=None, mask=None,
