@@ -50,12 +50,12 @@ def test_micro_kernel_is_a_matrix_product(dt, kdim):
     B = rng.standard_normal((kdim, n)).astype(dt)
     cbuf = np.full(3 * gemm.MR * n, np.nan, dtype=dt)
     co = gemm.MR * n                                            # the middle block of cbuf
-    gemm.micro_kernel(Wp, kdim * gemm.MR, B.reshape(-1), 0, kdim, cbuf, co, False)
+    gemm.micro_kernel(Wp, kdim * gemm.MR, B.reshape(-1), 0, n, kdim, cbuf, co, n, False)
     expected = W[1].astype(np.float64) @ B.astype(np.float64)
     assert rel_err(cbuf[co:2 * co].reshape(gemm.MR, n), expected) < TOL[dt] * 10
     assert np.isnan(cbuf[:co]).all() and np.isnan(cbuf[2 * co:]).all()
     # accumulate: a second pass with the first block of weights adds its product
-    gemm.micro_kernel(Wp, 0, B.reshape(-1), 0, kdim, cbuf, co, True)
+    gemm.micro_kernel(Wp, 0, B.reshape(-1), 0, n, kdim, cbuf, co, n, True)
     expected += W[0].astype(np.float64) @ B.astype(np.float64)
     assert rel_err(cbuf[co:2 * co].reshape(gemm.MR, n), expected) < TOL[dt] * 10
 

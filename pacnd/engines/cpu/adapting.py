@@ -28,7 +28,6 @@ from ..._kernelspec import EPS
 from .fastexp import vexp
 from .indexing import COL_BLOCK, FASTMATH, add_row, decode_row, jrange, load_row, unit_of
 from .layout import Workspace, layout_of, row_segments, tiles
-from .threads import parallel_for
 
 __all__ = ["adapting_kernel", "adapting_kernel_vjp", "kernel_tile", "kernel_tile_vjp",
            "constants", "options", "params"]
@@ -230,25 +229,23 @@ def kernel_unit(u, nblk, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha, la
                     kr[jj] /= Z[jj]
 
 
-@njit(nogil=True, cache=True)
-def _kernel_units(u0, u1, nblk, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
-                  Kt, Krt, D2t, save):
-    for u in range(u0, u1):
-        kernel_unit(u, nblk, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
-                    Kt, Krt, D2t, save)
-
-
+@njit(parallel=True, cache=True)
 def kernel_tile(guide, mask, geo, cls, taps, r0, r1, c0, c1, opt, alpha, lam, cst,
                 Kt, Krt, D2t, save):
     """K of tile ``rows [r0, r1) x cols [c0, c1)`` into ``Kt`` (Ck, T_r, npix).
 
     With ``save``: ``Krt`` = phi (before mask/normalisation), ``D2t`` = squared
-    distance, same shape. Work units (row blocks) run on
-    :func:`.threads.parallel_for`.
+    distance, same shape.
+
+    A ``prange`` kernel, unlike the dense product's thread pool
+    (:func:`.threads.parallel_for`): the backward calls it once per small tile
+    between BLAS calls, where waking pool threads cost ~0.5 ms a call.
     """
     nblk = (c1 - c0 + COL_BLOCK - 1) // COL_BLOCK
-    parallel_for(_kernel_units, (r1 - r0) * nblk, nblk, guide, mask, geo, cls, taps, r0, c0, c1,
-                 opt, alpha, lam, cst, Kt, Krt, D2t, save)
+    for u_ in prange((r1 - r0) * nblk):
+        u = np.int64(u_)  # one body specialisation (prange indices are unsigned)
+        kernel_unit(u, nblk, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
+                    Kt, Krt, D2t, save)
 
 
 # --------------------------------------------------------------------------- backward

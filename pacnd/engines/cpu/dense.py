@@ -239,8 +239,8 @@ def _dense_unit(u, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode
                 else:
                     _pack_panel(Bp, src, Ktf, kmode, j0, tab, k0, k1, isw)
                 for ob in range(nob):
-                    micro_kernel(Wp, ((g * nob + ob) * kdim + k0) * MR, Bp, 0, k1 - k0, cbuf,
-                                 ob * MR * n, k0 > 0)
+                    micro_kernel(Wp, ((g * nob + ob) * kdim + k0) * MR, Bp, 0, n, k1 - k0, cbuf,
+                                 ob * MR * n, n, k0 > 0)
             ncols = min(n, jb - j0)
             for ob in range(nob):
                 for i in range(min(MR, cout_g - ob * MR)):

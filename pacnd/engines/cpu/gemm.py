@@ -25,7 +25,7 @@ from numba import njit
 from .indexing import FASTMATH
 from .simd import VEC_BYTES, lanes, vbroadcast, vfma, vload, vstore, vzeros
 
-__all__ = ["MR", "KC", "nr", "pack_weights", "micro_kernel"]
+__all__ = ["MR", "KC", "nr", "pack_rows", "pack_weights", "micro_kernel"]
 
 #: Output channels per micro-kernel block.
 MR = 4
@@ -41,45 +41,51 @@ def nr(dtype):
     return NR_VECS * VEC_BYTES // np.dtype(dtype).itemsize
 
 
+def pack_rows(M):
+    """``M`` (G, rows, Kd) -> flat ``[g, ob, k, i] = M[g, ob*MR + i, k]`` (0 past the rows)
+    and the number of row blocks ``nob`` per ``g``."""
+    G, rows, kd = M.shape
+    nob = -(-rows // MR)
+    P = np.zeros((G, nob * MR, kd), dtype=M.dtype)
+    P[:, :rows] = M
+    P = P.reshape(G, nob, MR, kd).transpose(0, 1, 3, 2)
+    return np.ascontiguousarray(P).reshape(-1), nob
+
+
 def pack_weights(W3, groups, tap_ids):
     """``W3`` (Cout, Cin/g, T) restricted to ``tap_ids`` -> flat ``Wp`` (see module doc).
 
     Returns ``(Wp, nob)``: ``nob`` blocks of :data:`MR` output channels per group.
     """
     cout, cin_g = W3.shape[:2]
-    cout_g = cout // groups
-    nob = -(-cout_g // MR)
-    W = W3[:, :, tap_ids].reshape(groups, cout_g, cin_g * len(tap_ids))
-    Wp = np.zeros((groups, nob * MR, W.shape[2]), dtype=W3.dtype)
-    Wp[:, :cout_g] = W
-    Wp = Wp.reshape(groups, nob, MR, -1).transpose(0, 1, 3, 2)
-    return np.ascontiguousarray(Wp).reshape(-1), nob
+    W = W3[:, :, tap_ids].reshape(groups, cout // groups, cin_g * len(tap_ids))
+    return pack_rows(W)
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def micro_kernel(Wp, wo, Bp, bo, kdim, cbuf, co, accumulate):
-    """``cbuf[co + i*nr + j] (+)= sum_k Wp[wo + k*MR + i] * Bp[bo + k*nr + j]`` (MR x nr);
-    ``accumulate`` adds to the block instead of overwriting it."""
+def micro_kernel(Wp, wo, Bp, bo, ldb, kdim, cbuf, co, ldc, accumulate):
+    """``cbuf[co + i*ldc + j] (+)= sum_k Wp[wo + k*MR + i] * Bp[bo + k*ldb + j]``
+    (MR x nr); ``accumulate`` adds to the block instead of overwriting it."""
     vw = lanes(Bp)
     n = NR_VECS * vw
     if accumulate:
         c00 = vload(cbuf, co)
         c01 = vload(cbuf, co + vw)
         c02 = vload(cbuf, co + 2 * vw)
-        c10 = vload(cbuf, co + n)
-        c11 = vload(cbuf, co + n + vw)
-        c12 = vload(cbuf, co + n + 2 * vw)
-        c20 = vload(cbuf, co + 2 * n)
-        c21 = vload(cbuf, co + 2 * n + vw)
-        c22 = vload(cbuf, co + 2 * n + 2 * vw)
-        c30 = vload(cbuf, co + 3 * n)
-        c31 = vload(cbuf, co + 3 * n + vw)
-        c32 = vload(cbuf, co + 3 * n + 2 * vw)
+        c10 = vload(cbuf, co + ldc)
+        c11 = vload(cbuf, co + ldc + vw)
+        c12 = vload(cbuf, co + ldc + 2 * vw)
+        c20 = vload(cbuf, co + 2 * ldc)
+        c21 = vload(cbuf, co + 2 * ldc + vw)
+        c22 = vload(cbuf, co + 2 * ldc + 2 * vw)
+        c30 = vload(cbuf, co + 3 * ldc)
+        c31 = vload(cbuf, co + 3 * ldc + vw)
+        c32 = vload(cbuf, co + 3 * ldc + 2 * vw)
     else:
         z = vzeros(Bp)
         c00 = c01 = c02 = c10 = c11 = c12 = c20 = c21 = c22 = c30 = c31 = c32 = z
     for k in range(kdim):
-        bb = bo + k * n
+        bb = bo + k * ldb
         b0 = vload(Bp, bb)
         b1 = vload(Bp, bb + vw)
         b2 = vload(Bp, bb + 2 * vw)
@@ -103,12 +109,12 @@ def micro_kernel(Wp, wo, Bp, bo, kdim, cbuf, co, accumulate):
     vstore(cbuf, co, c00)
     vstore(cbuf, co + vw, c01)
     vstore(cbuf, co + 2 * vw, c02)
-    vstore(cbuf, co + n, c10)
-    vstore(cbuf, co + n + vw, c11)
-    vstore(cbuf, co + n + 2 * vw, c12)
-    vstore(cbuf, co + 2 * n, c20)
-    vstore(cbuf, co + 2 * n + vw, c21)
-    vstore(cbuf, co + 2 * n + 2 * vw, c22)
-    vstore(cbuf, co + 3 * n, c30)
-    vstore(cbuf, co + 3 * n + vw, c31)
-    vstore(cbuf, co + 3 * n + 2 * vw, c32)
+    vstore(cbuf, co + ldc, c10)
+    vstore(cbuf, co + ldc + vw, c11)
+    vstore(cbuf, co + ldc + 2 * vw, c12)
+    vstore(cbuf, co + 2 * ldc, c20)
+    vstore(cbuf, co + 2 * ldc + vw, c21)
+    vstore(cbuf, co + 2 * ldc + 2 * vw, c22)
+    vstore(cbuf, co + 3 * ldc, c30)
+    vstore(cbuf, co + 3 * ldc + vw, c31)
+    vstore(cbuf, co + 3 * ldc + 2 * vw, c32)
