@@ -28,7 +28,7 @@ image or a CI cache).
 """
 
 #: Byte budget of the per-tile working buffers (K tile, columns, GEMM results).
-TILE_BYTES = 8 * 2**20
+TILE_BYTES = 32 * 2**20
 
 from .threads import start_threads  # noqa: E402
 
