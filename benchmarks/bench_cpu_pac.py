@@ -304,11 +304,29 @@ def summarize(res):
     return res
 
 
+def cpu_model():
+    """The CPU's model name and its vector extensions (Linux), else the platform's
+    processor string."""
+    name, simd = platform.processor() or None, []
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    name = line.split(":", 1)[1].strip()
+                elif line.startswith("flags"):
+                    flags = line.split(":", 1)[1].split()
+                    simd = [f for f in ("avx512f", "avx2", "fma") if f in flags]
+                    break
+    except OSError:
+        pass
+    return f"{name} ({', '.join(simd)})" if simd else name
+
+
 def versions():
     import numba
     out = {"python": platform.python_version(), "numpy": np.__version__,
            "numba": numba.__version__, "cpus": os.cpu_count(), "machine": platform.machine(),
-           "platform": platform.platform(),
+           "cpu_model": cpu_model(), "platform": platform.platform(),
            "date": datetime.datetime.now().isoformat(timespec="seconds")}
     out["env"] = {k: v for k, v in os.environ.items()
                   if k.startswith(("OPENBLAS", "OMP_", "GOMP", "NUMBA_", "MKL_", "PACND"))}

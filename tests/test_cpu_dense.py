@@ -171,3 +171,28 @@ def test_every_output_element_is_written(monkeypatch):
                                   w.transpose(1, 0, 2, 3).copy(), stride=2, padding=1,
                                   output_padding=1, engine="numba")
     assert np.isfinite(yt).all()
+
+
+@pytest.mark.parametrize("n", [0, 1, 2, 5, 97])
+def test_parallel_for_runs_every_unit_once(n):
+    import numba
+    from numba import njit
+
+    from pacnd.engines.cpu.threads import parallel_for
+
+    @njit(nogil=True)
+    def mark(u0, u1, hits):
+        for u in range(u0, u1):
+            hits[u] += 1
+
+    hits = np.zeros(n, dtype=np.int64)
+    parallel_for(mark, n, hits)
+    assert (hits == 1).all()
+    old = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        hits[:] = 0
+        parallel_for(mark, n, hits)
+        assert (hits == 1).all()
+    finally:
+        numba.set_num_threads(old)

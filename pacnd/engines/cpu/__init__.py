@@ -1,4 +1,4 @@
-"""Numba CPU engine: ``njit(parallel=True)`` kernels on tiles, BLAS for the dense GEMMs.
+"""Numba CPU engine: ``njit`` kernels on tiles, explicit-SIMD matrix products.
 
 Same interface and semantics as :mod:`pacnd.engines.reference` (see
 :mod:`pacnd.engines`). 1-D and 2-D problems run as 3-D ones with unit dims.
@@ -8,15 +8,19 @@ Same interface and semantics as :mod:`pacnd.engines.reference` (see
   the per-call buffer workspace;
 * :mod:`.adapting` — K of a tile from the guide (mask and normalisation
   fused) and its backward to guide, alpha, lam; the full-K interface calls;
-* :mod:`.tiles` — gather of K-weighted columns, col2im scatter fused with
-  the K-gradient reduction (dense groups; the GEMMs are NumPy's BLAS);
+* :mod:`.dense` — the dense-groups forward: per output-row segment, the input
+  rows are staged, K-weighted panels packed and multiplied by the weights with
+  :mod:`.gemm`'s register-blocked micro-kernel (vectors from :mod:`.simd`);
+* :mod:`.tiles` — the backward's gather of K-weighted columns and col2im
+  scatter fused with the K-gradient reduction (its GEMMs are NumPy's BLAS);
 * :mod:`.depthwise` — direct loops when Cin/g == Cout/g == 1 (shared filters,
   pooling, bilateral filtering), K computed on the fly when it comes from the
   guide;
 * :mod:`.pac` — orchestration of forward and vjp;
 * :mod:`.fastexp` — a vectorisable ``exp``;
 * :mod:`.threads` — starts Numba's thread pool with passive OpenMP waiting,
-  so that it does not busy-wait against the BLAS threads.
+  so that it does not busy-wait against the BLAS threads, and runs ``nogil``
+  kernels on a thread pool (:func:`.threads.parallel_for`).
 
 Working memory per tile is bounded by :data:`TILE_BYTES` (bytes of tile
 buffers: K tile, columns, GEMM operands), so it does not grow with the image.
