@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "upsample": ("pacnd.cli_upsample", "deep joint upsampling of depth / flow: predict, eval, "
                                        "train"),
     "crf": ("pacnd.cli_crf", "refine a segmentation (scores or an annotation) with a PAC-CRF"),
+    "warmup": ("pacnd.cli_warmup", "compile the CPU kernels ahead of time (once per install)"),
 }
 
 _ENGINES = ("numpy", "numba", "cuda", "cupy")

@@ -196,3 +196,15 @@ def test_parallel_for_runs_every_unit_once(n):
         assert (hits == 1).all()
     finally:
         numba.set_num_threads(old)
+
+
+def test_warmup_command_compiles_and_reports(capsys):
+    from pacnd.cli import main
+
+    assert main(["warmup", "--dtype", "float64", "--quiet"]) == 0
+    assert "CPU kernels for float64 ready" in capsys.readouterr().out
+
+
+def test_warmup_rejects_a_non_float_dtype():
+    with pytest.raises(ValueError, match="int32.*float32"):
+        cpu.warmup(("int32",))
