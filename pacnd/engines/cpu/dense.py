@@ -41,30 +41,11 @@ def chunking(ncol, panel):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _pack_partial(Bp, d, xf, s, Ktf, q, kmode, j0, a, e, isw):
-    """A panel row with input only in its columns ``[a, e)``; loops over 0-based
-    slices so that they vectorise (see :func:`pacnd.engines.cpu.indexing.load_row`)."""
-    n = NR_VECS * lanes(Bp)
-    row = Bp[d:d + n]
-    for j in range(a):
-        row[j] = 0
-    for j in range(e, n):
-        row[j] = 0
-    mid = row[a:e]
-    xs = load_row(xf, s, isw, j0 + a, j0 + e)
-    if kmode != 0:
-        ks = Ktf[q + j0 + a:q + j0 + e]
-        for j in range(e - a):
-            mid[j] = xs[j] * ks[j]
-    else:
-        for j in range(e - a):
-            mid[j] = xs[j]
-
-
-@njit(cache=True, fastmath=FASTMATH)
 def _pack_interior(Bp, xf, Ktf, kmode, j0, tab, k0, k1):
-    """:func:`_pack_panel` for rows that cover every column (staged rows, see
-    :func:`_stage_rows`): no column bounds to apply."""
+    """Rows ``[k0, k1)`` of the panel of columns ``j0 + j`` from staged rows (see
+    :func:`_stage_rows`: every column readable, the padding holds the zeros):
+    ``Bp[k - k0, j] = K * x`` as three vector loads, multiplies and stores per
+    row; absent rows are zeros."""
     vw = lanes(Bp)
     n = NR_VECS * vw
     z = vzeros(Bp)
@@ -89,37 +70,31 @@ def _pack_interior(Bp, xf, Ktf, kmode, j0, tab, k0, k1):
 
 @njit(cache=True, fastmath=FASTMATH)
 def _pack_panel(Bp, xf, Ktf, kmode, j0, tab, k0, k1, isw):
-    """Rows ``[k0, k1)`` of the panel of columns ``j0 + j``: ``Bp[k - k0, j] = K * x``
-    inside the row's columns ``[lo, hi)``, 0 outside.
-
-    A row that covers the whole panel (unit input stride) is three vector
-    loads, multiplies and stores; partial rows go to :func:`_pack_partial`
-    (out of line: the hot loop stays free of calls and spills).
+    """Rows ``[k0, k1)`` of the panel of columns ``j0 + j``, read from the input
+    itself (strided input, no staging): ``Bp[k - k0, j] = K * x`` inside the
+    row's columns ``[lo, hi)``, 0 outside. Loops run over 0-based slices so that
+    they vectorise (see :func:`pacnd.engines.cpu.indexing.load_row`).
     """
-    vw = lanes(Bp)
-    n = NR_VECS * vw
-    z = vzeros(Bp)
+    n = NR_VECS * lanes(Bp)
     for k in range(k0, k1):
-        d = (k - k0) * n
+        row = Bp[(k - k0) * n:(k - k0 + 1) * n]
         a = min(max(tab[k, 2] - j0, 0), n)
         e = min(max(tab[k, 3] - j0, a), n)
-        if a == 0 and e == n and isw == 1:
-            s = tab[k, 0] + j0
+        for j in range(a):
+            row[j] = 0
+        for j in range(e, n):
+            row[j] = 0
+        if e > a:
+            mid = row[a:e]
+            xs = load_row(xf, tab[k, 0], isw, j0 + a, j0 + e)
             if kmode != 0:
                 q = tab[k, 1] + j0
-                vstore(Bp, d, vmul(vload(xf, s), vload(Ktf, q)))
-                vstore(Bp, d + vw, vmul(vload(xf, s + vw), vload(Ktf, q + vw)))
-                vstore(Bp, d + 2 * vw, vmul(vload(xf, s + 2 * vw), vload(Ktf, q + 2 * vw)))
+                ks = Ktf[q + a:q + e]
+                for j in range(e - a):
+                    mid[j] = xs[j] * ks[j]
             else:
-                vstore(Bp, d, vload(xf, s))
-                vstore(Bp, d + vw, vload(xf, s + vw))
-                vstore(Bp, d + 2 * vw, vload(xf, s + 2 * vw))
-        elif a == e:
-            vstore(Bp, d, z)
-            vstore(Bp, d + vw, z)
-            vstore(Bp, d + 2 * vw, z)
-        else:
-            _pack_partial(Bp, d, xf, tab[k, 0], Ktf, tab[k, 1], kmode, j0, a, e, isw)
+                for j in range(e - a):
+                    mid[j] = xs[j]
 
 
 @njit(cache=True, fastmath=FASTMATH)
