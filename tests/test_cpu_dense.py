@@ -208,3 +208,42 @@ def test_warmup_command_compiles_and_reports(capsys):
 def test_warmup_rejects_a_non_float_dtype():
     with pytest.raises(ValueError, match="int32.*float32"):
         cpu.warmup(("int32",))
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="needs os.fork")
+def test_parallel_for_works_in_a_forked_child():
+    import os
+
+    from numba import njit
+
+    from pacnd.engines.cpu.threads import parallel_for
+
+    @njit(nogil=True)
+    def mark(u0, u1, hits):
+        for u in range(u0, u1):
+            hits[u] += 1
+
+    hits = np.zeros(8, dtype=np.int64)
+    parallel_for(mark, 8, hits)                 # the parent's pool exists now
+    pid = os.fork()
+    if pid == 0:                                # child: must not wait for the parent's threads
+        try:
+            h = np.zeros(8, dtype=np.int64)
+            parallel_for(mark, 8, h)
+            os._exit(0 if (h == 1).all() else 1)
+        except BaseException:
+            os._exit(2)
+    import signal
+    import time
+
+    deadline = time.monotonic() + 60
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            break
+        if time.monotonic() > deadline:             # the child waits on threads that are gone
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("parallel_for hung in a forked child")
+        time.sleep(0.05)
+    assert os.waitstatus_to_exitcode(status) == 0

@@ -66,6 +66,17 @@ _pool = None
 _pool_lock = threading.Lock()
 
 
+def _forget_pool():
+    """In a forked child the pool's threads do not exist: start a new pool on demand."""
+    global _pool, _pool_lock
+    _pool = None
+    _pool_lock = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
 def _executor():
     global _pool
     with _pool_lock:
