@@ -2,10 +2,11 @@
 
 Forward, per tap class (:mod:`pacnd.engines.cpu.layout`):
 
-* dense groups: :func:`dense.dense_forward` — per output-row segment, K
-  (from the guide, mask and normalisation fused; or a precomputed K; or none
-  for a plain convolution), K-weighted input panels and a register-blocked
-  product with the weights, fused (:mod:`gemm`);
+* dense groups: per tile, K (from the guide with mask and normalisation
+  fused, :func:`adapting.kernel_tile`; or copied from a precomputed K; or none
+  for a plain convolution), then :func:`dense.dense_forward` — per output-row
+  segment, K-weighted input panels multiplied by the weights with a
+  register-blocked micro-kernel (:mod:`gemm`), no column matrix;
 * depthwise (Cin/g == Cout/g == 1): direct loops (:mod:`depthwise`), K
   computed on the fly when it comes from a guide.
 
