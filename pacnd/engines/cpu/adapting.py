@@ -167,7 +167,7 @@ def centre_features(guide, b, jd, jh, cls, geo, ja, jb, floor, chw):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def kernel_unit(u, nblk, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
+def _kernel_unit(u, nblk, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
                  Kt, Krt, D2t, save):
     kind, chw, normalize, masked, has_mask = opt[0], opt[2], opt[3], opt[4], opt[5]
     cg_n = guide.shape[1]
@@ -244,7 +244,7 @@ def kernel_tile(guide, mask, geo, cls, taps, r0, r1, c0, c1, opt, alpha, lam, cs
     nblk = (c1 - c0 + COL_BLOCK - 1) // COL_BLOCK
     for u_ in prange((r1 - r0) * nblk):
         u = np.int64(u_)  # one body specialisation (prange indices are unsigned)
-        kernel_unit(u, nblk, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
+        _kernel_unit(u, nblk, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
                     Kt, Krt, D2t, save)
 
 

@@ -67,7 +67,6 @@ def micro_kernel(Wp, wo, Bp, bo, ldb, kdim, cbuf, co, ldc, accumulate):
     """``cbuf[co + i*ldc + j] (+)= sum_k Wp[wo + k*MR + i] * Bp[bo + k*ldb + j]``
     (MR x nr); ``accumulate`` adds to the block instead of overwriting it."""
     vw = lanes(Bp)
-    n = NR_VECS * vw
     if accumulate:
         c00 = vload(cbuf, co)
         c01 = vload(cbuf, co + vw)
