@@ -20,8 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import re
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,62 +27,9 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-# peak numbers of known devices: (FP32 TFLOP/s without tensor cores, memory TB/s)
-PEAKS = {
-    "H100 80GB HBM3": (66.9, 3.35), "H100 PCIe": (51.2, 2.0), "H100": (66.9, 3.35),
-    "H200": (66.9, 4.8), "A100-SXM4-80GB": (19.5, 2.04), "A100-SXM4-40GB": (19.5, 1.55),
-    "A100": (19.5, 1.55), "L40S": (91.6, 0.864), "RTX 4090": (82.6, 1.01),
-}
-
-
-def peaks_of(name):
-    for key, val in PEAKS.items():
-        if key in name:
-            return val
-    return (None, None)
-
-
-class PeakMemory:
-    """Peak bytes held from CuPy's pool while active (a CuPy MemoryHook)."""
-
-    def __init__(self, cp):
-        outer = self
-
-        class Hook(cp.cuda.MemoryHook):
-            name = "pacnd_bench_peak"
-
-            def malloc_postprocess(self, device_id, size, mem_size, mem_ptr, pmem_id):
-                outer.cur += mem_size
-                outer.peak = max(outer.peak, outer.cur)
-
-            def free_postprocess(self, device_id, mem_size, mem_ptr, pmem_id):
-                outer.cur -= mem_size
-
-        self.cur = self.peak = 0
-        self.hook = Hook()
-
-    def __enter__(self):
-        self.cur = self.peak = 0
-        self.hook.__enter__()
-        return self
-
-    def __exit__(self, *exc):
-        self.hook.__exit__(*exc)
-
-
-def time_gpu(cp, fn, repeat):
-    fn()
-    cp.cuda.Device().synchronize()
-    times = []
-    for _ in range(repeat):
-        start, stop = cp.cuda.Event(), cp.cuda.Event()
-        start.record()
-        fn()
-        stop.record()
-        stop.synchronize()
-        times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
-    return statistics.median(times), min(times)
+from gpu_common import device_name, device_tag, peak_extra_bytes, peaks_of, time_gpu
 
 
 def main(argv=None):
@@ -95,8 +40,8 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(HERE.parent))
-    import pacnd  # noqa: PLC0415
-    from pacnd._cupy import require_gpu  # noqa: PLC0415
+    import pacnd
+    from pacnd._cupy import require_gpu
 
     cp = require_gpu("cupy")
     B, C, K, CG = 4, 64, 5, 16
@@ -107,8 +52,7 @@ def main(argv=None):
     w = cp.asarray(rng.standard_normal((C, C, K, K), dtype=np.float32) / (C * K * K) ** 0.5)
     b = cp.asarray(rng.standard_normal(C, dtype=np.float32))
     go = cp.asarray(rng.standard_normal((B, C, H, W), dtype=np.float32))
-    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
-    dev_name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
+    dev_name = device_name(cp)
     tflops, tbs = peaks_of(dev_name)
     flops_fwd = 2.0 * B * C * C * K * K * H * W
     in_bytes = sum(a.nbytes for a in (x, f, w, b))
@@ -117,17 +61,10 @@ def main(argv=None):
     rows = []
 
     def record(engine, what, fn, flops, io_bytes, extra_bytes):
-        pool = cp.get_default_memory_pool()
-        fn()
-        cp.cuda.Device().synchronize()
-        pool.free_all_blocks()
-        with PeakMemory(cp) as pm:
-            res = fn()
-            cp.cuda.Device().synchronize()
-        del res
+        peak = peak_extra_bytes(cp, fn)
         med, best = time_gpu(cp, fn, args.repeat)
         row = {"engine": engine, "op": what, "median_s": med, "min_s": best,
-               "peak_extra_MiB": max(pm.peak - extra_bytes, 0) / 2**20,
+               "peak_extra_MiB": max(peak - extra_bytes, 0) / 2**20,
                "gflops": flops / med / 1e9,
                "fp32_roofline": (flops / med / 1e12 / tflops) if tflops else None,
                "bw_roofline": (io_bytes / med / 1e12 / tbs) if tbs else None}
@@ -157,7 +94,7 @@ def main(argv=None):
                    in_bytes + out_bytes + go.nbytes + grads_bytes, out_bytes + grads_bytes)
 
     try:
-        import torch  # noqa: PLC0415
+        import torch
 
         torch.backends.cudnn.allow_tf32 = False
         torch.backends.cuda.matmul.allow_tf32 = False
@@ -194,7 +131,19 @@ def main(argv=None):
     except ImportError:
         print("torch not importable: no cuDNN comparison")
 
-    tag = re.sub(r"[^A-Za-z0-9]+", "_", dev_name).strip("_").lower()
+    # the reference implementation's unfold path holds B*C*k^2*H*W floats twice
+    # (the unfolded input and its product with K); target: pacnd's extra <= 10% of it
+    unfold_mib = 2 * B * C * K * K * H * W * 4 / 2**20
+    base = {r["op"].split()[-1]: r["median_s"] for r in rows if r["engine"] == "torch"}
+    print(f"\nreference unfold working memory: {unfold_mib:.0f} MiB")
+    for r in rows:
+        r["unfold_reference_MiB"] = unfold_mib
+        r["peak_extra_vs_unfold"] = r["peak_extra_MiB"] / unfold_mib
+        if r["engine"] != "torch" and r["op"].split()[-1] in base:
+            r["time_vs_cudnn"] = r["median_s"] / base[r["op"].split()[-1]]
+            print(f"{r['engine']:>6} {r['op']:<16} {r['time_vs_cudnn']:6.2f}x cuDNN conv2d, "
+                  f"peak extra {100 * r['peak_extra_vs_unfold']:5.1f}% of unfold")
+    tag = device_tag(dev_name)
     out = HERE / "results" / f"gpu_pac_{tag}{'_small' if args.small else ''}.json"
     out.parent.mkdir(exist_ok=True)
     out.write_text(json.dumps({

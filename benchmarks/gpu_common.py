@@ -1,0 +1,95 @@
+"""Helpers shared by the GPU benchmarks: CUDA-event timing, the peak of GPU
+memory drawn from CuPy's pool, device peaks for roofline fractions, and the
+result file name of a device."""
+
+from __future__ import annotations
+
+import re
+import statistics
+
+# peak numbers of known devices: (FP32 TFLOP/s without tensor cores, memory TB/s)
+PEAKS = {
+    "H100 80GB HBM3": (66.9, 3.35), "H100 PCIe": (51.2, 2.0), "H100": (66.9, 3.35),
+    "H200": (66.9, 4.8), "A100-SXM4-80GB": (19.5, 2.04), "A100-SXM4-40GB": (19.5, 1.55),
+    "A100": (19.5, 1.55), "L40S": (91.6, 0.864), "RTX 4090": (82.6, 1.01),
+}
+
+
+def peaks_of(name):
+    """(FP32 TFLOP/s, memory TB/s) of a device name, or (None, None) if unknown."""
+    for key, val in PEAKS.items():
+        if key in name:
+            return val
+    return (None, None)
+
+
+def device_name(cp):
+    """Name of the current CUDA device."""
+    props = cp.cuda.runtime.getDeviceProperties(cp.cuda.Device().id)
+    name = props["name"]
+    return name.decode() if isinstance(name, bytes) else str(name)
+
+
+def device_tag(name):
+    """``name`` as a file-name fragment (``NVIDIA H200`` -> ``nvidia_h200``)."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_").lower()
+
+
+class PeakMemory:
+    """Peak bytes held from CuPy's pool while active (a CuPy MemoryHook).
+
+    ``peak`` counts allocations made inside the block on top of what was held
+    when it began."""
+
+    def __init__(self, cp):
+        outer = self
+
+        class Hook(cp.cuda.MemoryHook):
+            name = "pacnd_bench_peak"
+
+            def malloc_postprocess(self, device_id, size, mem_size, mem_ptr, pmem_id):
+                outer.cur += mem_size
+                outer.peak = max(outer.peak, outer.cur)
+
+            def free_postprocess(self, device_id, mem_size, mem_ptr, pmem_id):
+                outer.cur -= mem_size
+
+        self.cur = self.peak = 0
+        self.hook = Hook()
+
+    def __enter__(self):
+        self.cur = self.peak = 0
+        self.hook.__enter__()
+        return self
+
+    def __exit__(self, *exc):
+        self.hook.__exit__(*exc)
+
+
+def time_gpu(cp, fn, repeat):
+    """(median, min) seconds of ``fn()`` over ``repeat`` runs after one warm-up,
+    each timed with CUDA events on the current stream."""
+    fn()
+    cp.cuda.Device().synchronize()
+    times = []
+    for _ in range(repeat):
+        start, stop = cp.cuda.Event(), cp.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
+    return statistics.median(times), min(times)
+
+
+def peak_extra_bytes(cp, fn):
+    """Peak bytes ``fn()`` draws from CuPy's pool above what it held before
+    (the result included while it is alive)."""
+    fn()
+    cp.cuda.Device().synchronize()
+    cp.get_default_memory_pool().free_all_blocks()
+    with PeakMemory(cp) as pm:
+        res = fn()
+        cp.cuda.Device().synchronize()
+    del res
+    return pm.peak
