@@ -78,7 +78,13 @@ def gpu_unavailable_reason():
     return None
 
 
+@pytest.hookimpl(trylast=True)  # after the -k / -m deselection
 def pytest_collection_modifyitems(config, items):
+    _skip_gpu_tests(items)
+    _start_background_runs(config, items)
+
+
+def _skip_gpu_tests(items):
     gpu_items = [it for it in items if it.get_closest_marker("gpu") is not None]
     if not gpu_items:
         return
@@ -88,6 +94,35 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason=f"GPU test: {reason}")
     for it in gpu_items:
         it.add_marker(skip)
+
+
+def _background_modules(items):
+    """Test modules with selected tests that read long subprocesses' results
+    (a ``runs`` fixture and a ``start_background`` function)."""
+    return {it.module for it in items
+            if "runs" in getattr(it, "fixturenames", ()) and hasattr(it.module, "start_background")}
+
+
+def _start_background_runs(config, items):
+    """The tests of tests/test_gpu_numba.py (the CUDA simulator and the PTX compile
+    in subprocesses) run last and their subprocesses start now, so that the rest of
+    the suite runs beside them. Not in pytest-xdist workers (each would start its
+    own) nor with ``--collect-only``."""
+    mods = _background_modules(items)
+    if not mods:
+        return
+    items[:] = ([it for it in items if it.module not in mods]
+                + [it for it in items if it.module in mods])
+    if config.option.collectonly or os.environ.get("PYTEST_XDIST_WORKER"):
+        return
+    for mod in mods:
+        mod.start_background()
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Kill background subprocesses that the session ended without waiting for."""
+    for mod in _background_modules(getattr(session, "items", ())):
+        mod.stop_background()
 
 
 @pytest.fixture(params=available_cpu_engines())
@@ -112,9 +147,18 @@ def rng():
 
 
 # --------------------------------------------------------------------------- reference cases
+def shared_dir():
+    """``<repo>/../shared`` (where CI keeps the authors' reference cases and the sample
+    data), or ``$PACND_SHARED_DIR`` where set (a GPU machine gets a copy in the checkout)."""
+    env = os.environ.get("PACND_SHARED_DIR")
+    if env:
+        return Path(env).resolve()
+    return Path(__file__).resolve().parents[1].parent / "shared"
+
+
 def reference_dir():
-    """``<repo>/../shared/reference`` (where CI keeps the authors' reference cases)."""
-    return Path(__file__).resolve().parents[1].parent / "shared" / "reference"
+    """The authors' reference cases: ``shared_dir() / "reference"``."""
+    return shared_dir() / "reference"
 
 
 @functools.lru_cache(maxsize=None)

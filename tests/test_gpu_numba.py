@@ -2,9 +2,10 @@
 and every kernel compiled to PTX for sm_80 and sm_90.
 
 Both need a process of their own (the simulator must be switched on before
-Numba is imported; the PTX compile is slow), so a module fixture starts the
-subprocesses at once (the simulator suite as two, see :data:`SIM_RUNS`) and
-the tests below read their results:
+Numba is imported; the PTX compile is slow). They start right after collection
+(tests/conftest.py calls :func:`start_background`; the simulator suite as two
+processes, see :data:`SIM_RUNS`) and run beside the rest of the suite; the
+tests below run last and read their results:
 
 * ``tests/gpu_sim/sim_numba_kernels.py`` — pytest, ``NUMBA_ENABLE_CUDASIM=1``:
   every option and the authors' reference cases against the NumPy reference;
@@ -67,46 +68,84 @@ def _env(**extra):
 SIM_RUNS = {"sim_reference": "reference_cases", "sim_options": "not reference_cases"}
 
 
-@pytest.fixture(scope="module")
-def runs():
-    # Output goes to files, not pipes: a child that fills a 64 KiB pipe buffer while
-    # the parent waits on it would deadlock.
-    tmp = Path(tempfile.mkdtemp(prefix="pacnd_numba_"))
-    ptx_json = tmp / "ptx.json"
-    logs = {k: open(tmp / f"{k}.log", "w+") for k in (*SIM_RUNS, "ptx")}
-    procs = {}
-    for name, selection in SIM_RUNS.items():
-        procs[name] = subprocess.Popen(
-            [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:randomly",
-             "-rf", "--durations=5", "-o", f"faulthandler_timeout={TIMEOUT // 3}",
-             "-k", selection, str(SIM_DIR / "sim_numba_kernels.py")],
-            cwd=REPO, env=_env(NUMBA_ENABLE_CUDASIM="1"), stdout=logs[name],
-            stderr=subprocess.STDOUT, text=True)
-    procs["ptx"] = subprocess.Popen([sys.executable, str(SIM_DIR / "ptx_compile.py"),
-                                     str(ptx_json)],
-                                    cwd=REPO, env=_env(), stdout=logs["ptx"],
-                                    stderr=subprocess.STDOUT, text=True)
+class _Runs:
+    """The simulator suites and the PTX compile, started as subprocesses at once.
 
-    def finish(p, name):
+    Output goes to files, not pipes: a child that fills a 64 KiB pipe buffer while
+    the parent waits on it would deadlock."""
+
+    def __init__(self):
+        self.tmp = Path(tempfile.mkdtemp(prefix="pacnd_numba_"))
+        self.ptx_json = self.tmp / "ptx.json"
+        self.logs = {k: open(self.tmp / f"{k}.log", "w+") for k in (*SIM_RUNS, "ptx")}
+        self.procs = {}
+        for name, selection in SIM_RUNS.items():
+            self.procs[name] = subprocess.Popen(
+                [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
+                 "no:randomly", "-rf", "--durations=5", "-o",
+                 f"faulthandler_timeout={TIMEOUT // 3}", "-k", selection,
+                 str(SIM_DIR / "sim_numba_kernels.py")],
+                cwd=REPO, env=_env(NUMBA_ENABLE_CUDASIM="1"), stdout=self.logs[name],
+                stderr=subprocess.STDOUT, text=True)
+        self.procs["ptx"] = subprocess.Popen(
+            [sys.executable, str(SIM_DIR / "ptx_compile.py"), str(self.ptx_json)],
+            cwd=REPO, env=_env(), stdout=self.logs["ptx"], stderr=subprocess.STDOUT, text=True)
+        self._results = None
+
+    def _finish(self, name):
+        p = self.procs[name]
         try:
             rc = p.wait(TIMEOUT)
         except subprocess.TimeoutExpired:
             p.kill()
             p.wait()
             rc = f"killed after {TIMEOUT} s"
-        logs[name].seek(0)
-        return rc, logs[name].read()
+        self.logs[name].seek(0)
+        return rc, self.logs[name].read()
 
-    try:
-        out = {name: finish(procs[name], name) for name in SIM_RUNS}
-        out["ptx"] = finish(procs["ptx"], "ptx") + (ptx_json,)
-    finally:
-        for p in procs.values():
+    def results(self):
+        """``{name: (rc, log)}``, ``"ptx"``: ``(rc, log, json_path)``; waits for them."""
+        if self._results is None:
+            try:
+                out = {name: self._finish(name) for name in SIM_RUNS}
+                out["ptx"] = self._finish("ptx") + (self.ptx_json,)
+            finally:
+                self.stop()
+            self._results = out
+        return self._results
+
+    def stop(self):
+        """Kill what still runs and close the logs."""
+        for p in self.procs.values():
             if p.poll() is None:
                 p.kill()
-        for f in logs.values():
+                p.wait()
+        for f in self.logs.values():
             f.close()
-    return out
+
+
+_STARTED = {}
+
+
+def start_background():
+    """Start the subprocesses now (once per process) so that they run beside the
+    rest of the suite; tests/conftest.py calls this after collection when a
+    selected test uses :func:`runs`, and puts those tests last."""
+    if REASON is None and "runs" not in _STARTED:
+        _STARTED["runs"] = _Runs()
+
+
+def stop_background():
+    """Kill subprocesses still running (the session ended without waiting for them)."""
+    r = _STARTED.pop("runs", None)
+    if r is not None:
+        r.stop()
+
+
+@pytest.fixture(scope="module")
+def runs():
+    start_background()
+    return _STARTED["runs"].results()
 
 
 @pytest.mark.parametrize("name", list(SIM_RUNS))

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -24,7 +25,9 @@ import pacnd
 import pacnd.ops as ops
 
 REPO = Path(__file__).resolve().parents[2]
-REFERENCE_DIR = REPO.parent / "shared" / "reference"
+#: The authors' reference cases: ``<repo>/../shared/reference``, or in ``$PACND_SHARED_DIR``.
+REFERENCE_DIR = Path(os.environ.get("PACND_SHARED_DIR") or REPO.parent / "shared").resolve() \
+    / "reference"
 
 
 @contextlib.contextmanager
