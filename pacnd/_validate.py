@@ -14,7 +14,7 @@ import numpy as np
 
 __all__ = [
     "array_module", "check_float_array", "spatial_tuple", "check_finite", "check_shape",
-    "common_float_dtype",
+    "common_float_dtype", "on_device_of",
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -27,6 +27,17 @@ def array_module(a):
         from ._cupy import cupy_module  # noqa: PLC0415 - only reached with a CuPy array
         return cupy_module()
     return np
+
+
+def on_device_of(a, ref):
+    """``a`` on the device of ``ref``: a NumPy constant (mask, labels, filter
+    init) is copied to the GPU when ``ref`` is a CuPy array; otherwise ``a`` is
+    returned unchanged (CuPy refuses NumPy operands in arithmetic and in
+    ``x[...] = value``)."""
+    xp = array_module(ref)
+    if xp is not np and isinstance(a, np.ndarray):
+        return xp.asarray(a)
+    return a
 
 
 def _is_array(a):

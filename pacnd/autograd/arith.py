@@ -13,7 +13,7 @@ import numbers
 
 import numpy as np
 
-from .._validate import array_module
+from .._validate import array_module, on_device_of
 from .function import Function
 from .tensor import Tensor, as_array, is_array
 
@@ -414,13 +414,16 @@ def tanh(a):
 
 
 def where(cond, a, b):
-    """``a`` where ``cond`` (a boolean array, not differentiated) else ``b``."""
+    """``a`` where ``cond`` (a boolean array, not differentiated) else ``b``; a
+    NumPy ``cond`` is copied to the GPU when the operands are CuPy arrays."""
     cond = as_array(cond)
     if not is_array(cond):
         cond = np.asarray(cond)
     if cond.dtype != np.bool_:
         raise TypeError(f"cond must be a boolean array, got dtype {cond.dtype}")
-    return _Where(cond).apply(*_operands(a, b))
+    a, b = _operands(a, b)
+    cond = on_device_of(cond, as_array(a))  # a NumPy mask with CuPy operands
+    return _Where(cond).apply(a, b)
 
 
 def clip(a, min=None, max=None):  # noqa: A002

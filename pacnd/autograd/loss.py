@@ -10,7 +10,7 @@ import numbers
 
 import numpy as np
 
-from .._validate import array_module
+from .._validate import array_module, on_device_of
 from .function import Function
 from .tensor import Tensor, as_array, is_array
 
@@ -134,7 +134,8 @@ def cross_entropy(input, target, *, axis=1, ignore_index=-100, reduction="mean")
         Unnormalised scores (logits), classes along ``axis``.
     target : int array (B, *S)
         Class indices in ``[0, L)``, or ``ignore_index`` for pixels that do
-        not count (e.g. 255, VOC's "void").
+        not count (e.g. 255, VOC's "void"). NumPy labels are copied to the
+        GPU when ``input`` is a CuPy array.
     axis : int
         The class axis of ``input``.
     ignore_index : int
@@ -149,6 +150,7 @@ def cross_entropy(input, target, *, axis=1, ignore_index=-100, reduction="mean")
     t = as_array(target)
     if not is_array(t):
         t = np.asarray(t)
+    t = on_device_of(t, x)  # NumPy labels with CuPy logits
     if t.dtype.kind not in "iu":
         raise TypeError(f"cross_entropy: target must hold integer class indices, got dtype "
                         f"{t.dtype}")

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..autograd import no_grad
 from ..autograd.tensor import as_array
-from .._validate import as_ndarray
+from .._validate import array_module, as_ndarray
 from ..nn import Module
 
 __all__ = ["JointUpsampler", "as_guide", "as_target", "minmax_range", "normalize_target",
@@ -131,6 +131,12 @@ class JointUpsampler(Module):
         self.channels = int(channels)
         self.meta = {}
 
+    def _array_module(self):
+        """NumPy, or CuPy for a model whose parameters live on the GPU."""
+        for p in self.parameters():
+            return array_module(p.data)
+        return np
+
     def border_pad(self):
         """Low-res samples of mirror padding :meth:`upsample` adds on each
         side by default: ``1 + ceil(8 / factor)`` for learned networks (at
@@ -160,7 +166,8 @@ class JointUpsampler(Module):
         Returns
         -------
         ndarray of float32, shape (factor*h, factor*w) or (factor*h, factor*w, C)
-            The result in the target's units.
+            The result in the target's units (NumPy; a model whose parameters
+            were moved to the GPU with ``map_arrays(cupy.asarray)`` runs there).
 
         Notes
         -----
@@ -198,8 +205,9 @@ class JointUpsampler(Module):
                 xn = np.pad(xn, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
                 P = pad * f
                 gp = np.pad(g, ((P, P), (P, P), (0, 0)), mode="symmetric")
-            xn = xn.transpose(2, 0, 1)[None]                            # (1, C, h, w)
-            gn = np.ascontiguousarray(gp.transpose(2, 0, 1)[None])      # (1, 3, H, W)
+            xp = self._array_module()
+            xn = xp.asarray(np.ascontiguousarray(xn.transpose(2, 0, 1)[None]))  # (1, C, h, w)
+            gn = xp.asarray(np.ascontiguousarray(gp.transpose(2, 0, 1)[None]))  # (1, 3, H, W)
             was_training = self.training
             self.eval()
             try:
@@ -207,12 +215,15 @@ class JointUpsampler(Module):
                 with no_grad():
                     if engine is not None:
                         with use_engine(engine):
-                            y = self(np.ascontiguousarray(xn), gn)
+                            y = self(xn, gn)
                     else:
-                        y = self(np.ascontiguousarray(xn), gn)
+                        y = self(xn, gn)
             finally:
                 self.train(was_training)
-            y = np.asarray(as_array(y), dtype=np.float32)[0].transpose(1, 2, 0)
+            y = as_array(y)
+            if xp is not np:
+                y = y.get()
+            y = np.asarray(y, dtype=np.float32)[0].transpose(1, 2, 0)
             if pad:
                 y = y[pad * f:pad * f + H, pad * f:pad * f + W]
             out[...] = denormalize_target(y, lo, hi)

@@ -22,6 +22,7 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import functional as F
+from .._validate import array_module, on_device_of
 from ..autograd.tensor import as_array
 from ..filters import jbu_sample_offset
 from ..nn import Conv2d, ModuleList, PacConvTranspose2d, ReLU, Sequential
@@ -205,7 +206,7 @@ class PacJointUpsample(JointUpsampler):
         for up in self.up_convts:
             w = up.weight.data                      # (Cin, Cout, k, k)
             w[:, 0] = 0
-            w[0, 0] = tent
+            w[0, 0] = on_device_of(tent, w)
             if up.bias is not None:
                 up.bias.data[0] = 0
 
@@ -346,7 +347,7 @@ class JointBilateralUpsample(JointUpsampler):
 
     def forward(self, target_low, guide):
         g = as_array(guide)
-        xp = np
+        xp = array_module(g)
         B, _, H, W = g.shape
         yy = xp.broadcast_to(xp.arange(H, dtype=g.dtype)[:, None], (B, 1, H, W))
         xx = xp.broadcast_to(xp.arange(W, dtype=g.dtype)[None, :], (B, 1, H, W))

@@ -28,7 +28,7 @@ import re
 import numpy as np
 
 from .. import functional as F
-from .._validate import spatial_tuple
+from .._validate import on_device_of, spatial_tuple
 from . import init
 from .conv import _check_channels, _odd_kernel
 from .module import Module, Parameter
@@ -170,9 +170,9 @@ class _PacConvBase(_PacBase):
         if filler == "uniform":
             rng = init.resolve_rng(rng)
             s = init.pac_uniform_bound(self.in_channels, self.kernel_size, self.shared_filters)
-            w[...] = init.uniform(w.shape, s, rng, dtype)
+            w[...] = on_device_of(init.uniform(w.shape, s, rng, dtype), w)
             if b is not None:
-                b[...] = init.uniform(b.shape, s, rng, dtype)
+                b[...] = on_device_of(init.uniform(b.shape, s, rng, dtype), b)
         elif filler == "linear":
             if not self._transposed or self.in_channels != self.out_channels or self.groups != 1:
                 raise ValueError("filler='linear' is for transposed layers with in_channels == "
@@ -180,7 +180,7 @@ class _PacConvBase(_PacBase):
             tent = init.bilinear_tent(self.kernel_size, self.stride, self.normalize_kernel)
             w[...] = 0
             for c in range(1 if self.shared_filters else self.in_channels):
-                w[c, c] = tent
+                w[c, c] = on_device_of(tent, w)
             if b is not None:
                 b[...] = 0
         elif filler in ("crf", "crf_perturbed"):
@@ -188,10 +188,10 @@ class _PacConvBase(_PacBase):
                 raise ValueError(f"filler={filler!r} needs in_channels == out_channels "
                                  f"(the number of labels) and groups=1")
             compat = "2d" if self.shared_filters else "4d"
-            w[...] = init.crf_weight(self.kernel_size, self.in_channels, compat)
+            w[...] = on_device_of(init.crf_weight(self.kernel_size, self.in_channels, compat), w)
             if filler == "crf_perturbed":
                 rng = init.resolve_rng(rng)
-                w += ((rng.random(w.shape) - 0.5) * 0.001).astype(dtype)
+                w += on_device_of(((rng.random(w.shape) - 0.5) * 0.001).astype(dtype), w)
             if b is not None:
                 b[...] = 0
         else:
