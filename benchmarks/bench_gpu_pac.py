@@ -2,15 +2,19 @@
 
 Problem (the reference layer of the design brief): B=4, 64 -> 64 channels,
 5x5 kernel, 512x512, guide with 16 channels, float32, padding 2. For each of
-``cupy`` and ``cuda`` (Numba): forward, and forward + backward (gradients of
-input, weight, bias and guide); next to torch ``conv2d`` (cuDNN, TF32 off) when
-torch imports — a plain convolution, the floor a PAC layer can hope for.
+``cupy`` (CUDA C), ``cupy:nopipeline`` (the same with the tiled GEMMs' register
+prefetch off, ``config.PIPELINE = False``: an A/B of that choice in one run) and
+``cuda`` (Numba): forward, and forward + backward (gradients of input, weight,
+bias and guide); next to torch ``conv2d`` (cuDNN, TF32 off) when torch imports
+— a plain convolution, the floor a PAC layer can hope for.
 
-Reported per run: median time (CUDA events), peak GPU memory above the inputs
-and outputs (a CuPy memory hook), and the achieved fraction of the FP32 and
-memory-bandwidth rooflines (useful work: 2*B*Cout*Cin*k^2*H*W flops for the
-convolution forward, 3x that for forward + backward; bytes: inputs + outputs
-once). Writes ``benchmarks/results/gpu_pac_<device>.json`` and prints a table.
+Reported per run: median time (CUDA events) and its ratio to cuDNN's, peak GPU
+memory above the inputs and outputs (a CuPy memory hook) and its fraction of
+the reference implementation's unfold buffers (2*B*C*k^2*H*W floats; target
+<= 10%), and the achieved fraction of the FP32 and memory-bandwidth rooflines
+(useful work: 2*B*Cout*Cin*k^2*H*W flops for the convolution forward, 3x that
+for forward + backward; bytes: inputs + outputs once). Writes
+``benchmarks/results/gpu_pac_<device>.json`` and prints a table.
 
     python benchmarks/bench_gpu_pac.py [--repeat 10] [--small]
 """
@@ -36,7 +40,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeat", type=int, default=10)
     ap.add_argument("--small", action="store_true", help="a 128x128 problem (quick check)")
-    ap.add_argument("--engines", default="cupy,cuda")
+    ap.add_argument("--engines", default="cupy,cupy:nopipeline,cuda",
+                    help="engines; 'cupy:nopipeline' = the CuPy engine with "
+                         "config.PIPELINE off (tiled GEMMs without register prefetch)")
     args = ap.parse_args(argv)
 
     sys.path.insert(0, str(HERE.parent))
@@ -69,13 +75,19 @@ def main(argv=None):
                "fp32_roofline": (flops / med / 1e12 / tflops) if tflops else None,
                "bw_roofline": (io_bytes / med / 1e12 / tbs) if tbs else None}
         rows.append(row)
-        print(f"{engine:>6} {what:<16} {med * 1e3:9.2f} ms  {row['gflops']:9.1f} GFLOP/s  "
+        print(f"{engine:>16} {what:<16} {med * 1e3:9.2f} ms  {row['gflops']:9.1f} GFLOP/s  "
               f"peak extra {row['peak_extra_MiB']:8.1f} MiB"
               + (f"  {100 * row['fp32_roofline']:5.1f}% FP32" if tflops else "")
               + (f"  {100 * row['bw_roofline']:5.1f}% BW" if tbs else ""), flush=True)
 
+    from pacnd.engines.cupy import config as cupy_config  # noqa: PLC0415
+
     for engine in [e for e in args.engines.split(",") if e]:
-        with pacnd.use_engine(engine):
+        name, _, variant = engine.partition(":")
+        if variant not in ("", "nopipeline") or (variant and name != "cupy"):
+            raise SystemExit(f"unknown engine variant {engine!r}")
+        cupy_config.PIPELINE = variant != "nopipeline"
+        with pacnd.use_engine(name):
             t0 = time.time()
             pacnd.pac_conv(x, f, w, b, padding=2)
             pacnd.pac_conv_vjp(go, x, f, w, b, padding=2)
@@ -92,6 +104,7 @@ def main(argv=None):
             grads_bytes = x.nbytes + f.nbytes + w.nbytes + b.nbytes
             record(engine, "pac_conv fwd+bwd", fwd_bwd, 3 * flops_fwd,
                    in_bytes + out_bytes + go.nbytes + grads_bytes, out_bytes + grads_bytes)
+    cupy_config.PIPELINE = True
 
     try:
         import torch
@@ -141,7 +154,7 @@ def main(argv=None):
         r["peak_extra_vs_unfold"] = r["peak_extra_MiB"] / unfold_mib
         if r["engine"] != "torch" and r["op"].split()[-1] in base:
             r["time_vs_cudnn"] = r["median_s"] / base[r["op"].split()[-1]]
-            print(f"{r['engine']:>6} {r['op']:<16} {r['time_vs_cudnn']:6.2f}x cuDNN conv2d, "
+            print(f"{r['engine']:>16} {r['op']:<16} {r['time_vs_cudnn']:6.2f}x cuDNN conv2d, "
                   f"peak extra {100 * r['peak_extra_vs_unfold']:5.1f}% of unfold")
     tag = device_tag(dev_name)
     out = HERE / "results" / f"gpu_pac_{tag}{'_small' if args.small else ''}.json"

@@ -237,10 +237,11 @@ struct PacFwdOp {
     const T* sK;     // (T, 64) K of the tile's pixels
     const int* sI;   // (T, 64) input flat index, -1 = zero
     int kd, T_, nin;
+    PacDivider byT;  // k / T_
     __device__ __forceinline__ void prepare(int) {}
     __device__ __forceinline__ T a(int m, int k) const { return w[(long long)m * kd + k]; }
     __device__ __forceinline__ T b(int k, int n) const {
-        const int c = k / T_, t = k - c * T_;
+        const int c = byT.div(k), t = k - c * T_;
         const int idx = sI[t * PAC_TN + n];
         return idx >= 0 ? sK[t * PAC_TN + n] * x[(long long)c * nin + idx] : T(0);
     }
@@ -305,6 +306,7 @@ pac_fwd_tiled(const int* __restrict__ P, const T* __restrict__ x, const T* __res
     op.sK = sK;
     op.sI = sI;
     op.T_ = T_;
+    op.byT.init(T_);
     op.nin = nin;
     T acc[4][4];
     pac_zero_acc(acc);
@@ -334,13 +336,14 @@ struct PacBwdInputOp {
     const T* sK;     // (T, 64) K at the output read by each pixel's tap
     const int* sI;   // (T, 64) output flat index, -1 = none
     int T_, cin_g, nout;
+    PacDivider byT;  // k / T_
     __device__ __forceinline__ void prepare(int) {}
     __device__ __forceinline__ T a(int m, int k) const {
-        const int o = k / T_, t = k - o * T_;
+        const int o = byT.div(k), t = k - o * T_;
         return w[((long long)o * cin_g + m) * T_ + t];
     }
     __device__ __forceinline__ T b(int k, int n) const {
-        const int o = k / T_, t = k - o * T_;
+        const int o = byT.div(k), t = k - o * T_;
         const int yi = sI[t * PAC_TN + n];
         return yi >= 0 ? sK[t * PAC_TN + n] * gout[(long long)o * nout + yi] : T(0);
     }
@@ -387,6 +390,7 @@ pac_bwd_input_tiled(const int* __restrict__ P, const T* __restrict__ w,
     op.sK = sK;
     op.sI = sI;
     op.T_ = T_;
+    op.byT.init(T_);
     op.cin_g = cin_g;
     op.nout = nout;
     T acc[4][4];

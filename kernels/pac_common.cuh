@@ -275,6 +275,24 @@ __device__ __forceinline__ T pac_block_sum(T v, T* buf) {
     return r;
 }
 
+// ---------------------------------------------------------------- division by a launch constant
+// n / d for 0 <= n < 2^31, 1 <= d < 2^31, as a multiply-high and a shift
+// (Granlund & Montgomery 1994): the tiled gathers split a GEMM index k into
+// (channel, tap) per element, and an integer division costs ~20 instructions.
+struct PacDivider {
+    unsigned m;
+    int s;
+    __device__ __forceinline__ void init(int d) {
+        s = 0;
+        while ((1u << s) < (unsigned)d) ++s;  // ceil(log2 d)
+        m = (unsigned)(((1ull << 32) * ((1ull << s) - (unsigned)d)) / (unsigned)d + 1);
+    }
+    __device__ __forceinline__ int div(int n) const {
+        const unsigned hi = (unsigned)(((unsigned long long)(unsigned)n * m) >> 32);
+        return (int)((hi + (unsigned)n) >> s);
+    }
+};
+
 // ---------------------------------------------------------------- tiled GEMM core
 // C[M x N] (+)= A[M x KD] * B[KD x N] over k in [k_beg, k_end), one 64 x 64
 // tile per block of 256 threads, 4 x 4 outputs per thread. Op supplies
@@ -286,41 +304,107 @@ __device__ __forceinline__ T pac_block_sum(T v, T* buf) {
 #define PAC_TK 16
 #define PAC_TILE_THREADS 256
 
+// Operand gathers of one k-chunk, into registers: element e = tid + i * 256 of
+// the 16 x 64 chunk (k-fast or m/n-fast as the Op says).
+#define PAC_LOADS (PAC_TK * PAC_TM / PAC_TILE_THREADS)
+static_assert(PAC_TM == PAC_TN && PAC_TK * PAC_TM % PAC_TILE_THREADS == 0, "tile shape");
+
+template <typename T, class Op>
+__device__ __forceinline__ void pac_gemm_load(const Op& op, int M, int N, int k0, int k_end,
+                                              T (&ra)[PAC_LOADS], T (&rb)[PAC_LOADS]) {
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < PAC_LOADS; ++i) {
+        const int e = tid + i * PAC_TILE_THREADS;
+        const int kk = Op::A_KFAST ? e % PAC_TK : e / PAC_TM;
+        const int mm = Op::A_KFAST ? e / PAC_TK : e % PAC_TM;
+        const int k = k0 + kk;
+        ra[i] = (mm < M && k < k_end) ? op.a(mm, k) : T(0);
+    }
+#pragma unroll
+    for (int i = 0; i < PAC_LOADS; ++i) {
+        const int e = tid + i * PAC_TILE_THREADS;
+        const int kk = Op::B_KFAST ? e % PAC_TK : e / PAC_TN;
+        const int nn = Op::B_KFAST ? e / PAC_TK : e % PAC_TN;
+        const int k = k0 + kk;
+        rb[i] = (nn < N && k < k_end) ? op.b(k, nn) : T(0);
+    }
+}
+
+template <typename T, class Op>
+__device__ __forceinline__ void pac_gemm_store(const T (&ra)[PAC_LOADS], const T (&rb)[PAC_LOADS],
+                                               T* As, T* Bs) {
+    const int tid = threadIdx.x;
+#pragma unroll
+    for (int i = 0; i < PAC_LOADS; ++i) {
+        const int e = tid + i * PAC_TILE_THREADS;
+        const int kk = Op::A_KFAST ? e % PAC_TK : e / PAC_TM;
+        const int mm = Op::A_KFAST ? e / PAC_TK : e % PAC_TM;
+        As[kk * PAC_TM + mm] = ra[i];
+    }
+#pragma unroll
+    for (int i = 0; i < PAC_LOADS; ++i) {
+        const int e = tid + i * PAC_TILE_THREADS;
+        const int kk = Op::B_KFAST ? e % PAC_TK : e / PAC_TN;
+        const int nn = Op::B_KFAST ? e / PAC_TK : e % PAC_TN;
+        Bs[kk * PAC_TN + nn] = rb[i];
+    }
+}
+
+// PAC_PIPELINE 1 (default): software-pipelined — the gathers of chunk k + 1
+// are issued into registers before the multiply-adds of chunk k, so their
+// memory latency overlaps the arithmetic (more registers per thread). 0: each
+// chunk is gathered, stored and multiplied in turn. One 16 x 64 staging buffer
+// per operand and two barriers a chunk either way. k_beg < k_end must hold
+// block-uniformly (op.prepare may hold barriers).
+#ifndef PAC_PIPELINE
+#define PAC_PIPELINE 1
+#endif
+
+template <typename T>
+__device__ __forceinline__ void pac_gemm_chunk(const T* As, const T* Bs, T (&acc)[4][4]) {
+    const int tid = threadIdx.x, tr = tid / 16, tc = tid % 16;
+#pragma unroll
+    for (int kk = 0; kk < PAC_TK; ++kk) {
+        T av[4], bv[4];
+#pragma unroll
+        for (int i = 0; i < 4; ++i) av[i] = As[kk * PAC_TM + tr * 4 + i];
+#pragma unroll
+        for (int j = 0; j < 4; ++j) bv[j] = Bs[kk * PAC_TN + tc * 4 + j];
+#pragma unroll
+        for (int i = 0; i < 4; ++i)
+#pragma unroll
+            for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+    }
+}
+
 template <typename T, class Op>
 __device__ __forceinline__ void pac_gemm_tile(Op& op, int M, int N, int k_beg, int k_end,
                                               T (&acc)[4][4], T* As, T* Bs) {
-    const int tid = threadIdx.x, tr = tid / 16, tc = tid % 16;
+    T ra[PAC_LOADS], rb[PAC_LOADS];
+#if PAC_PIPELINE
+    op.prepare(k_beg);
+    pac_gemm_load<T>(op, M, N, k_beg, k_end, ra, rb);
     for (int k0 = k_beg; k0 < k_end; k0 += PAC_TK) {
-        op.prepare(k0);
-        for (int e = tid; e < PAC_TK * PAC_TM; e += PAC_TILE_THREADS) {
-            int kk, mm;
-            if (Op::A_KFAST) { kk = e % PAC_TK; mm = e / PAC_TK; }
-            else { mm = e % PAC_TM; kk = e / PAC_TM; }
-            const int k = k0 + kk;
-            As[kk * PAC_TM + mm] = (mm < M && k < k_end) ? op.a(mm, k) : T(0);
-        }
-        for (int e = tid; e < PAC_TK * PAC_TN; e += PAC_TILE_THREADS) {
-            int kk, nn;
-            if (Op::B_KFAST) { kk = e % PAC_TK; nn = e / PAC_TK; }
-            else { nn = e % PAC_TN; kk = e / PAC_TN; }
-            const int k = k0 + kk;
-            Bs[kk * PAC_TN + nn] = (nn < N && k < k_end) ? op.b(k, nn) : T(0);
-        }
+        pac_gemm_store<T, Op>(ra, rb, As, Bs);
         __syncthreads();
-#pragma unroll
-        for (int kk = 0; kk < PAC_TK; ++kk) {
-            T av[4], bv[4];
-#pragma unroll
-            for (int i = 0; i < 4; ++i) av[i] = As[kk * PAC_TM + tr * 4 + i];
-#pragma unroll
-            for (int j = 0; j < 4; ++j) bv[j] = Bs[kk * PAC_TN + tc * 4 + j];
-#pragma unroll
-            for (int i = 0; i < 4; ++i)
-#pragma unroll
-                for (int j = 0; j < 4; ++j) acc[i][j] += av[i] * bv[j];
+        if (k0 + PAC_TK < k_end) {
+            op.prepare(k0 + PAC_TK);
+            pac_gemm_load<T>(op, M, N, k0 + PAC_TK, k_end, ra, rb);
         }
+        pac_gemm_chunk<T>(As, Bs, acc);
         __syncthreads();
     }
+#else
+    for (int k0 = k_beg; k0 < k_end; k0 += PAC_TK) {
+        op.prepare(k0);
+        pac_gemm_load<T>(op, M, N, k0, k_end, ra, rb);
+        pac_gemm_store<T, Op>(ra, rb, As, Bs);
+        __syncthreads();
+        pac_gemm_chunk<T>(As, Bs, acc);
+        __syncthreads();
+    }
+#endif
 }
 
 template <typename T>

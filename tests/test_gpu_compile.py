@@ -49,6 +49,20 @@ def test_cuda_sources_compile_with_nvrtc(filename, arch):
         assert ne.split("<")[0] in mangled
 
 
+@needs_nvrtc
+def test_unpipelined_variant_compiles(monkeypatch):
+    """``config.PIPELINE = False`` compiles the tiled GEMMs with ``-DPAC_PIPELINE=0``."""
+    from pacnd.engines.cupy import config  # noqa: PLC0415
+
+    monkeypatch.setattr(config, "PIPELINE", False)
+    opts = config.options()
+    assert "-DPAC_PIPELINE=0" in opts
+    lowered = _source.nvrtc_compile("pac.cu", "90", options=_source.cupy_nvrtc_options("90", opts))
+    assert set(lowered) == set(_source.NAME_EXPRESSIONS["pac.cu"])
+    monkeypatch.setattr(config, "PIPELINE", True)
+    assert "-DPAC_PIPELINE=0" not in config.options()
+
+
 def test_every_engine_kernel_has_a_specialisation():
     wanted = {k for ks in _source.KERNEL_FILES.values() for k in ks}
     text = "\n".join(_source.load_source(f) for f in _source.KERNEL_FILES)

@@ -15,6 +15,7 @@ the ``gpu``-marked tests on a real device.
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from pathlib import Path
 
@@ -51,6 +52,18 @@ def test_cuda_c_matches_reference(name, dtype, path):
     assert max(errs.values()) <= TOL[dtype], errs
     if path == "tiled" and name in cases.TILED_CONFIGS:
         assert any(k.endswith("_tiled") for k in eng.be.launched), eng.be.launched
+
+
+@pytest.mark.parametrize("name", sorted(cases.TILED_CONFIGS))
+def test_cuda_c_tiled_without_pipelining(name):
+    """The tiled GEMMs built with ``PAC_PIPELINE=0`` (the CuPy engine's
+    ``config.PIPELINE = False``: no register prefetch) give the same results."""
+    cfg = cases.TILED_CONFIGS[name]
+    arrs = cases.make_inputs(cfg, np.float64)
+    eng = engine("tiled", chunk_elements=40, defines=("PAC_PIPELINE=0",))
+    errs = cases.compare(cases.run_all(eng, cfg, arrs), cases.run_all(reference, cfg, arrs))
+    assert max(errs.values()) <= 1e-10, errs
+    assert any(k.endswith("_tiled") for k in eng.be.launched), eng.be.launched
 
 
 RANDOM = cases.random_configs(24, seed=2019)
@@ -98,3 +111,42 @@ def test_cuda_c_repeatable(path):
                 np.testing.assert_array_equal(va[g], vb[g], err_msg=f"{k}.{g}")
         else:
             np.testing.assert_array_equal(va, vb, err_msg=k)
+
+
+def test_divider_matches_integer_division(tmp_path):
+    """``PacDivider`` (kernels/pac_common.cuh: n / d as a multiply-high and a shift,
+    used by the tiled gathers) equals integer division: every n < 5000 for every
+    d <= 600, and n near the top of the int range."""
+    from pacnd.engines.cupy._source import kernels_dir  # noqa: PLC0415
+
+    src = tmp_path / "div.cpp"
+    src.write_text('''#include "cuda_host_emu.h"
+#include "pac_common.cuh"
+#include <cstdio>
+int main() {
+    long bad = 0, n_checked = 0;
+    const int big[] = {2147483647, 2147483646, 2147483000, 1 << 30, (1 << 30) - 1, 123456789};
+    for (int d = 1; d <= 600; ++d) {
+        PacDivider q;
+        q.init(d);
+        for (int n = 0; n < 5000; ++n, ++n_checked) bad += q.div(n) != n / d;
+        for (int n : big) { bad += q.div(n) != n / d; ++n_checked; }
+    }
+    const int ds[] = {1 << 20, 1000003, 2147483647, 1 << 30, 65537};
+    for (int d : ds) {
+        PacDivider q;
+        q.init(d);
+        for (int n : big) { bad += q.div(n) != n / d; ++n_checked; }
+    }
+    std::printf("%ld %ld\\n", bad, n_checked);
+    return 0;
+}
+''')
+    exe = tmp_path / "div"
+    res = subprocess.run([cuda_emu.compiler(), "-std=c++20", "-O1", "-pthread",
+                          f"-I{cuda_emu.HERE}", f"-I{kernels_dir()}", str(src), "-o", str(exe)],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr[-4000:]
+    bad, checked = map(int, subprocess.run([str(exe)], capture_output=True, text=True,
+                                           check=True).stdout.split())
+    assert checked > 3_000_000 and bad == 0, (bad, checked)

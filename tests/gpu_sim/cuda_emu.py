@@ -47,12 +47,14 @@ def _source():
 _LIB = {}
 
 
-def build():
-    """ctypes handle of the emulated kernels (compiled once per source version)."""
-    if "lib" in _LIB:
-        return _LIB["lib"]
+def build(defines=()):
+    """ctypes handle of the emulated kernels (compiled once per source version and
+    set of ``-D`` defines, e.g. ``("PAC_PIPELINE=0",)``)."""
+    defines = tuple(defines)
+    if defines in _LIB:
+        return _LIB[defines]
     kdir = kernels_dir()
-    h = hashlib.sha256(_source().encode())
+    h = hashlib.sha256((_source() + repr(defines)).encode())
     for p in sorted(kdir.glob("*.cu*")) + [HERE / "cuda_host_emu.h"]:
         h.update(p.read_bytes())
     out_dir = Path(tempfile.gettempdir()) / "pacnd_cuda_emu"
@@ -63,14 +65,15 @@ def build():
         src.write_text(_source())
         tmp = so.with_suffix(f".{os.getpid()}.tmp")
         cmd = [compiler(), "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread",
-               "-Wno-unknown-pragmas", f"-I{HERE}", f"-I{kdir}", str(src), "-o", str(tmp)]
+               "-Wno-unknown-pragmas", *(f"-D{d}" for d in defines), f"-I{HERE}", f"-I{kdir}",
+               str(src), "-o", str(tmp)]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"host build of the CUDA C kernels failed:\n{' '.join(cmd)}\n"
                                f"{res.stderr[-8000:]}")
         os.replace(tmp, so)
-    _LIB["lib"] = ctypes.CDLL(str(so))
-    return _LIB["lib"]
+    _LIB[defines] = ctypes.CDLL(str(so))
+    return _LIB[defines]
 
 
 class EmuBackend:
@@ -79,8 +82,8 @@ class EmuBackend:
     has_tiled = True
 
     def __init__(self, *, threads=32, max_blocks=4, path="auto", target_blocks=4,
-                 min_split=16, chunk_elements=1 << 25, poison=True):
-        self.lib = build()
+                 min_split=16, chunk_elements=1 << 25, poison=True, defines=()):
+        self.lib = build(defines)
         self.xp = PoisonNumpy() if poison else np
         self.threads = threads
         self.max_blocks = max_blocks

@@ -13,7 +13,7 @@ import numpy as np
 
 from .._gpu_common import tiled_launch_config
 from . import config
-from ._source import KERNEL_FILES, NAME_EXPRESSIONS, USER_OPTIONS, load_source, name_expression
+from ._source import KERNEL_FILES, NAME_EXPRESSIONS, load_source, name_expression
 
 __all__ = ["backend", "CupyBackend"]
 
@@ -79,16 +79,18 @@ class CupyBackend:
         return dev
 
     def function(self, name, dtype):
-        """The RawKernel of specialisation ``name<dtype>`` (compiled once per device)."""
-        key = (self._device(), name, np.dtype(dtype).name)
+        """The RawKernel of specialisation ``name<dtype>`` (compiled once per device and
+        option set, see :func:`config.options`)."""
+        opts = config.options()
+        key = (self._device(), name, np.dtype(dtype).name, opts)
         fn = self._functions.get(key)
         if fn is None:
             fname = _FILE_OF[name]
-            mkey = (key[0], fname)
+            mkey = (key[0], fname, opts)
             mod = self._modules.get(mkey)
             if mod is None:
                 mod = self._modules[mkey] = self.cp.RawModule(
-                    code=load_source(fname), options=USER_OPTIONS,
+                    code=load_source(fname), options=opts,
                     name_expressions=NAME_EXPRESSIONS[fname])
             fn = self._functions[key] = mod.get_function(name_expression(name, np.dtype(dtype)))
         return fn
