@@ -14,7 +14,7 @@ import numpy as np
 
 __all__ = [
     "array_module", "check_float_array", "spatial_tuple", "check_finite", "check_shape",
-    "common_float_dtype", "on_device_of",
+    "common_float_dtype", "on_device_of", "to_module",
 ]
 
 _FLOAT_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
@@ -38,6 +38,15 @@ def on_device_of(a, ref):
     if xp is not np and isinstance(a, np.ndarray):
         return xp.asarray(a)
     return a
+
+
+def to_module(a, xp, dtype=None):
+    """``a`` as an array of module ``xp`` (NumPy or CuPy): a CuPy array given
+    for NumPy is copied to the host (``.get()``; NumPy refuses the implicit
+    conversion), anything else goes through ``xp.asarray``."""
+    if xp is np and type(a).__module__.split(".")[0] == "cupy":
+        a = a.get()
+    return xp.asarray(a, dtype=dtype)
 
 
 def _is_array(a):

@@ -21,7 +21,7 @@ import numbers
 
 import numpy as np
 
-from ._validate import array_module
+from ._validate import array_module, to_module
 from .autograd import Tensor
 
 __all__ = ["Optimizer", "Adam", "SGD", "LRScheduler", "MultiStepLR", "adam_update",
@@ -204,7 +204,7 @@ class Optimizer:
                     if tuple(np.shape(v)) != p.shape:
                         raise ValueError(f"state {k!r} of parameter {idx} has shape "
                                          f"{tuple(np.shape(v))}, the parameter has {p.shape}")
-                    conv[k] = xp.array(v, dtype=p.dtype, copy=True)
+                    conv[k] = to_module(v, xp, p.dtype).copy()
                 else:
                     conv[k] = v.item() if hasattr(v, "item") else v
             new_state[id(p)] = conv

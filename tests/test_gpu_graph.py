@@ -317,3 +317,31 @@ def test_crf_extensions(config, dtype, gpu_engine):
     edge_feat = rng.normal(size=(2, 3, 13, 11)).astype(dtype)
     compare(*both(crf_run(build, build().state_dict(), unary, edge_feat, grad_output),
                   gpu_engine), dtype)
+
+
+# --------------------------------------------------------------------------- state across devices
+def test_state_dicts_move_between_host_and_gpu():
+    """A GPU model's / optimizer's state dict loads into a CPU one and back (values
+    are copied to the target's device), and training continues identically."""
+    cp = _cupy()
+    build, kind = MODELS["pac_lite_depth"]
+    batch = upsampling_batch(kind, np.float64)
+    gpu = build(0).astype(np.float64).map_arrays(cp.asarray)
+    opt_gpu = optim.Adam(gpu.parameters(), lr=1e-3)
+    loss, _ = upsampling_loss(gpu, to_gpu(batch), border=2)
+    loss.backward()
+    opt_gpu.step()
+    cpu = build(1).astype(np.float64)
+    cpu.load_state_dict(gpu.state_dict())
+    opt_cpu = optim.Adam(cpu.parameters(), lr=1e-3)
+    opt_cpu.load_state_dict(opt_gpu.state_dict())
+    for (name, p), (_, q) in zip(cpu.named_parameters(), gpu.named_parameters()):
+        assert type(p.data) is np.ndarray
+        np.testing.assert_array_equal(p.data, q.data.get(), err_msg=name)
+    for st in opt_cpu.state.values():
+        assert all(type(v) is np.ndarray for v in st.values() if hasattr(v, "shape"))
+    back = build(2).astype(np.float64).map_arrays(cp.asarray)
+    back.load_state_dict(cpu.state_dict())
+    for (name, p), (_, q) in zip(back.named_parameters(), cpu.named_parameters()):
+        assert array_module(p.data) is cp
+        np.testing.assert_array_equal(p.data.get(), q.data, err_msg=name)

@@ -20,7 +20,7 @@ from collections import OrderedDict
 
 import numpy as np
 
-from .._validate import array_module
+from .._validate import array_module, to_module
 from ..autograd import Tensor
 from ..autograd.tensor import is_array
 
@@ -374,8 +374,7 @@ class Module:
             val = state_dict[k]
             val = val.data if isinstance(val, Tensor) else val
             cur = self._current(mod, attr, kind)
-            xp = array_module(cur)
-            cur[...] = xp.asarray(val, dtype=cur.dtype)
+            cur[...] = to_module(val, array_module(cur), cur.dtype)
         return missing, unexpected
 
     @staticmethod
