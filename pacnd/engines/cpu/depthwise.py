@@ -14,6 +14,7 @@ from numba import njit, prange
 from .adapting import centre_features, phi_row, tap_d2, tap_validity
 from .indexing import (COL_BLOCK, FASTMATH, add_row, decode_row, jrange, load_row, store_row,
                        unit_of)
+from .threads import parallel_for
 from .tiles import input_row, output_row, tap_of
 
 __all__ = ["dw_forward", "dw_forward_fused", "dw_backward"]
@@ -55,12 +56,17 @@ def _dw_row(it, x, Wc, bias, Kt, kmode, out, geo, cls, taps, r0, r1, c0, c1):
     store_row(out[b, c, od, oh], o0w, osw, c0, acc)
 
 
-@njit(parallel=True, cache=True)
-def dw_forward(x, Wc, bias, Kt, kmode, out, geo, cls, taps, r0, r1, c0, c1):
-    """``out[b, c, pixel] = bias[c] + sum_ti Wc[c, ti] K[kc, ti, p] x[b, c, in(p, ti)]``."""
-    for it_ in prange(x.shape[1] * (r1 - r0)):
-        it = np.int64(it_)  # one body specialisation (prange indices are unsigned)
+@njit(nogil=True, cache=True)
+def _dw_rows(u0, u1, x, Wc, bias, Kt, kmode, out, geo, cls, taps, r0, r1, c0, c1):
+    for it in range(u0, u1):
         _dw_row(it, x, Wc, bias, Kt, kmode, out, geo, cls, taps, r0, r1, c0, c1)
+
+
+def dw_forward(x, Wc, bias, Kt, kmode, out, geo, cls, taps, r0, r1, c0, c1):
+    """``out[b, c, pixel] = bias[c] + sum_ti Wc[c, ti] K[kc, ti, p] x[b, c, in(p, ti)]``,
+    one unit per (channel, row) on :func:`.threads.parallel_for`."""
+    parallel_for(_dw_rows, x.shape[1] * (r1 - r0), x, Wc, bias, Kt, kmode, out, geo, cls, taps,
+                 r0, r1, c0, c1)
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -145,20 +151,27 @@ def _fused_unit(u, nblk, x, Wc, bias, guide, mask, geo, cls, taps, r0, c0, c1, o
         store_row(out[b, c, od, oh], o0w, osw, ja, ac)
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
+def _fused_units(u0, u1, nblk, x, Wc, bias, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha,
+                 lam, cst, out):
+    for u in range(u0, u1):
+        _fused_unit(u, nblk, x, Wc, bias, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha,
+                    lam, cst, out)
+
+
 def dw_forward_fused(x, Wc, bias, guide, mask, geo, cls, taps, r0, r1, c0, c1, opt, alpha,
                      lam, cst, out):
     """Depthwise PAC forward with one K channel computed from the guide on the fly.
 
     For every row segment and tap, K is computed once (mask and the
     normaliser accumulated alongside) and applied to every channel while it
-    is in registers/L1; nothing tile-sized is stored.
+    is in registers/L1; nothing tile-sized is stored. Units (row segments of
+    ``COL_BLOCK`` columns) run on :func:`.threads.parallel_for` (a ``prange``
+    wrapper costs seconds of compile time on a cold cache).
     """
     nblk = (c1 - c0 + COL_BLOCK - 1) // COL_BLOCK
-    for u_ in prange((r1 - r0) * nblk):
-        u = np.int64(u_)  # one body specialisation (prange indices are unsigned)
-        _fused_unit(u, nblk, x, Wc, bias, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha,
-                    lam, cst, out)
+    parallel_for(_fused_units, (r1 - r0) * nblk, nblk, x, Wc, bias, guide, mask, geo, cls, taps,
+                 r0, c0, c1, opt, alpha, lam, cst, out)
 
 
 @njit(cache=True, fastmath=FASTMATH)
