@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import time
 
 # peak numbers of known devices: (FP32 TFLOP/s without tensor cores, memory TB/s)
 PEAKS = {
@@ -66,11 +67,16 @@ class PeakMemory:
         self.hook.__exit__(*exc)
 
 
-def time_gpu(cp, fn, repeat):
-    """(median, min) seconds of ``fn()`` over ``repeat`` runs after one warm-up,
-    each timed with CUDA events on the current stream."""
+def time_gpu(cp, fn, repeat, max_seconds=20.0):
+    """(median, min) seconds of ``fn()`` over up to ``repeat`` runs after one
+    warm-up, each timed with CUDA events on the current stream. Slow calls get
+    fewer runs (at least 3) so that the timed runs take about ``max_seconds``:
+    a device lease is short."""
+    t0 = time.perf_counter()
     fn()
     cp.cuda.Device().synchronize()
+    first = time.perf_counter() - t0
+    repeat = max(min(repeat, 3), min(repeat, int(max_seconds / max(first, 1e-9))))
     times = []
     for _ in range(repeat):
         start, stop = cp.cuda.Event(), cp.cuda.Event()
@@ -83,9 +89,8 @@ def time_gpu(cp, fn, repeat):
 
 
 def peak_extra_bytes(cp, fn):
-    """Peak bytes ``fn()`` draws from CuPy's pool above what it held before
-    (the result included while it is alive)."""
-    fn()
+    """Peak bytes one call of ``fn()`` (warmed up already) draws from CuPy's pool
+    above what it held before (the result included while it is alive)."""
     cp.cuda.Device().synchronize()
     cp.get_default_memory_pool().free_all_blocks()
     with PeakMemory(cp) as pm:
