@@ -166,10 +166,12 @@ def naive_conv_transpose_torch(x, w, b, stride, padding, output_padding, dilatio
 
 def test_conv_transpose2d_follows_pytorch_convention():
     rng = np.random.default_rng(0)
-    layer = nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1, dtype=np.float64)
+    layer = nn.ConvTranspose2d(3, 2, 3, stride=2, padding=1, output_padding=1, dtype=np.float64,
+                               rng=0)
     x = rng.random((2, 3, 4, 5))
     expect = naive_conv_transpose_torch(x, layer.weight.data, layer.bias.data, 2, 1, 1, 1)
-    np.testing.assert_allclose(layer(x), expect, rtol=1e-12)
+    # sums of mixed signs: an output near 0 differs by rounding relative to the others' scale
+    np.testing.assert_allclose(layer(x), expect, rtol=1e-12, atol=1e-13 * np.abs(expect).max())
     check_graph(lambda x: layer(x), dict(x=x[:1, :, :3, :3]))
 
 
