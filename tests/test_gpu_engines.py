@@ -6,7 +6,7 @@ Marked ``gpu``: skipped with the reason where CuPy or a CUDA device is missing
 
 * every option config and random shapes/options (tests/gpu_sim/cases.py),
   float64 to 1e-10 and float32 to 1e-5 (relative to the largest value);
-  the CuPy engine on each of its paths (auto, direct, tiled);
+  both engines on each of their paths (auto, direct, tiled);
 * the authors' reference cases (float64, 1e-10);
 * outputs poisoned: every buffer the engines allocate starts as NaN, so an
   element a kernel fails to write fails the comparison;
@@ -75,6 +75,13 @@ def cupy_path(request, monkeypatch):
     return request.param
 
 
+@pytest.fixture(params=["auto", "direct", "tiled"])
+def cuda_path(request, monkeypatch):
+    from pacnd.engines.cuda import config  # noqa: PLC0415
+    monkeypatch.setattr(config, "PATH", request.param)
+    return request.param
+
+
 def _to_gpu(arrs):
     cp = _cupy()
     return {k: (cp.asarray(v) if isinstance(v, np.ndarray) else v) for k, v in arrs.items()}
@@ -100,7 +107,7 @@ def _check(engine, cfg, dtype, seed=0):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_cuda_engine(name, dtype, poisoned):
+def test_cuda_engine(name, dtype, poisoned, cuda_path):
     _check("cuda", CONFIGS[name], dtype)
 
 

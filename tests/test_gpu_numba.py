@@ -185,4 +185,5 @@ def test_kernel_signatures_match_kernels():
     from pacnd.engines.cuda._signatures import signature  # noqa: PLC0415
 
     for name, kern in all_kernels().items():
-        assert len(inspect.signature(kern.py_func).parameters) == len(signature(name, "float32"))
+        for k in (kern.values() if isinstance(kern, dict) else [kern]):
+            assert len(inspect.signature(k.py_func).parameters) == len(signature(name, "float32"))

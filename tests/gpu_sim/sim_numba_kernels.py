@@ -48,6 +48,7 @@ config.MAX_BLOCKS = 3
 config.TARGET_THREADS = 64
 config.MIN_SPLIT = 8
 config.CHUNK_ELEMENTS = 40  # channel-wise dL/dK in several chunks
+config.PATH = "direct"  # the tiled forward (256 threads a block) only where asked for below
 _backend.NumbaBackend.array_module = staticmethod(lambda a: cases.PoisonNumpy())
 
 SIM_CONFIGS = sorted(cases.CONFIGS)
@@ -93,6 +94,45 @@ def test_numba_kernels_float32(name):
             assert a.dtype == np.float32
     errs = cases.compare(got, cases.run_all(reference, cfg, arrs))
     assert max(errs.values()) <= 2e-5, errs
+
+
+#: small problems for the tiled forward: one or two 64-wide tiles, several k-chunks
+TILED_SIM = {
+    "conv_norm_guide": dict(op="conv", B=1, cin=5, cout=6, size=(5, 7), k=(3, 3), cg=2,
+                            padding=1, normalize=True),
+    "conv_groups_stride_K": dict(op="conv", B=2, cin=4, cout=6, groups=2, size=(9, 8),
+                                 k=(3, 3), stride=2, padding=1, adapting=1),
+    "convT_mask": dict(op="convT", B=1, cin=3, cout=2, size=(3, 4), k=(3, 3), cg=1, stride=2,
+                       padding=1, output_padding=1, mask=True),
+    "plain_conv": dict(op="plain", B=1, cin=3, cout=70, size=(2, 3), k=(3, 3), padding=1),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
+@pytest.mark.parametrize("name", sorted(TILED_SIM))
+def test_numba_tiled_forward(name, dtype, monkeypatch):
+    """The tiled forward (implicit GEMM, shared-memory staging, fused K) against the
+    NumPy reference; every output element written (NaN-poisoned outputs)."""
+    monkeypatch.setattr(config, "PATH", "tiled")
+    launched = []
+    orig = _backend.NumbaBackend.launch
+
+    def spy(self, kname, *a, **k):
+        launched.append(kname)
+        return orig(self, kname, *a, **k)
+
+    monkeypatch.setattr(_backend.NumbaBackend, "launch", spy)
+    cfg = TILED_SIM[name]
+    arrs = cases.make_inputs(cfg, dtype)
+    with cases.with_engine(cuda_engine):
+        got = {"forward": cases.calls(cfg, arrs)["forward"]()}
+    assert launched == ["pac_fwd_tiled"], launched
+    assert got["forward"].dtype == dtype
+    arrs64 = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
+                  else v) for k, v in arrs.items()}
+    want = {"forward": cases.run_all(reference, cfg, arrs64)["forward"]}
+    errs = cases.compare(got, want)
+    assert max(errs.values()) <= (1e-10 if dtype == np.float64 else 2e-5), errs
 
 
 @pytest.mark.parametrize("name", cases.reference_case_names())

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .._gpu_common import tiled_launch_config
 from . import config
 
 __all__ = ["backend", "NumbaBackend", "all_kernels"]
@@ -25,7 +26,9 @@ def all_kernels():
 class NumbaBackend:
     """Launches the Numba kernels; sizes from :mod:`pacnd.engines.cuda.config`."""
 
-    has_tiled = False
+    has_tiled = True
+    #: the tiled kernels this engine has (kernels/pac.cu has all four)
+    tiled_kinds = ("fwd",)
 
     def __init__(self):
         self._kernels = None
@@ -55,7 +58,8 @@ class NumbaBackend:
 
     @staticmethod
     def path():
-        return "direct"
+        config.check()
+        return config.PATH
 
     @staticmethod
     def array_module(a):
@@ -71,6 +75,8 @@ class NumbaBackend:
         if self._kernels is None:
             self._kernels = all_kernels()
         kern = self._kernels[name]
+        if isinstance(kern, dict):  # specialised per storage type
+            kern = kern[np.dtype(dtype).name]
         flat = []
         xp = None
         for a in args:
@@ -85,7 +91,12 @@ class NumbaBackend:
                     self._params.clear()
                 dev = self._params[key] = xp.asarray(flat[0])
             flat[0] = dev
-        kern[tuple(grid), tuple(block), 0, 0](*flat)
+        kern[tuple(grid), tuple(block), 0, int(shared_mem)](*flat)
+
+    def launch_tiled(self, name, dtype, geom, args, *, B, groups, rows, cols, nsplit=1):
+        grid, block, shared = tiled_launch_config(name, dtype, geom, B=B, groups=groups,
+                                                  rows=rows, cols=cols, nsplit=nsplit)
+        self.launch(name, dtype, grid, block, args, shared_mem=shared)
 
 
 _BACKEND = None

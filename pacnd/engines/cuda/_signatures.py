@@ -15,7 +15,7 @@ __all__ = ["signature", "kernel_signatures"]
 _N_ARRAYS = {
     "adapting_fwd": 5, "adapting_zinv": 5, "adapting_bwd_d2": 6, "adapting_bwd_guide": 3,
     "pac_fwd_direct": 9, "pac_bwd_input_direct": 9, "pac_bwd_weight_direct": 9,
-    "pac_bwd_kernel_direct": 4,
+    "pac_bwd_kernel_direct": 4, "pac_fwd_tiled": 9,
 }
 
 
@@ -30,5 +30,6 @@ def kernel_signatures():
     out = []
     for name, kern in all_kernels().items():
         for dt in ("float32", "float64"):
-            out.append((name, kern, dt, signature(name, dt)))
+            k = kern[dt] if isinstance(kern, dict) else kern
+            out.append((name, k, dt, signature(name, dt)))
     return out

@@ -5,6 +5,8 @@
 ``TARGET_THREADS`` threads the weight-gradient reduction aims for (weight elements x splits of (b, y))
 ``MIN_SPLIT``    fewest (b, y) positions per weight-gradient split
 ``CHUNK_ELEMENTS`` largest channel-wise dL/dK chunk (elements) in the backward pass
+``PATH``         ``"auto"`` (the tiled forward where it pays, direct kernels elsewhere),
+                 ``"direct"`` or ``"tiled"`` (tiled wherever supported); env ``PACND_CUDA_PATH``
 """
 
 import os
@@ -20,10 +22,14 @@ MAX_BLOCKS = _env_int("PACND_CUDA_MAX_BLOCKS", 8192)
 TARGET_THREADS = _env_int("PACND_CUDA_TARGET_THREADS", 1 << 18)
 MIN_SPLIT = _env_int("PACND_CUDA_MIN_SPLIT", 2048)
 CHUNK_ELEMENTS = _env_int("PACND_CUDA_CHUNK_ELEMENTS", 1 << 25)
+PATH = os.environ.get("PACND_CUDA_PATH", "auto")
 
 
 def check():
     """Raise ValueError if the settings cannot be used."""
+    if PATH not in ("auto", "direct", "tiled"):
+        raise ValueError(f"pacnd.engines.cuda.config.PATH={PATH!r}: use 'auto', 'direct' or "
+                         f"'tiled'")
     if THREADS < 1 or THREADS > 1024 or THREADS & (THREADS - 1):
         raise ValueError(f"pacnd.engines.cuda.config.THREADS={THREADS} must be a power of two "
                          f"between 1 and 1024")

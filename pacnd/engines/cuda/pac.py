@@ -1,5 +1,6 @@
 """PAC forward and vector-Jacobian products: Numba CUDA kernels (twins of the
-direct kernels of ``kernels/pac.cu``) and the engine functions.
+direct kernels of ``kernels/pac.cu`` and of its tiled forward) and the engine
+functions.
 
 Forward and transposed geometry share every kernel (the index maps switch on
 ``P[TRANSPOSED]``; nothing zero-inserted or unfolded is built). K source
@@ -7,7 +8,7 @@ Forward and transposed geometry share every kernel (the index maps switch on
 forward; the backward kernels scale by the normaliser 1/Z).
 """
 
-from numba import cuda, float64
+from numba import cuda, float32, float64, int32
 
 from . import _device as dv
 from ._backend import backend
@@ -210,9 +211,134 @@ def pac_bwd_kernel_direct(P, x, w, gout, gK):
         gK[e] = acc
 
 
+# --------------------------------------------------------------------------- tiled forward
+#: the tiled kernel's tile: TILE x TILE outputs (out channels x pixels) per block of
+#: TILE_THREADS threads, 4 x 4 per thread, k-chunks of TK (as kernels/pac.cu)
+TILE, TK, TILE_THREADS = common.TILE, 16, common.TILE_THREADS
+STAGE = TK * TILE  # elements of one staged operand chunk
+
+
+def _fwd_tiled_for(ft):
+    """``pac_fwd_tiled`` for storage type ``ft`` (numba float32/float64): the twin of
+    kernels/pac.cu's — an implicit GEMM ``out[o, y] = sum_{c,t} W[o, c, t] (K[t, y]
+    x[c, in(y, t)])`` over 64 x 64 tiles, K of the block's 64 pixels computed once
+    into shared memory (fused: no K buffer), operands staged in shared memory,
+    accumulated in ``ft``. Grid (ceil(out / 64), groups * ceil(Cout_g / 64), B);
+    dynamic shared memory T * 64 * (itemsize + 4) bytes: K then the input indices."""
+    words = ft.bitwidth // 32  # int32 slots per K value
+
+    @cuda.jit
+    def pac_fwd_tiled(P, x, w, bias, K, guide, mask, alpha, lam, out):
+        As = cuda.shared.array(STAGE, ft)
+        Bs = cuda.shared.array(STAGE, ft)
+        sK = cuda.shared.array(0, ft)
+        sI = cuda.shared.array(0, int32)
+        T = P[dv.NTAPS]
+        nin = P[dv.NIN]
+        nout = P[dv.NOUT]
+        cin = P[dv.CIN]
+        cout = P[dv.COUT]
+        cin_g = P[dv.CIN_G]
+        cout_g = P[dv.COUT_G]
+        kmode = P[dv.KMODE]
+        ioff = T * TILE * words
+        b = cuda.blockIdx.z
+        n0 = cuda.blockIdx.x * TILE
+        mtiles = (cout_g + TILE - 1) // TILE
+        grp = cuda.blockIdx.y // mtiles
+        m0 = (cuda.blockIdx.y % mtiles) * TILE
+        tid = cuda.threadIdx.x
+        for e in range(tid, T * TILE, TILE_THREADS):
+            t = e // TILE
+            yf = n0 + e % TILE
+            idx = -1
+            kv = 0.0
+            if yf < nout:
+                y0, y1, y2 = dv.unflat3(yf, P, dv.OUT)
+                t0, t1, t2 = dv.unflat3(t, P, dv.KS)
+                idx = dv.in_flat(P, y0, y1, y2, t0, t1, t2)
+                if kmode == 0:
+                    kv = 1.0
+                elif kmode == 1:
+                    kv = float64(K[(b * T + t) * nout + yf])
+                else:
+                    cf = dv.centre_flat(P, y0, y1, y2)
+                    kv = dv.kraw(P, guide, mask, alpha, lam, b, 0, y0, y1, y2, t0, t1, t2, cf)[0]
+            sI[ioff + e] = idx
+            sK[e] = kv
+        cuda.syncthreads()
+        if kmode == 2 and P[dv.NORMALIZE] != 0:
+            for n in range(tid, TILE, TILE_THREADS):
+                Z = 0.0
+                for t in range(T):
+                    Z += float64(sK[t * TILE + n])
+                if Z == 0.0:
+                    Z = 1.0
+                for t in range(T):
+                    sK[t * TILE + n] = float64(sK[t * TILE + n]) / Z
+            cuda.syncthreads()
+
+        kd = cin_g * T
+        wbase = (grp * cout_g + m0) * kd
+        xbase = (b * cin + grp * cin_g) * nin
+        M = min(TILE, cout_g - m0)
+        N = min(TILE, nout - n0)
+        tr = tid // 16
+        tc = tid % 16
+        acc = cuda.local.array(16, ft)
+        for i in range(16):
+            acc[i] = 0
+        for k0 in range(0, kd, TK):
+            for i in range(STAGE // TILE_THREADS):  # A = W rows, k fastest
+                e = tid + i * TILE_THREADS
+                kk = e % TK
+                mm = e // TK
+                k = k0 + kk
+                v = ft(0)
+                if mm < M and k < kd:
+                    v = w[wbase + mm * kd + k]
+                As[kk * TILE + mm] = v
+            for i in range(STAGE // TILE_THREADS):  # B = K-weighted input, pixel fastest
+                e = tid + i * TILE_THREADS
+                nn = e % TILE
+                kk = e // TILE
+                k = k0 + kk
+                v = ft(0)
+                if nn < N and k < kd:
+                    c = k // T
+                    t = k - c * T
+                    idx = sI[ioff + t * TILE + nn]
+                    if idx >= 0:
+                        v = sK[t * TILE + nn] * x[xbase + c * nin + idx]
+                Bs[kk * TILE + nn] = v
+            cuda.syncthreads()
+            for kk in range(TK):
+                for i in range(4):
+                    a = As[kk * TILE + tr * 4 + i]
+                    for j in range(4):
+                        acc[i * 4 + j] += a * Bs[kk * TILE + tc * 4 + j]
+            cuda.syncthreads()
+        for i in range(4):
+            m = tr * 4 + i
+            if m < M:
+                o = grp * cout_g + m0 + m
+                bv = ft(0)
+                if P[dv.HAS_BIAS] != 0:
+                    bv = bias[o]
+                for j in range(4):
+                    n = tc * 4 + j
+                    if n < N:
+                        out[(b * cout + o) * nout + n0 + n] = acc[i * 4 + j] + bv
+
+    return pac_fwd_tiled
+
+
+#: name -> kernel, or -> {dtype name: kernel} for kernels specialised per storage type
 KERNELS = {"pac_fwd_direct": pac_fwd_direct, "pac_bwd_input_direct": pac_bwd_input_direct,
            "pac_bwd_weight_direct": pac_bwd_weight_direct,
-           "pac_bwd_kernel_direct": pac_bwd_kernel_direct}
+           "pac_bwd_kernel_direct": pac_bwd_kernel_direct,
+           "pac_fwd_tiled": {"float32": _fwd_tiled_for(float32),
+                             "float64": _fwd_tiled_for(float64)}}
 
 
 def pac_forward(x, weight, bias, geom, groups, *, K=None, guide=None, spec=None, mask=None):
