@@ -223,8 +223,6 @@ def _tiled(be, kind, *, ck, cin_g, cout_g, taps, dtype, kmode=1):
     channels; the backward ones read K from a buffer, not from the guide)."""
     if not getattr(be, "has_tiled", False) or ck != 1:
         return False
-    if kind not in getattr(be, "tiled_kinds", (kind,)):
-        return False
     if kind != "fwd" and kmode == 2:
         return False
     mode = be.path()

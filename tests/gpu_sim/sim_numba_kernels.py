@@ -96,42 +96,54 @@ def test_numba_kernels_float32(name):
     assert max(errs.values()) <= 2e-5, errs
 
 
-#: small problems for the tiled forward: one or two 64-wide tiles, several k-chunks
+#: small problems for the tiled kernels: one or two 64-wide tiles, several k-chunks,
+#: several weight-gradient splits
 TILED_SIM = {
     "conv_norm_guide": dict(op="conv", B=1, cin=5, cout=6, size=(5, 7), k=(3, 3), cg=2,
                             padding=1, normalize=True),
-    "conv_groups_stride_K": dict(op="conv", B=2, cin=4, cout=6, groups=2, size=(9, 8),
+    "conv_groups_stride_K": dict(op="conv", B=2, cin=4, cout=6, groups=2, size=(7, 6),
                                  k=(3, 3), stride=2, padding=1, adapting=1),
     "convT_mask": dict(op="convT", B=1, cin=3, cout=2, size=(3, 4), k=(3, 3), cg=1, stride=2,
                        padding=1, output_padding=1, mask=True),
-    "plain_conv": dict(op="plain", B=1, cin=3, cout=70, size=(2, 3), k=(3, 3), padding=1),
+    "plain_conv": dict(op="plain", B=1, cin=3, cout=70, size=(4, 5), k=(3, 3), padding=1),
 }
+TILED_KERNELS = {"pac_fwd_tiled", "pac_bwd_input_tiled", "pac_bwd_weight_tiled",
+                 "pac_bwd_kernel_tiled"}
 
 
-@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
-@pytest.mark.parametrize("name", sorted(TILED_SIM))
-def test_numba_tiled_forward(name, dtype, monkeypatch):
-    """The tiled forward (implicit GEMM, shared-memory staging, fused K) against the
-    NumPy reference; every output element written (NaN-poisoned outputs)."""
+@pytest.mark.parametrize("name, dtype", [(n, np.float64) for n in sorted(TILED_SIM)]
+                         + [("conv_norm_guide", np.float32)])
+def test_numba_tiled_kernels(name, dtype, monkeypatch):
+    """The tiled kernels (implicit GEMMs, shared-memory staging, fused K in the
+    forward, split weight-gradient reduction, in-block dL/dK reduction): forward
+    and every gradient against the NumPy reference; outputs NaN-poisoned. (256
+    simulated threads a block: ~10-30 s a case.)"""
     monkeypatch.setattr(config, "PATH", "tiled")
+    monkeypatch.setattr(config, "TARGET_THREADS", 8 * 256)  # several weight-gradient splits
     launched = []
     orig = _backend.NumbaBackend.launch
 
-    def spy(self, kname, *a, **k):
+    grids = {}
+
+    def spy(self, kname, dtype, grid, *a, **k):
         launched.append(kname)
-        return orig(self, kname, *a, **k)
+        grids[kname] = grid
+        return orig(self, kname, dtype, grid, *a, **k)
 
     monkeypatch.setattr(_backend.NumbaBackend, "launch", spy)
     cfg = TILED_SIM[name]
     arrs = cases.make_inputs(cfg, dtype)
-    with cases.with_engine(cuda_engine):
-        got = {"forward": cases.calls(cfg, arrs)["forward"]()}
-    assert launched == ["pac_fwd_tiled"], launched
-    assert got["forward"].dtype == dtype
+    got = cases.run_all(cuda_engine, cfg, arrs)
+    want_tiled = TILED_KERNELS - ({"pac_bwd_kernel_tiled"} if cfg["op"] == "plain" else set())
+    assert want_tiled <= set(launched), launched
+    assert grids["pac_bwd_weight_tiled"][2] > 1, grids  # the split reduction
+    assert not any(k.endswith("_direct") and k.startswith("pac_") for k in launched), launched
+    for v in got.values():
+        for a in (v.values() if isinstance(v, dict) else [v]):
+            assert a.dtype == dtype
     arrs64 = {k: (v.astype(np.float64) if isinstance(v, np.ndarray) and v.dtype.kind == "f"
                   else v) for k, v in arrs.items()}
-    want = {"forward": cases.run_all(reference, cfg, arrs64)["forward"]}
-    errs = cases.compare(got, want)
+    errs = cases.compare(got, cases.run_all(reference, cfg, arrs64))
     assert max(errs.values()) <= (1e-10 if dtype == np.float64 else 2e-5), errs
 
 

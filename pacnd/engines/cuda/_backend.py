@@ -27,8 +27,6 @@ class NumbaBackend:
     """Launches the Numba kernels; sizes from :mod:`pacnd.engines.cuda.config`."""
 
     has_tiled = True
-    #: the tiled kernels this engine has (kernels/pac.cu has all four)
-    tiled_kinds = ("fwd",)
 
     def __init__(self):
         self._kernels = None
@@ -47,6 +45,11 @@ class NumbaBackend:
     @property
     def target_threads(self):
         return config.TARGET_THREADS
+
+    @property
+    def target_blocks(self):
+        """Blocks the tiled weight-gradient reduction aims for (over its splits)."""
+        return max(1, config.TARGET_THREADS // 256)
 
     @property
     def min_split(self):

@@ -15,7 +15,8 @@ __all__ = ["signature", "kernel_signatures"]
 _N_ARRAYS = {
     "adapting_fwd": 5, "adapting_zinv": 5, "adapting_bwd_d2": 6, "adapting_bwd_guide": 3,
     "pac_fwd_direct": 9, "pac_bwd_input_direct": 9, "pac_bwd_weight_direct": 9,
-    "pac_bwd_kernel_direct": 4, "pac_fwd_tiled": 9,
+    "pac_bwd_kernel_direct": 4, "pac_fwd_tiled": 9, "pac_bwd_input_tiled": 4,
+    "pac_bwd_weight_tiled": 4, "pac_bwd_kernel_tiled": 4,
 }
 
 

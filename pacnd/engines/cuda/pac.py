@@ -1,6 +1,5 @@
 """PAC forward and vector-Jacobian products: Numba CUDA kernels (twins of the
-direct kernels of ``kernels/pac.cu`` and of its tiled forward) and the engine
-functions.
+direct and tiled kernels of ``kernels/pac.cu``) and the engine functions.
 
 Forward and transposed geometry share every kernel (the index maps switch on
 ``P[TRANSPOSED]``; nothing zero-inserted or unfolded is built). K source
@@ -216,6 +215,17 @@ def pac_bwd_kernel_direct(P, x, w, gout, gK):
 #: TILE_THREADS threads, 4 x 4 per thread, k-chunks of TK (as kernels/pac.cu)
 TILE, TK, TILE_THREADS = common.TILE, 16, common.TILE_THREADS
 STAGE = TK * TILE  # elements of one staged operand chunk
+QWORDS, CWORDS = 4 * TK, 5 * TILE  # bwd_weight's per-chunk (b, y) and per-column tables
+
+
+@dv.device
+def _mma_chunk(As, Bs, acc, tr, tc):
+    """acc[i, j] += sum_kk As[kk, 4 tr + i] Bs[kk, 4 tc + j] over a staged TK-chunk."""
+    for kk in range(TK):
+        for i in range(4):
+            a = As[kk * TILE + tr * 4 + i]
+            for j in range(4):
+                acc[i * 4 + j] += a * Bs[kk * TILE + tc * 4 + j]
 
 
 def _fwd_tiled_for(ft):
@@ -312,11 +322,7 @@ def _fwd_tiled_for(ft):
                         v = sK[t * TILE + nn] * x[xbase + c * nin + idx]
                 Bs[kk * TILE + nn] = v
             cuda.syncthreads()
-            for kk in range(TK):
-                for i in range(4):
-                    a = As[kk * TILE + tr * 4 + i]
-                    for j in range(4):
-                        acc[i * 4 + j] += a * Bs[kk * TILE + tc * 4 + j]
+            _mma_chunk(As, Bs, acc, tr, tc)
             cuda.syncthreads()
         for i in range(4):
             m = tr * 4 + i
@@ -333,12 +339,307 @@ def _fwd_tiled_for(ft):
     return pac_fwd_tiled
 
 
+def _bwd_input_tiled_for(ft):
+    """``pac_bwd_input_tiled`` for storage type ``ft``: ``gx[c, z] = sum_{o,t} W[o, c, t]
+    (K[t, y] gout[o, y])`` with ``y = in^-1(z, t)``, a gather over the outputs that
+    read ``z`` (no atomics). Grid (ceil(in / 64), groups * ceil(Cin_g / 64), B);
+    dynamic shared memory as the forward's; K from a buffer (kmode 1) or none."""
+    words = ft.bitwidth // 32
+
+    @cuda.jit
+    def pac_bwd_input_tiled(P, w, gout, K, gx):
+        As = cuda.shared.array(STAGE, ft)
+        Bs = cuda.shared.array(STAGE, ft)
+        sK = cuda.shared.array(0, ft)
+        sI = cuda.shared.array(0, int32)
+        T = P[dv.NTAPS]
+        nin = P[dv.NIN]
+        nout = P[dv.NOUT]
+        cin = P[dv.CIN]
+        cout = P[dv.COUT]
+        cin_g = P[dv.CIN_G]
+        cout_g = P[dv.COUT_G]
+        kmode = P[dv.KMODE]
+        ioff = T * TILE * words
+        b = cuda.blockIdx.z
+        n0 = cuda.blockIdx.x * TILE
+        mtiles = (cin_g + TILE - 1) // TILE
+        grp = cuda.blockIdx.y // mtiles
+        m0 = (cuda.blockIdx.y % mtiles) * TILE
+        tid = cuda.threadIdx.x
+        for e in range(tid, T * TILE, TILE_THREADS):
+            t = e // TILE
+            zf = n0 + e % TILE
+            yi = -1
+            kv = 0.0
+            if zf < nin:
+                z0, z1, z2 = dv.unflat3(zf, P, dv.IN)
+                t0, t1, t2 = dv.unflat3(t, P, dv.KS)
+                yi = dv.in_inverse_flat(P, z0, z1, z2, t0, t1, t2)
+                if yi >= 0:
+                    kv = 1.0
+                    if kmode == 1:
+                        kv = float64(K[(b * T + t) * nout + yi])
+            sI[ioff + e] = yi
+            sK[e] = kv
+        cuda.syncthreads()
+
+        kd = cout_g * T
+        wbase = (grp * cout_g * cin_g + m0) * T
+        gbase = (b * cout + grp * cout_g) * nout
+        M = min(TILE, cin_g - m0)
+        N = min(TILE, nin - n0)
+        tr = tid // 16
+        tc = tid % 16
+        acc = cuda.local.array(16, ft)
+        for i in range(16):
+            acc[i] = 0
+        for k0 in range(0, kd, TK):
+            for i in range(STAGE // TILE_THREADS):  # A = W[o, c, t], k = (o, t) fastest
+                e = tid + i * TILE_THREADS
+                kk = e % TK
+                mm = e // TK
+                k = k0 + kk
+                v = ft(0)
+                if mm < M and k < kd:
+                    o = k // T
+                    t = k - o * T
+                    v = w[wbase + (o * cin_g + mm) * T + t]
+                As[kk * TILE + mm] = v
+            for i in range(STAGE // TILE_THREADS):  # B = K-weighted gout, pixel fastest
+                e = tid + i * TILE_THREADS
+                nn = e % TILE
+                kk = e // TILE
+                k = k0 + kk
+                v = ft(0)
+                if nn < N and k < kd:
+                    o = k // T
+                    t = k - o * T
+                    yi = sI[ioff + t * TILE + nn]
+                    if yi >= 0:
+                        v = sK[t * TILE + nn] * gout[gbase + o * nout + yi]
+                Bs[kk * TILE + nn] = v
+            cuda.syncthreads()
+            _mma_chunk(As, Bs, acc, tr, tc)
+            cuda.syncthreads()
+        for i in range(4):
+            m = tr * 4 + i
+            if m < M:
+                c = grp * cin_g + m0 + m
+                for j in range(4):
+                    n = tc * 4 + j
+                    if n < N:
+                        gx[(b * cin + c) * nin + n0 + n] = acc[i * 4 + j]
+
+    return pac_bwd_input_tiled
+
+
+def _bwd_weight_tiled_for(ft):
+    """``pac_bwd_weight_tiled`` for storage type ``ft``: ``ws[split, o, (c, t)] =
+    sum_{(b, y) in split} gout[o, y] (K[t, y] x[c, in(y, t)])``, the splits summed
+    afterwards (deterministic, no atomics). Grid (ceil(Cin_g * T / 64),
+    groups * ceil(Cout_g / 64), NSPLIT)."""
+
+    @cuda.jit
+    def pac_bwd_weight_tiled(P, x, gout, K, ws):
+        As = cuda.shared.array(STAGE, ft)
+        Bs = cuda.shared.array(STAGE, ft)
+        sQ = cuda.shared.array(QWORDS, int32)   # b, y0, y1, y2 of the chunk's (b, y)
+        sQf = cuda.shared.array(TK, int32)      # flat y
+        sC = cuda.shared.array(CWORDS, int32)  # c, t, t0, t1, t2 of the tile's columns
+        T = P[dv.NTAPS]
+        nin = P[dv.NIN]
+        nout = P[dv.NOUT]
+        cin = P[dv.CIN]
+        cout = P[dv.COUT]
+        cin_g = P[dv.CIN_G]
+        cout_g = P[dv.COUT_G]
+        kmode = P[dv.KMODE]
+        ncol = cin_g * T
+        n0 = cuda.blockIdx.x * TILE
+        mtiles = (cout_g + TILE - 1) // TILE
+        grp = cuda.blockIdx.y // mtiles
+        m0 = (cuda.blockIdx.y % mtiles) * TILE
+        tid = cuda.threadIdx.x
+        ntot = P[dv.PB] * nout
+        lo = cuda.blockIdx.z * P[dv.SPLIT_LEN]
+        hi = min(lo + P[dv.SPLIT_LEN], ntot)
+        for n in range(tid, TILE, TILE_THREADS):
+            col = n0 + n if n0 + n < ncol else 0
+            cl = col // T
+            t = col - cl * T
+            t0, t1, t2 = dv.unflat3(t, P, dv.KS)
+            sC[n * 5] = grp * cin_g + cl
+            sC[n * 5 + 1] = t
+            sC[n * 5 + 2] = t0
+            sC[n * 5 + 3] = t1
+            sC[n * 5 + 4] = t2
+        cuda.syncthreads()
+
+        gbase = grp * cout_g + m0
+        M = min(TILE, cout_g - m0)
+        N = min(TILE, ncol - n0)
+        tr = tid // 16
+        tc = tid % 16
+        acc = cuda.local.array(16, ft)
+        for i in range(16):
+            acc[i] = 0
+        for k0 in range(lo, hi, TK):
+            if tid < TK:
+                q = k0 + tid
+                bb = 0
+                yf = 0
+                y0 = 0
+                y1 = 0
+                y2 = 0
+                if q < hi:
+                    bb = q // nout
+                    yf = q - bb * nout
+                    y0, y1, y2 = dv.unflat3(yf, P, dv.OUT)
+                sQ[tid * 4] = bb
+                sQ[tid * 4 + 1] = y0
+                sQ[tid * 4 + 2] = y1
+                sQ[tid * 4 + 3] = y2
+                sQf[tid] = yf
+            cuda.syncthreads()
+            for i in range(STAGE // TILE_THREADS):  # A = gout rows, (b, y) fastest
+                e = tid + i * TILE_THREADS
+                kk = e % TK
+                mm = e // TK
+                v = ft(0)
+                if mm < M and k0 + kk < hi:
+                    v = gout[(sQ[kk * 4] * cout + gbase + mm) * nout + sQf[kk]]
+                As[kk * TILE + mm] = v
+            for i in range(STAGE // TILE_THREADS):  # B = K-weighted input, (b, y) fastest
+                e = tid + i * TILE_THREADS
+                kk = e % TK
+                nn = e // TK
+                v = ft(0)
+                if nn < N and k0 + kk < hi:
+                    bb = sQ[kk * 4]
+                    xf = dv.in_flat(P, sQ[kk * 4 + 1], sQ[kk * 4 + 2], sQ[kk * 4 + 3],
+                                    sC[nn * 5 + 2], sC[nn * 5 + 3], sC[nn * 5 + 4])
+                    if xf >= 0:
+                        v = x[(bb * cin + sC[nn * 5]) * nin + xf]
+                        if kmode == 1:
+                            v *= K[(bb * T + sC[nn * 5 + 1]) * nout + sQf[kk]]
+                Bs[kk * TILE + nn] = v
+            cuda.syncthreads()
+            _mma_chunk(As, Bs, acc, tr, tc)
+            cuda.syncthreads()
+        for i in range(4):
+            m = tr * 4 + i
+            if m < M:
+                o = grp * cout_g + m0 + m
+                for j in range(4):
+                    n = tc * 4 + j
+                    if n < N:
+                        ws[(cuda.blockIdx.z * cout + o) * ncol + n0 + n] = acc[i * 4 + j]
+
+    return pac_bwd_weight_tiled
+
+
+def _bwd_kernel_tiled_for(ft):
+    """``pac_bwd_kernel_tiled`` for storage type ``ft``: ``gK[t, y] = sum_c x[c, in(y, t)]
+    sum_o W[o, c, t] gout[o, y]``, a block per (64 pixels, tap), the inner sum as a
+    tiled GEMM and the channel sum reduced in the block (deterministic). Grid
+    (ceil(out / 64), T, B); gK (B, 1, T, out)."""
+
+    @cuda.jit
+    def pac_bwd_kernel_tiled(P, x, w, gout, gK):
+        As = cuda.shared.array(STAGE, ft)
+        Bs = cuda.shared.array(STAGE, ft)
+        red = cuda.shared.array(STAGE, ft)
+        sI = cuda.shared.array(TILE, int32)
+        T = P[dv.NTAPS]
+        nin = P[dv.NIN]
+        nout = P[dv.NOUT]
+        cin = P[dv.CIN]
+        cout = P[dv.COUT]
+        cin_g = P[dv.CIN_G]
+        cout_g = P[dv.COUT_G]
+        groups = P[dv.GROUPS]
+        b = cuda.blockIdx.z
+        t = cuda.blockIdx.y
+        n0 = cuda.blockIdx.x * TILE
+        tid = cuda.threadIdx.x
+        tr = tid // 16
+        tc = tid % 16
+        N = min(TILE, nout - n0)
+        for n in range(tid, TILE, TILE_THREADS):
+            idx = -1
+            if n < N:
+                y0, y1, y2 = dv.unflat3(n0 + n, P, dv.OUT)
+                t0, t1, t2 = dv.unflat3(t, P, dv.KS)
+                idx = dv.in_flat(P, y0, y1, y2, t0, t1, t2)
+            sI[n] = idx
+        cuda.syncthreads()
+
+        part = cuda.local.array(4, ft)
+        acc = cuda.local.array(16, ft)
+        for j in range(4):
+            part[j] = 0
+        for grp in range(groups):
+            gbase = (b * cout + grp * cout_g) * nout + n0
+            for m0 in range(0, cin_g, TILE):
+                wbase = (grp * cout_g * cin_g + m0) * T + t
+                M = min(TILE, cin_g - m0)
+                for i in range(16):
+                    acc[i] = 0
+                for k0 in range(0, cout_g, TK):
+                    for i in range(STAGE // TILE_THREADS):  # A = W[o, c, t]^T, c fastest
+                        e = tid + i * TILE_THREADS
+                        mm = e % TILE
+                        kk = e // TILE
+                        k = k0 + kk
+                        v = ft(0)
+                        if mm < M and k < cout_g:
+                            v = w[wbase + (k * cin_g + mm) * T]
+                        As[kk * TILE + mm] = v
+                    for i in range(STAGE // TILE_THREADS):  # B = gout, pixel fastest
+                        e = tid + i * TILE_THREADS
+                        nn = e % TILE
+                        kk = e // TILE
+                        k = k0 + kk
+                        v = ft(0)
+                        if nn < N and k < cout_g:
+                            v = gout[gbase + k * nout + nn]
+                        Bs[kk * TILE + nn] = v
+                    cuda.syncthreads()
+                    _mma_chunk(As, Bs, acc, tr, tc)
+                    cuda.syncthreads()
+                xb = (b * cin + grp * cin_g + m0) * nin
+                for j in range(4):
+                    idx = sI[tc * 4 + j]
+                    if idx >= 0:
+                        for i in range(4):
+                            m = tr * 4 + i
+                            if m < M:
+                                part[j] += acc[i * 4 + j] * x[xb + m * nin + idx]
+        for j in range(4):
+            red[tr * TILE + tc * 4 + j] = part[j]
+        cuda.syncthreads()
+        for n in range(tid, N, TILE_THREADS):
+            s = ft(0)
+            for r in range(16):
+                s += red[r * TILE + n]
+            gK[(b * T + t) * nout + n0 + n] = s
+
+    return pac_bwd_kernel_tiled
+
+
+def _per_dtype(factory):
+    return {"float32": factory(float32), "float64": factory(float64)}
+
+
 #: name -> kernel, or -> {dtype name: kernel} for kernels specialised per storage type
 KERNELS = {"pac_fwd_direct": pac_fwd_direct, "pac_bwd_input_direct": pac_bwd_input_direct,
            "pac_bwd_weight_direct": pac_bwd_weight_direct,
            "pac_bwd_kernel_direct": pac_bwd_kernel_direct,
-           "pac_fwd_tiled": {"float32": _fwd_tiled_for(float32),
-                             "float64": _fwd_tiled_for(float64)}}
+           "pac_fwd_tiled": _per_dtype(_fwd_tiled_for),
+           "pac_bwd_input_tiled": _per_dtype(_bwd_input_tiled_for),
+           "pac_bwd_weight_tiled": _per_dtype(_bwd_weight_tiled_for),
+           "pac_bwd_kernel_tiled": _per_dtype(_bwd_kernel_tiled_for)}
 
 
 def pac_forward(x, weight, bias, geom, groups, *, K=None, guide=None, spec=None, mask=None):
