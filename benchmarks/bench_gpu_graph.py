@@ -54,7 +54,8 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(HERE.parent))
 
-from gpu_common import device_name, device_tag, peak_extra_bytes, time_gpu  # noqa: E402
+from gpu_common import (device_name, device_tag, peak_extra_bytes,  # noqa: E402
+                        time_gpu, torch_peak_extra_bytes)
 
 N_LABELS = 21
 
@@ -148,15 +149,7 @@ def check_torch_matches(cp, batch):
 
 
 def torch_row(what, fn, repeat, cp):
-    import torch  # noqa: PLC0415
-
-    fn()
-    torch.cuda.synchronize()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    fn()
-    torch.cuda.synchronize()
-    peak = torch.cuda.max_memory_allocated() - base
+    peak = torch_peak_extra_bytes(fn)
     med, best = time_gpu(cp, fn, repeat)
     return {"library": "pytorch (reference method)", "engine": "torch", "workload": what,
             "median_s": med, "min_s": best, "peak_extra_MiB": peak / 2**20}

@@ -33,7 +33,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from gpu_common import device_name, device_tag, peak_extra_bytes, peaks_of, time_gpu
+from gpu_common import (device_name, device_tag, peak_extra_bytes, peaks_of, time_gpu,
+                        torch_peak_extra_bytes)
 
 
 def main(argv=None):
@@ -126,13 +127,7 @@ def main(argv=None):
 
         for what, fn, fl in (("conv2d fwd", tfwd, flops_fwd), ("conv2d fwd+bwd", tfb,
                                                                3 * flops_fwd)):
-            fn()
-            torch.cuda.synchronize()
-            torch.cuda.reset_peak_memory_stats()
-            base = torch.cuda.memory_allocated()
-            fn()
-            torch.cuda.synchronize()
-            peak = torch.cuda.max_memory_allocated() - base
+            peak = torch_peak_extra_bytes(fn)
             med, best = time_gpu(cp, fn, args.repeat)
             row = {"engine": "torch", "op": what, "median_s": med, "min_s": best,
                    "peak_extra_MiB": peak / 2**20, "gflops": fl / med / 1e9,

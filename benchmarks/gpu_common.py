@@ -98,3 +98,17 @@ def peak_extra_bytes(cp, fn):
         cp.cuda.Device().synchronize()
     del res
     return pm.peak
+
+
+def torch_peak_extra_bytes(fn):
+    """Peak bytes one call of ``fn()`` (PyTorch on CUDA, after a warm-up call made
+    here) allocates above what PyTorch held before it."""
+    import torch  # noqa: PLC0415
+
+    fn()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    fn()
+    torch.cuda.synchronize()
+    return torch.cuda.max_memory_allocated() - base

@@ -219,6 +219,42 @@ QWORDS, CWORDS = 4 * TK, 5 * TILE  # bwd_weight's per-chunk (b, y) and per-colum
 
 
 @dv.device
+def _dims(P):
+    """(taps, in pixels, out pixels, Cin, Cout, Cin/groups, Cout/groups) of a launch."""
+    return (P[dv.NTAPS], P[dv.NIN], P[dv.NOUT], P[dv.CIN], P[dv.COUT], P[dv.CIN_G],
+            P[dv.COUT_G])
+
+
+@dv.device
+def _row_tile(rows_g):
+    """(group, first row) of this block: grid y enumerates (group, 64-row tile)."""
+    mtiles = (rows_g + TILE - 1) // TILE
+    return cuda.blockIdx.y // mtiles, (cuda.blockIdx.y % mtiles) * TILE
+
+
+@dv.device
+def _zero(acc):
+    for i in range(acc.shape[0]):
+        acc[i] = 0
+
+
+@dv.device
+def _store_tile(acc, dst, base, stride, M, N, tr, tc, bias, bias0, has_bias):
+    """``dst[base + m * stride + n] = acc[m, n] (+ bias[bias0 + m])`` for the thread's
+    4 x 4 outputs inside the tile's M x N."""
+    for i in range(4):
+        m = tr * 4 + i
+        if m < M:
+            for j in range(4):
+                n = tc * 4 + j
+                if n < N:
+                    v = acc[i * 4 + j]
+                    if has_bias:
+                        v += bias[bias0 + m]
+                    dst[base + m * stride + n] = v
+
+
+@dv.device
 def _mma_chunk(As, Bs, acc, tr, tc):
     """acc[i, j] += sum_kk As[kk, 4 tr + i] Bs[kk, 4 tc + j] over a staged TK-chunk."""
     for kk in range(TK):
@@ -243,20 +279,12 @@ def _fwd_tiled_for(ft):
         Bs = cuda.shared.array(STAGE, ft)
         sK = cuda.shared.array(0, ft)
         sI = cuda.shared.array(0, int32)
-        T = P[dv.NTAPS]
-        nin = P[dv.NIN]
-        nout = P[dv.NOUT]
-        cin = P[dv.CIN]
-        cout = P[dv.COUT]
-        cin_g = P[dv.CIN_G]
-        cout_g = P[dv.COUT_G]
+        T, nin, nout, cin, cout, cin_g, cout_g = _dims(P)
         kmode = P[dv.KMODE]
         ioff = T * TILE * words
         b = cuda.blockIdx.z
         n0 = cuda.blockIdx.x * TILE
-        mtiles = (cout_g + TILE - 1) // TILE
-        grp = cuda.blockIdx.y // mtiles
-        m0 = (cuda.blockIdx.y % mtiles) * TILE
+        grp, m0 = _row_tile(cout_g)
         tid = cuda.threadIdx.x
         for e in range(tid, T * TILE, TILE_THREADS):
             t = e // TILE
@@ -296,8 +324,7 @@ def _fwd_tiled_for(ft):
         tr = tid // 16
         tc = tid % 16
         acc = cuda.local.array(16, ft)
-        for i in range(16):
-            acc[i] = 0
+        _zero(acc)
         for k0 in range(0, kd, TK):
             for i in range(STAGE // TILE_THREADS):  # A = W rows, k fastest
                 e = tid + i * TILE_THREADS
@@ -324,17 +351,8 @@ def _fwd_tiled_for(ft):
             cuda.syncthreads()
             _mma_chunk(As, Bs, acc, tr, tc)
             cuda.syncthreads()
-        for i in range(4):
-            m = tr * 4 + i
-            if m < M:
-                o = grp * cout_g + m0 + m
-                bv = ft(0)
-                if P[dv.HAS_BIAS] != 0:
-                    bv = bias[o]
-                for j in range(4):
-                    n = tc * 4 + j
-                    if n < N:
-                        out[(b * cout + o) * nout + n0 + n] = acc[i * 4 + j] + bv
+        _store_tile(acc, out, (b * cout + grp * cout_g + m0) * nout + n0, nout, M, N, tr, tc,
+                    bias, grp * cout_g + m0, P[dv.HAS_BIAS] != 0)
 
     return pac_fwd_tiled
 
@@ -352,20 +370,12 @@ def _bwd_input_tiled_for(ft):
         Bs = cuda.shared.array(STAGE, ft)
         sK = cuda.shared.array(0, ft)
         sI = cuda.shared.array(0, int32)
-        T = P[dv.NTAPS]
-        nin = P[dv.NIN]
-        nout = P[dv.NOUT]
-        cin = P[dv.CIN]
-        cout = P[dv.COUT]
-        cin_g = P[dv.CIN_G]
-        cout_g = P[dv.COUT_G]
+        T, nin, nout, cin, cout, cin_g, cout_g = _dims(P)
         kmode = P[dv.KMODE]
         ioff = T * TILE * words
         b = cuda.blockIdx.z
         n0 = cuda.blockIdx.x * TILE
-        mtiles = (cin_g + TILE - 1) // TILE
-        grp = cuda.blockIdx.y // mtiles
-        m0 = (cuda.blockIdx.y % mtiles) * TILE
+        grp, m0 = _row_tile(cin_g)
         tid = cuda.threadIdx.x
         for e in range(tid, T * TILE, TILE_THREADS):
             t = e // TILE
@@ -392,8 +402,7 @@ def _bwd_input_tiled_for(ft):
         tr = tid // 16
         tc = tid % 16
         acc = cuda.local.array(16, ft)
-        for i in range(16):
-            acc[i] = 0
+        _zero(acc)
         for k0 in range(0, kd, TK):
             for i in range(STAGE // TILE_THREADS):  # A = W[o, c, t], k = (o, t) fastest
                 e = tid + i * TILE_THREADS
@@ -422,14 +431,8 @@ def _bwd_input_tiled_for(ft):
             cuda.syncthreads()
             _mma_chunk(As, Bs, acc, tr, tc)
             cuda.syncthreads()
-        for i in range(4):
-            m = tr * 4 + i
-            if m < M:
-                c = grp * cin_g + m0 + m
-                for j in range(4):
-                    n = tc * 4 + j
-                    if n < N:
-                        gx[(b * cin + c) * nin + n0 + n] = acc[i * 4 + j]
+        _store_tile(acc, gx, (b * cin + grp * cin_g + m0) * nin + n0, nin, M, N, tr, tc, gx, 0,
+                    False)
 
     return pac_bwd_input_tiled
 
@@ -447,19 +450,11 @@ def _bwd_weight_tiled_for(ft):
         sQ = cuda.shared.array(QWORDS, int32)   # b, y0, y1, y2 of the chunk's (b, y)
         sQf = cuda.shared.array(TK, int32)      # flat y
         sC = cuda.shared.array(CWORDS, int32)  # c, t, t0, t1, t2 of the tile's columns
-        T = P[dv.NTAPS]
-        nin = P[dv.NIN]
-        nout = P[dv.NOUT]
-        cin = P[dv.CIN]
-        cout = P[dv.COUT]
-        cin_g = P[dv.CIN_G]
-        cout_g = P[dv.COUT_G]
+        T, nin, nout, cin, cout, cin_g, cout_g = _dims(P)
         kmode = P[dv.KMODE]
         ncol = cin_g * T
         n0 = cuda.blockIdx.x * TILE
-        mtiles = (cout_g + TILE - 1) // TILE
-        grp = cuda.blockIdx.y // mtiles
-        m0 = (cuda.blockIdx.y % mtiles) * TILE
+        grp, m0 = _row_tile(cout_g)
         tid = cuda.threadIdx.x
         ntot = P[dv.PB] * nout
         lo = cuda.blockIdx.z * P[dv.SPLIT_LEN]
@@ -482,8 +477,7 @@ def _bwd_weight_tiled_for(ft):
         tr = tid // 16
         tc = tid % 16
         acc = cuda.local.array(16, ft)
-        for i in range(16):
-            acc[i] = 0
+        _zero(acc)
         for k0 in range(lo, hi, TK):
             if tid < TK:
                 q = k0 + tid
@@ -527,14 +521,8 @@ def _bwd_weight_tiled_for(ft):
             cuda.syncthreads()
             _mma_chunk(As, Bs, acc, tr, tc)
             cuda.syncthreads()
-        for i in range(4):
-            m = tr * 4 + i
-            if m < M:
-                o = grp * cout_g + m0 + m
-                for j in range(4):
-                    n = tc * 4 + j
-                    if n < N:
-                        ws[(cuda.blockIdx.z * cout + o) * ncol + n0 + n] = acc[i * 4 + j]
+        _store_tile(acc, ws, (cuda.blockIdx.z * cout + grp * cout_g + m0) * ncol + n0, ncol, M, N,
+                    tr, tc, ws, 0, False)
 
     return pac_bwd_weight_tiled
 
@@ -551,13 +539,7 @@ def _bwd_kernel_tiled_for(ft):
         Bs = cuda.shared.array(STAGE, ft)
         red = cuda.shared.array(STAGE, ft)
         sI = cuda.shared.array(TILE, int32)
-        T = P[dv.NTAPS]
-        nin = P[dv.NIN]
-        nout = P[dv.NOUT]
-        cin = P[dv.CIN]
-        cout = P[dv.COUT]
-        cin_g = P[dv.CIN_G]
-        cout_g = P[dv.COUT_G]
+        T, nin, nout, cin, cout, cin_g, cout_g = _dims(P)
         groups = P[dv.GROUPS]
         b = cuda.blockIdx.z
         t = cuda.blockIdx.y
@@ -584,8 +566,7 @@ def _bwd_kernel_tiled_for(ft):
             for m0 in range(0, cin_g, TILE):
                 wbase = (grp * cout_g * cin_g + m0) * T + t
                 M = min(TILE, cin_g - m0)
-                for i in range(16):
-                    acc[i] = 0
+                _zero(acc)
                 for k0 in range(0, cout_g, TK):
                     for i in range(STAGE // TILE_THREADS):  # A = W[o, c, t]^T, c fastest
                         e = tid + i * TILE_THREADS
