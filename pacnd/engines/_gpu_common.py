@@ -228,7 +228,8 @@ def _tiled(be, kind, *, ck, cin_g, cout_g, taps, dtype, kmode=1):
     mode = be.path()
     if mode == "direct":
         return False
-    if kind in ("fwd", "bwd_input") and taps * 64 * (np.dtype(dtype).itemsize + 4) > 48 * 1024:
+    tile = getattr(be, "tile", TILE)
+    if kind in ("fwd", "bwd_input") and taps * tile * (np.dtype(dtype).itemsize + 4) > 48 * 1024:
         return False
     if mode == "tiled":
         return True
@@ -261,26 +262,29 @@ def pac_forward(be, x, weight, bias, geom, groups, *, K=None, guide=None, spec=N
     return out
 
 
+#: tiled kernels: TILE x TILE outputs per block, 4 x 4 per thread, so (TILE / 4)^2
+#: threads (a backend may use a smaller tile: its ``tile`` attribute)
 TILE = 64
-TILE_THREADS = 256
+TILE_THREADS = (TILE // 4) ** 2
 
 
-def tiled_launch_config(name, dtype, geom, *, B, groups, rows, cols, nsplit=1):
-    """(grid, block, dynamic shared bytes) of a tiled kernel of kernels/pac.cu."""
+def tiled_launch_config(name, dtype, geom, *, B, groups, rows, cols, nsplit=1, tile=TILE):
+    """(grid, block, dynamic shared bytes) of a tiled kernel of kernels/pac.cu (or its
+    Numba twin) with ``tile`` x ``tile`` output tiles."""
     item = np.dtype(dtype).itemsize
     shared = 0
     if name in ("pac_fwd_tiled", "pac_bwd_input_tiled"):
-        grid = (-(-cols // TILE), groups * -(-rows // TILE), B)
-        shared = geom.taps * TILE * (item + 4)
+        grid = (-(-cols // tile), groups * -(-rows // tile), B)
+        shared = geom.taps * tile * (item + 4)
     elif name == "pac_bwd_weight_tiled":
-        grid = (-(-cols // TILE), groups * -(-rows // TILE), nsplit)
+        grid = (-(-cols // tile), groups * -(-rows // tile), nsplit)
     elif name == "pac_bwd_kernel_tiled":
-        grid = (-(-cols // TILE), rows, B)
+        grid = (-(-cols // tile), rows, B)
     else:
         raise KeyError(name)
     if grid[1] > 65535 or grid[2] > 65535:
         raise ValueError(f"{name}: grid {grid} exceeds CUDA's limits; split the batch")
-    return grid, (TILE_THREADS, 1, 1), shared
+    return grid, ((tile // 4) ** 2, 1, 1), shared
 
 
 def _weight_splits(be, ntot, blocks_per_split):
@@ -346,7 +350,8 @@ def pac_vjp(be, grad_out, x, weight, geom, groups, *, K=None, guide=None, spec=N
         wn = cout * cin_g * T
         if _tiled(be, "bwd_weight", ck=ck, cin_g=cin_g, cout_g=cout_g, taps=T, dtype=dtype,
                   kmode=kmode) and ntot <= _INT32_MAX:
-            tiles = -(-cin_g * T // 64) * groups * -(-cout_g // 64)
+            tile = getattr(be, "tile", TILE)
+            tiles = -(-cin_g * T // tile) * groups * -(-cout_g // tile)
             nsplit, split_len = _weight_splits(be, ntot, tiles)
             ws = xp.empty((nsplit, cout, cin_g * T), dtype=dtype)
             Pd = be.params(make_params(geom, **base, nsplit=nsplit, split_len=split_len))

@@ -42,13 +42,16 @@ sys.setswitchinterval(1e-5)
 from pacnd.engines import cuda as cuda_engine  # noqa: E402
 from pacnd.engines import reference  # noqa: E402
 from pacnd.engines.cuda import _backend, config  # noqa: E402
+from pacnd.engines.cuda import pac as cuda_pac  # noqa: E402
 
 config.THREADS = 4
 config.MAX_BLOCKS = 3
 config.TARGET_THREADS = 64
 config.MIN_SPLIT = 8
 config.CHUNK_ELEMENTS = 40  # channel-wise dL/dK in several chunks
-config.PATH = "direct"  # the tiled forward (256 threads a block) only where asked for below
+config.PATH = "direct"  # the tiled kernels only where asked for below
+config.TILE, config.TILE_K = 8, 4  # tiled kernels on 8 x 8 tiles: 4 threads a block
+cuda_pac.set_tile(config.TILE, config.TILE_K)
 _backend.NumbaBackend.array_module = staticmethod(lambda a: cases.PoisonNumpy())
 
 SIM_CONFIGS = sorted(cases.CONFIGS)
@@ -111,15 +114,15 @@ TILED_KERNELS = {"pac_fwd_tiled", "pac_bwd_input_tiled", "pac_bwd_weight_tiled",
                  "pac_bwd_kernel_tiled"}
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["f64", "f32"])
 @pytest.mark.parametrize("name", sorted(TILED_SIM))
-def test_numba_tiled_kernels(name, monkeypatch, dtype=np.float64):
+def test_numba_tiled_kernels(name, dtype, monkeypatch):
     """The tiled kernels (implicit GEMMs, shared-memory staging, fused K in the
     forward, split weight-gradient reduction, in-block dL/dK reduction): forward
-    and every gradient against the NumPy reference; outputs NaN-poisoned. (256
-    simulated threads a block: ~10-30 s a case, so float64 only here; the GPU
-    tests run both dtypes on every path.)"""
+    and every gradient against the NumPy reference; outputs NaN-poisoned. Tiles
+    of 8 x 8 (config.TILE): many blocks, k-chunks and row tiles on small problems."""
     monkeypatch.setattr(config, "PATH", "tiled")
-    monkeypatch.setattr(config, "TARGET_THREADS", 8 * 256)  # several weight-gradient splits
+    monkeypatch.setattr(config, "TARGET_THREADS", 512 * 4)  # several weight-gradient splits
     launched = []
     orig = _backend.NumbaBackend.launch
 

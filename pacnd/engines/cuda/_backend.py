@@ -47,9 +47,15 @@ class NumbaBackend:
         return config.TARGET_THREADS
 
     @property
+    def tile(self):
+        """Output tile side of the tiled kernels as built (:func:`pac.set_tile`)."""
+        from . import pac  # noqa: PLC0415 - avoid an import cycle
+        return pac.TILE
+
+    @property
     def target_blocks(self):
         """Blocks the tiled weight-gradient reduction aims for (over its splits)."""
-        return max(1, config.TARGET_THREADS // 256)
+        return max(1, config.TARGET_THREADS // (self.tile // 4) ** 2)
 
     @property
     def min_split(self):
@@ -98,7 +104,8 @@ class NumbaBackend:
 
     def launch_tiled(self, name, dtype, geom, args, *, B, groups, rows, cols, nsplit=1):
         grid, block, shared = tiled_launch_config(name, dtype, geom, B=B, groups=groups,
-                                                  rows=rows, cols=cols, nsplit=nsplit)
+                                                  rows=rows, cols=cols, nsplit=nsplit,
+                                                  tile=self.tile)
         self.launch(name, dtype, grid, block, args, shared_mem=shared)
 
 

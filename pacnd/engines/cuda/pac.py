@@ -10,6 +10,7 @@ forward; the backward kernels scale by the normaliser 1/Z).
 from numba import cuda, float32, float64, int32
 
 from . import _device as dv
+from . import config
 from ._backend import backend
 from .. import _gpu_common as common
 
@@ -211,11 +212,27 @@ def pac_bwd_kernel_direct(P, x, w, gout, gK):
 
 
 # --------------------------------------------------------------------------- tiled forward
-#: the tiled kernel's tile: TILE x TILE outputs (out channels x pixels) per block of
-#: TILE_THREADS threads, 4 x 4 per thread, k-chunks of TK (as kernels/pac.cu)
-TILE, TK, TILE_THREADS = common.TILE, 16, common.TILE_THREADS
-STAGE = TK * TILE  # elements of one staged operand chunk
-QWORDS, CWORDS = 4 * TK, 5 * TILE  # bwd_weight's per-chunk (b, y) and per-column tables
+# The tiled kernels' compile-time shape (module globals, frozen when a kernel is
+# compiled): TILE x TILE outputs (out channels x pixels) per block, 4 x 4 per
+# thread, so QT = TILE / 4 threads per tile side and TILE_THREADS = QT^2; k-chunks
+# of TK. Set by set_tile() from config.TILE / config.TILE_K (64 / 16, as
+# kernels/pac.cu; the simulator tests shrink them).
+TILE = TK = QT = TILE_THREADS = STAGE = QWORDS = CWORDS = RED = 0
+
+
+def set_tile(tile, tk):
+    """Set the tiled kernels' shape and build fresh (uncompiled) kernels for it."""
+    global TILE, TK, QT, TILE_THREADS, STAGE, QWORDS, CWORDS, RED
+    TILE, TK, QT = tile, tk, tile // 4
+    TILE_THREADS = QT * QT
+    STAGE = TK * TILE          # elements of one staged operand chunk
+    QWORDS = 4 * TK            # bwd_weight: b, y0, y1, y2 of a chunk's (b, y)
+    CWORDS = 5 * TILE          # bwd_weight: c, t, t0, t1, t2 of the tile's columns
+    RED = QT * TILE            # bwd_kernel: per-row-of-threads partial sums
+    KERNELS.update({"pac_fwd_tiled": _per_dtype(_fwd_tiled_for),
+                    "pac_bwd_input_tiled": _per_dtype(_bwd_input_tiled_for),
+                    "pac_bwd_weight_tiled": _per_dtype(_bwd_weight_tiled_for),
+                    "pac_bwd_kernel_tiled": _per_dtype(_bwd_kernel_tiled_for)})
 
 
 @dv.device
@@ -321,8 +338,8 @@ def _fwd_tiled_for(ft):
         xbase = (b * cin + grp * cin_g) * nin
         M = min(TILE, cout_g - m0)
         N = min(TILE, nout - n0)
-        tr = tid // 16
-        tc = tid % 16
+        tr = tid // QT
+        tc = tid % QT
         acc = cuda.local.array(16, ft)
         _zero(acc)
         for k0 in range(0, kd, TK):
@@ -399,8 +416,8 @@ def _bwd_input_tiled_for(ft):
         gbase = (b * cout + grp * cout_g) * nout
         M = min(TILE, cin_g - m0)
         N = min(TILE, nin - n0)
-        tr = tid // 16
-        tc = tid % 16
+        tr = tid // QT
+        tc = tid % QT
         acc = cuda.local.array(16, ft)
         _zero(acc)
         for k0 in range(0, kd, TK):
@@ -474,8 +491,8 @@ def _bwd_weight_tiled_for(ft):
         gbase = grp * cout_g + m0
         M = min(TILE, cout_g - m0)
         N = min(TILE, ncol - n0)
-        tr = tid // 16
-        tc = tid % 16
+        tr = tid // QT
+        tc = tid % QT
         acc = cuda.local.array(16, ft)
         _zero(acc)
         for k0 in range(lo, hi, TK):
@@ -537,7 +554,7 @@ def _bwd_kernel_tiled_for(ft):
     def pac_bwd_kernel_tiled(P, x, w, gout, gK):
         As = cuda.shared.array(STAGE, ft)
         Bs = cuda.shared.array(STAGE, ft)
-        red = cuda.shared.array(STAGE, ft)
+        red = cuda.shared.array(RED, ft)
         sI = cuda.shared.array(TILE, int32)
         T, nin, nout, cin, cout, cin_g, cout_g = _dims(P)
         groups = P[dv.GROUPS]
@@ -545,8 +562,8 @@ def _bwd_kernel_tiled_for(ft):
         t = cuda.blockIdx.y
         n0 = cuda.blockIdx.x * TILE
         tid = cuda.threadIdx.x
-        tr = tid // 16
-        tc = tid % 16
+        tr = tid // QT
+        tc = tid % QT
         N = min(TILE, nout - n0)
         for n in range(tid, TILE, TILE_THREADS):
             idx = -1
@@ -602,7 +619,7 @@ def _bwd_kernel_tiled_for(ft):
         cuda.syncthreads()
         for n in range(tid, N, TILE_THREADS):
             s = ft(0)
-            for r in range(16):
+            for r in range(QT):
                 s += red[r * TILE + n]
             gK[(b * T + t) * nout + n0 + n] = s
 
@@ -616,11 +633,8 @@ def _per_dtype(factory):
 #: name -> kernel, or -> {dtype name: kernel} for kernels specialised per storage type
 KERNELS = {"pac_fwd_direct": pac_fwd_direct, "pac_bwd_input_direct": pac_bwd_input_direct,
            "pac_bwd_weight_direct": pac_bwd_weight_direct,
-           "pac_bwd_kernel_direct": pac_bwd_kernel_direct,
-           "pac_fwd_tiled": _per_dtype(_fwd_tiled_for),
-           "pac_bwd_input_tiled": _per_dtype(_bwd_input_tiled_for),
-           "pac_bwd_weight_tiled": _per_dtype(_bwd_weight_tiled_for),
-           "pac_bwd_kernel_tiled": _per_dtype(_bwd_kernel_tiled_for)}
+           "pac_bwd_kernel_direct": pac_bwd_kernel_direct}
+set_tile(config.TILE, config.TILE_K)
 
 
 def pac_forward(x, weight, bias, geom, groups, *, K=None, guide=None, spec=None, mask=None):
