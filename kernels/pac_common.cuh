@@ -309,25 +309,28 @@ struct PacDivider {
 #define PAC_LOADS (PAC_TK * PAC_TM / PAC_TILE_THREADS)
 static_assert(PAC_TM == PAC_TN && PAC_TK * PAC_TM % PAC_TILE_THREADS == 0, "tile shape");
 
+// (kk, mn) of element e of a staged 16 x 64 chunk: k fastest or m/n fastest.
+template <bool KFAST>
+__device__ __forceinline__ void pac_stage_index(int e, int& kk, int& mn) {
+    kk = KFAST ? e % PAC_TK : e / PAC_TM;
+    mn = KFAST ? e / PAC_TK : e % PAC_TM;
+}
+
 template <typename T, class Op>
 __device__ __forceinline__ void pac_gemm_load(const Op& op, int M, int N, int k0, int k_end,
                                               T (&ra)[PAC_LOADS], T (&rb)[PAC_LOADS]) {
     const int tid = threadIdx.x;
 #pragma unroll
     for (int i = 0; i < PAC_LOADS; ++i) {
-        const int e = tid + i * PAC_TILE_THREADS;
-        const int kk = Op::A_KFAST ? e % PAC_TK : e / PAC_TM;
-        const int mm = Op::A_KFAST ? e / PAC_TK : e % PAC_TM;
-        const int k = k0 + kk;
-        ra[i] = (mm < M && k < k_end) ? op.a(mm, k) : T(0);
+        int kk, mm;
+        pac_stage_index<Op::A_KFAST>(tid + i * PAC_TILE_THREADS, kk, mm);
+        ra[i] = (mm < M && k0 + kk < k_end) ? op.a(mm, k0 + kk) : T(0);
     }
 #pragma unroll
     for (int i = 0; i < PAC_LOADS; ++i) {
-        const int e = tid + i * PAC_TILE_THREADS;
-        const int kk = Op::B_KFAST ? e % PAC_TK : e / PAC_TN;
-        const int nn = Op::B_KFAST ? e / PAC_TK : e % PAC_TN;
-        const int k = k0 + kk;
-        rb[i] = (nn < N && k < k_end) ? op.b(k, nn) : T(0);
+        int kk, nn;
+        pac_stage_index<Op::B_KFAST>(tid + i * PAC_TILE_THREADS, kk, nn);
+        rb[i] = (nn < N && k0 + kk < k_end) ? op.b(k0 + kk, nn) : T(0);
     }
 }
 
@@ -337,16 +340,10 @@ __device__ __forceinline__ void pac_gemm_store(const T (&ra)[PAC_LOADS], const T
     const int tid = threadIdx.x;
 #pragma unroll
     for (int i = 0; i < PAC_LOADS; ++i) {
-        const int e = tid + i * PAC_TILE_THREADS;
-        const int kk = Op::A_KFAST ? e % PAC_TK : e / PAC_TM;
-        const int mm = Op::A_KFAST ? e / PAC_TK : e % PAC_TM;
+        int kk, mm, nn;
+        pac_stage_index<Op::A_KFAST>(tid + i * PAC_TILE_THREADS, kk, mm);
         As[kk * PAC_TM + mm] = ra[i];
-    }
-#pragma unroll
-    for (int i = 0; i < PAC_LOADS; ++i) {
-        const int e = tid + i * PAC_TILE_THREADS;
-        const int kk = Op::B_KFAST ? e % PAC_TK : e / PAC_TN;
-        const int nn = Op::B_KFAST ? e / PAC_TK : e % PAC_TN;
+        pac_stage_index<Op::B_KFAST>(tid + i * PAC_TILE_THREADS, kk, nn);
         Bs[kk * PAC_TN + nn] = rb[i];
     }
 }
