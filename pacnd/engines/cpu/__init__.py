@@ -34,6 +34,10 @@ image or a CI cache).
 #: Byte budget of the per-tile working buffers (K tile, columns, GEMM results).
 TILE_BYTES = 32 * 2**20
 
+from ._cache import install as _install_cache  # noqa: E402
+
+_install_cache()   # before any kernel is defined: cache stamps cover every kernel source
+
 from .threads import start_threads  # noqa: E402
 
 start_threads()

@@ -42,15 +42,20 @@ def next_row(b, jd, jh, nd, nh):
 
 @njit(cache=True)
 def jrange(base, step, n, ja, jb):
-    """``[lo, hi)``: the ``j`` in ``[ja, jb)`` with ``0 <= base + j*step < n``."""
+    """``[lo, hi)``: the ``j`` in ``[ja, jb)`` with ``0 <= base + j*step < n``;
+    ``ja <= lo <= hi <= jb`` whatever the geometry."""
     if step == 1:                        # the common case, without divisions
         lo = -base
         hi = n - base
     else:
         lo = -(base // step)             # ceil(-base / step)
         hi = (n - 1 - base) // step + 1
+    # ja <= lo <= hi <= jb always: an empty range sits inside [ja, jb] (callers
+    # index their row buffers with lo - ja and hi - ja)
     if lo < ja:
         lo = ja
+    if lo > jb:
+        lo = jb
     if hi > jb:
         hi = jb
     if hi < lo:

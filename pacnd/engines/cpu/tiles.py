@@ -69,7 +69,7 @@ def _gather_q(q, x, Kt, geo, cls, taps, r0, r1, c0, c1, c_start, kmode, cols):
     c = c_start + cl
     kc = c * (kmode == 2)
     dst = cols[q]
-    kt = Kt[kc, ti]
+    kt = Kt[kc, ti] if kmode != 0 else Kt[0, 0]   # no K: a 1-element dummy
     ibw, isw = taps[2, twi, 1], cls[2, 4]
     wlo, whi = jrange(ibw, isw, geo[0, 2], c0, c1)
     n = whi - wlo
@@ -131,9 +131,14 @@ def _scatter_chunk(ch, nchunk, G, Kt, x, gx, gKt, gKp, geo, cls, taps, r0, r1, c
             ib_d, is_d = taps[0, tdi, 1], cls[0, 4]
             ib_h, is_h = taps[1, thi, 1], cls[1, 4]
             grow = G[cl * t_n + ti]
-            krow = Kt[kc, ti]
+            krow = Kt[kc, ti] if kmode != 0 else Kt[0, 0]   # no K: a 1-element dummy
             # this chunk's K gradient: its own channel's row, or its private partial sum
-            gkrow = gKt[c, ti] if kmode == 2 else gKp[ch, ti]
+            if not need_k:
+                gkrow = gKp[0, 0]     # unused
+            elif kmode == 2:
+                gkrow = gKt[c, ti]
+            else:
+                gkrow = gKp[ch, ti]
             vals = buf[:n]
             bd, jd, jh = decode_row(r0, nd, nh)
             for rr in range(r1 - r0):
