@@ -92,7 +92,7 @@ def model_config(model):
         c = dict(model.config)
         cfg["kwargs"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in c.items()}
         cfg["kwargs"]["guide_channels"] = model.guide_channels
-    elif isinstance(model, DJF):
+    elif isinstance(model, (PacJointUpsampleLite, DJF)):
         cfg["kwargs"] = {"guide_channels": model.guide_channels}
     elif isinstance(model, JointBilateralUpsample):
         cfg["kwargs"] = {"kernel_size": model.kernel_size, "scale_space": model.scale_space,
@@ -101,6 +101,8 @@ def model_config(model):
         cfg["kwargs"] = {"sampling": model.sampling}
     else:
         cfg["kwargs"] = {}
+    if isinstance(model, (PacJointUpsample, DJF)) and model.residual is not None:
+        cfg["kwargs"].update(model.residual_config())
     return cfg
 
 
