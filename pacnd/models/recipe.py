@@ -46,6 +46,7 @@ class Recipe:
     model: str = "pac"
     protocol: str = "center"
     residual: str | None = "jbu"
+    residual_sigmas: tuple | None = None
     init: str = "zero_last"
     steps: int = 6000
     lr: float = 1e-3
@@ -75,6 +76,11 @@ class Recipe:
         if self.crop % self.factor:
             raise ValueError(f"crop={self.crop} must be a multiple of factor={self.factor}")
         self.scale = tuple(float(v) for v in self.scale)
+        if self.residual == "jbu" and self.residual_sigmas is None:
+            from .registry import JBU_PARAMS  # noqa: PLC0415
+            self.residual_sigmas = JBU_PARAMS[self.task].get(self.factor, (0.75, 0.1))
+        if self.residual_sigmas is not None:
+            self.residual_sigmas = tuple(float(v) for v in self.residual_sigmas)
         if not self.weights:
             self.weights = dict(DEPTH_WEIGHTS if self.task == "depth" else FLOW_WEIGHTS)
 
@@ -86,6 +92,8 @@ class Recipe:
     def to_json(self):
         d = asdict(self)
         d["scale"] = list(self.scale)
+        if self.residual_sigmas is not None:
+            d["residual_sigmas"] = list(self.residual_sigmas)
         return d
 
 
@@ -168,7 +176,7 @@ def build_from_recipe(r, rng=None):
 
     return build_model(r.model, r.factor, 2 if r.task == "flow" else 1,
                        rng=r.seed if rng is None else rng, init=r.init, residual=r.residual,
-                       residual_sampling=r.sampling)
+                       residual_sampling=r.sampling, residual_sigmas=r.residual_sigmas)
 
 
 def _eval_fn(r, scenes):
