@@ -187,8 +187,7 @@ def _eval_fn(r, scenes):
 
     exs = scene_examples(scenes, r.factor, lowres_mode=PROTOCOLS[r.protocol])
     ref = "bicubic" if r.task == "depth" else "bilinear"
-    interp = baseline(ref, r.task, r.factor)
-    interp.sampling = r.sampling
+    interp = baseline(ref, r.task, r.factor, protocol=r.protocol)
     base = evaluate_scenes({ref: interp, "jbu": baseline("jbu", r.task, r.factor)}, exs,
                            task=r.task)
 
