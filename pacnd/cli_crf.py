@@ -33,7 +33,7 @@ import time
 
 import numpy as np
 
-__all__ = ["configure_parser", "run_from_args", "refine_files"]
+__all__ = ["configure_parser", "run_from_args", "refine_files", "load_npy"]
 
 _IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 _KINDS = ("auto", "probabilities", "logits", "labels")
@@ -89,8 +89,34 @@ def _read_image(path):
             return np.asarray(im.convert("RGB"))
     except FileNotFoundError:
         raise FileNotFoundError(f"image {path!r} does not exist") from None
+    except IsADirectoryError:
+        raise IsADirectoryError(f"image {path!r} is a folder, not an image file") from None
     except (UnidentifiedImageError, OSError) as exc:
         raise OSError(f"cannot read image {path!r}: {exc}") from None
+    except Exception as exc:  # noqa: BLE001 - PIL raises SyntaxError, DecompressionBomb...
+        raise OSError(f"cannot read image {path!r}: {type(exc).__name__}: {exc}") from None
+
+
+def load_npy(path, what):
+    """``np.load`` of a ``.npy`` file (no pickles) whose every failure — missing, empty,
+    truncated or garbage file, pickled object data — is an ``OSError`` naming the file."""
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"{what} {path!r} is a folder, not a .npy file")
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"{what} {path!r} do not exist" if what == "scores"
+                                else f"{what} {path!r} does not exist")
+    try:
+        if os.path.getsize(path) == 0:
+            raise EOFError("the file is empty")
+        arr = np.load(path, allow_pickle=False)
+    except Exception as exc:  # noqa: BLE001 - every way a file can be unreadable
+        msg = " ".join(str(exc).split()) or type(exc).__name__
+        raise OSError(f"cannot read {what} {path!r}: not a readable .npy array "
+                      f"({type(exc).__name__}: {msg})") from None
+    if not isinstance(arr, np.ndarray):
+        raise OSError(f"cannot read {what} {path!r}: it holds a {type(arr).__name__} "
+                      f"(an .npz archive?), not one .npy array")
+    return arr
 
 
 def _read_scores(path, kind):
@@ -98,10 +124,7 @@ def _read_scores(path, kind):
     if not os.path.exists(path):
         raise FileNotFoundError(f"scores {path!r} do not exist")
     if ext == ".npy":
-        try:
-            arr = np.load(path, allow_pickle=False)
-        except (OSError, ValueError) as exc:
-            raise OSError(f"cannot read scores {path!r}: {exc}") from None
+        arr = load_npy(path, "scores")
         if kind == "auto":
             kind = "labels" if arr.dtype.kind in "iub" else "probabilities"
         return arr, kind
@@ -113,7 +136,7 @@ def _read_scores(path, kind):
 
         try:
             return read_label_image(path), "labels"
-        except OSError as exc:
+        except Exception as exc:  # noqa: BLE001 - PIL's many ways to fail on a bad file
             raise OSError(f"cannot read annotation {path!r}: {exc}") from None
     raise ValueError(f"scores {path!r}: unsupported file type {ext or '(none)'}; give a .npy "
                      f"array or an annotation PNG")

@@ -115,7 +115,7 @@ def load_crf(path):
         raise FileNotFoundError(f"no CRF parameter file at {p!r}")
     try:
         tree = load_tree(p)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - empty/truncated/garbage files fail many ways
         raise ValueError(f"{p!r} is not a PAC-CRF parameter file saved by "
                          f"pacnd.crf.save_crf ({exc})") from None
     if not isinstance(tree, dict) or tree.get("format") != CRF_FORMAT:
