@@ -60,7 +60,7 @@ from pacnd.crf import (convcrf_refine, dense_crf_mapping, fit_crf,  # noqa: E402
                        labels_from_annotation, learnable, read_label_image, refine,
                        unary_from_labels)
 
-DATA = ROOT.parent / "shared" / "data"
+DATA = Path(os.environ.get("PACND_SHARED_DIR") or ROOT.parent / "shared") / "data"
 VOC = DATA / "voc2007"
 PDE = DATA / "pydensecrf_examples"
 OUT = ROOT / "benchmarks" / "results"

@@ -6,12 +6,12 @@ blur/crop geometry), organised for speed on the CPU:
 * each kernel's adapting kernel K is computed **once** per inference
   (:func:`pacnd.ops.adapting_kernel`; K = 1 for a zero ``feat_scale``) and
   the fixed factors are folded into it: the shared spatial filter W, the
-  effective pairwise weight and, for symmetric normalisation, the receiving
+  effective pairwise weight and, for normalised kernels, the receiving
   pixel's normaliser (computed with :func:`pacnd.ops.pac_pool`);
 * all shared-filter ('potts', '2d') kernels of a blur level become one list
   of taps — (offset, per-pixel factor, input, output) — and every message of
   the level is one vectorised Numba pass over the pooled grid
-  (:func:`_multi_tap`; taps with W = 0, e.g. the zero centre, are skipped,
+  (:func:`pacnd.crf.plan.multi_tap_2d`; taps with W = 0, e.g. the zero centre, are skipped,
   which is exact); '4d' and 'none' kernels go through :func:`pacnd.ops.pac_conv`
   / :func:`pacnd.ops.conv` with the precomputed K;
 * messages of kernels with the same ``blur`` are summed at the pooled
@@ -23,7 +23,9 @@ blur/crop geometry), organised for speed on the CPU:
   otherwise a few passes). The last step computes only what the output
   needs (labels: a fused argmax).
 
-Agreement with the graph path is to rounding (float64: ~1e-15 relative);
+The plan (what stays fixed) is built by :mod:`pacnd.crf.plan`; volumes run the
+same scheme in :mod:`pacnd.crf.fast3d`. Agreement with the graph path is to
+rounding (float64: ~1e-15 relative);
 the tests check it. NumPy arrays only (the graph path also runs on CuPy).
 """
 
@@ -38,60 +40,15 @@ import numpy as np
 from ..engines import cpu as _cpu_engine  # noqa: F401
 from numba import njit, prange  # noqa: E402
 
-from .. import functional as F
-from .. import ops
-from .spec import ceil_pad, norm_groups
+from .plan import Level as _Level
+from .plan import MeanFieldPlan, prepare
 
 try:  # a vectorisable exp from the CPU engine; libm exp otherwise
     from ..engines.cpu.fastexp import vexp as _exp
 except Exception:  # pragma: no cover - engine module unavailable
     _exp = math.exp
 
-__all__ = ["mean_field", "prepare", "MeanFieldPlan"]
-
-
-# --------------------------------------------------------------------------- tables
-def _linear_table(n_out, n_in, factor, pad, dtype):
-    """Bilinear (align_corners=False, scale 1/factor) source rows for output rows
-    ``pad .. pad + n_out`` of an ``n_in * factor`` upsampling — the arithmetic of
-    :func:`pacnd.functional.interpolate` in ``dtype``."""
-    ct = np.dtype(dtype).type
-    o = np.arange(pad, pad + n_out)
-    if factor == 1:
-        i0 = o.astype(np.int64)
-        return i0, i0.copy(), np.ones(n_out, dtype), np.zeros(n_out, dtype)
-    s = ct(1.0 / factor)
-    src = s * (o.astype(ct) + ct(0.5)) - ct(0.5)
-    src = np.where(src < 0, ct(0), src).astype(ct)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    lam = np.minimum(np.maximum(src - i0.astype(ct), ct(0)), ct(1)).astype(ct)
-    i1 = i0 + (i0 < n_in - 1)
-    return i0, i1, (ct(1) - lam).astype(dtype), lam.astype(dtype)
-
-
-def _count_table(n, factor, pad, n_cells):
-    """Number of in-image pixels in each pooling cell along one axis."""
-    c = np.zeros(n_cells, dtype=np.int64)
-    for cell in range(n_cells):
-        lo = max(cell * factor - pad, 0)
-        hi = min((cell + 1) * factor - pad, n)
-        c[cell] = max(hi - lo, 0)
-    return c
-
-
-class _Level:
-    """Geometry of one blur level: pooled size, tables for pooling and upsampling."""
-
-    def __init__(self, size, blur, dtype):
-        H, W = size
-        self.blur = blur
-        self.pad = ceil_pad(size, blur)
-        self.size = tuple((n + 2 * p - blur) // blur + 1 for n, p in zip(size, self.pad))
-        h, w = self.size
-        self.ytab = _linear_table(H, h, blur, self.pad[0], dtype)
-        self.xtab = _linear_table(W, w, blur, self.pad[1], dtype)
-        self.cnt_y = _count_table(H, blur, self.pad[0], h)
-        self.cnt_x = _count_table(W, blur, self.pad[1], w)
+__all__ = ["mean_field", "prepare", "MeanFieldPlan", "scores_to_unary"]
 
 
 # --------------------------------------------------------------------------- kernels
@@ -306,218 +263,6 @@ def _argmax_full(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady,
                 out[bb, y, x] = arg[x]
 
 
-@njit(parallel=True, cache=True)
-def _multi_tap(X, gidx, K, dy, dx, oidx, out):
-    """``out[o(t), b, l, y, x] += K[b, t, y, x] * X[g(t), b, l, y + dy(t), x + dx(t)]`` summed
-    over taps t (zero outside the image): every shared-filter message of a blur level in one
-    pass, rows contiguous so the inner loop vectorises."""
-    G, B, L, h, w = X.shape
-    T = K.shape[1]
-    n_out = out.shape[0]
-    for task in prange(B * h):
-        b = task // h
-        y = task - b * h
-        acc = np.zeros((n_out, L, w), dtype=X.dtype)
-        for t in range(T):
-            sy = y + dy[t]
-            if sy < 0 or sy >= h:
-                continue
-            ox = dx[t]
-            x_lo = max(0, -ox)
-            x_hi = min(w, w - ox)
-            if x_hi <= x_lo:
-                continue
-            n = x_hi - x_lo
-            g = gidx[t]
-            o = oidx[t]
-            ks = K[b, t, y, x_lo:x_hi]
-            for l in range(L):
-                xs = X[g, b, l, sy, x_lo + ox:x_hi + ox]
-                acs = acc[o, l, x_lo:x_hi]
-                for j in range(n):
-                    acs[j] += ks[j] * xs[j]
-        for o in range(n_out):
-            for l in range(L):
-                for x in range(w):
-                    out[o, b, l, y, x] = acc[o, l, x]
-
-
-# --------------------------------------------------------------------------- plan
-class _OpTerm:
-    """A '4d' or 'none' kernel: its message through :mod:`pacnd.ops` (weight sign folded)."""
-
-    def __init__(self, spec, K, weight):
-        self.spec, self.K, self.weight = spec, K, weight
-
-    def message(self, Qb, engine):
-        spec = self.spec
-        if spec.compat == "none":
-            return ops.conv(Qb, self.weight, padding=spec.padding, dilation=spec.dilation,
-                            engine=engine)
-        return ops.pac_conv(Qb, None, self.weight, adapting=self.K, padding=spec.padding,
-                            dilation=spec.dilation, engine=engine)
-
-
-class _LevelPlan:
-    """The shared-filter ('potts', '2d') kernels of one blur level as one list of taps.
-
-    Tap t has offset (dy, dx) in pooled pixels, a per-pixel factor K[:, t] (the adapting
-    kernel times W_t, the receiving pixel's normaliser and, for 'potts', the effective
-    pairwise weight with its sign), an input (Q, or Q times a group's normaliser) and an
-    output (0: summed directly; j > 0: a '2d' kernel's message before its compatibility)."""
-
-    def __init__(self):
-        self.taps = []          # (K slice (B, h, w), dy, dx, input index, output index)
-        self.norms = []         # input index g >= 1 -> normaliser (B, 1, h, w)
-        self.compats = []       # output index j >= 1 -> compatibility matrix (sign folded)
-        self.op_terms = []
-
-    def finalize(self, dtype):
-        if self.taps:
-            self.K = np.ascontiguousarray(np.stack([t[0] for t in self.taps], axis=1),
-                                          dtype=dtype)
-            self.dy = np.array([t[1] for t in self.taps], dtype=np.int64)
-            self.dx = np.array([t[2] for t in self.taps], dtype=np.int64)
-            self.gidx = np.array([t[3] for t in self.taps], dtype=np.int64)
-            self.oidx = np.array([t[4] for t in self.taps], dtype=np.int64)
-        del self.taps[:]
-        self.has_taps = hasattr(self, "K")
-
-    def message(self, Qb, engine):
-        m = None
-        if self.has_taps:
-            X = np.empty((1 + len(self.norms),) + Qb.shape, dtype=Qb.dtype)
-            X[0] = Qb
-            for g, n in enumerate(self.norms, start=1):
-                np.multiply(Qb, n, out=X[g])
-            out = np.empty((1 + len(self.compats),) + Qb.shape, dtype=Qb.dtype)
-            _multi_tap(X, self.gidx, self.K, self.dy, self.dx, self.oidx, out)
-            m = out[0]
-            for j, C in enumerate(self.compats, start=1):
-                m = m + np.einsum("ij,bjhw->bihw", C, out[j], optimize=False)
-        for t in self.op_terms:
-            mt = t.message(Qb, engine)
-            m = mt if m is None else m + mt
-        return m
-
-
-def _scalar(v):
-    return float(np.asarray(getattr(v, "data", v)))
-
-
-class MeanFieldPlan:
-    """Everything fixed during one inference: levels, folded kernels, weights."""
-
-    def __init__(self, crf, size, batch, dtype, edge_feat=None, edge_kernel=None,
-                 engine=None):
-        self.dtype = dt = np.dtype(dtype)
-        self.size = tuple(size)
-        self.engine = engine
-        self.w_u = dt.type(_scalar(crf.effective_unary_weight()))
-        self.levels = {}
-        for spec in crf.kernels:
-            if spec.blur not in self.levels:
-                self.levels[spec.blur] = _Level(self.size, spec.blur, dt)
-        self.plans = {b: _LevelPlan() for b in self.levels}
-        Ks = self._kernels(crf, edge_feat, edge_kernel, dt, engine)
-        # W * K of the shared kernels, and the symmetric normalisers per group
-        WK = {}
-        for i, spec in enumerate(crf.kernels):
-            if spec.shared:
-                W = np.asarray(crf.messengers[i].weight.data, dtype=dt)
-                WK[i] = Ks[i] * W.reshape(1, 1, spec.kernel_size, spec.kernel_size, 1, 1)
-        norm_of = {}
-        for idx in norm_groups(crf.kernels).values():
-            total = None
-            for i in idx:
-                spec = crf.kernels[i]
-                W = np.abs(np.asarray(crf.messengers[i].weight.data, dtype=dt))
-                aWK = Ks[i] * W.reshape(1, 1, spec.kernel_size, spec.kernel_size, 1, 1)
-                ones = np.ones((aWK.shape[0], 1) + aWK.shape[-2:], dtype=dt)
-                S = ops.pac_pool(ones, None, spec.kernel_size, adapting=aWK,
-                                 padding=spec.padding, dilation=spec.dilation, engine=engine)
-                total = S if total is None else total + S
-            n = np.maximum(total, dt.type(1e-12)) ** dt.type(-0.5)
-            plan = self.plans[crf.kernels[idx[0]].blur]
-            plan.norms.append(n)
-            for i in idx:
-                norm_of[i] = (len(plan.norms), n)
-        for i, spec in enumerate(crf.kernels):
-            plan = self.plans[spec.blur]
-            weff = _scalar(crf.effective_pairwise_weight(i))
-            if not spec.shared:
-                W = np.asarray(crf.messengers[i].weight.data, dtype=dt)
-                plan.op_terms.append(_OpTerm(spec, Ks[i], np.ascontiguousarray(-weff * W)))
-                continue
-            Kw = WK[i]
-            g = 0
-            if i in norm_of:
-                g, n = norm_of[i]
-                Kw = Kw * n[:, :, None, None]
-            if spec.compat == "2d":
-                C = np.asarray(crf.compat[i].weight.data, dtype=dt)[:, :, 0, 0] * dt.type(-weff)
-                plan.compats.append(np.ascontiguousarray(C))
-                o = len(plan.compats)
-            else:
-                Kw = Kw * dt.type(-weff)
-                o = 0
-            W = np.asarray(crf.messengers[i].weight.data)[0, 0]
-            k, d = spec.kernel_size, spec.dilation
-            h, w = Kw.shape[-2:]
-            for a in range(k):
-                for c in range(k):
-                    dy, dx = (a - k // 2) * d, (c - k // 2) * d
-                    if W[a, c] == 0 or abs(dy) >= h or abs(dx) >= w:
-                        continue  # contributes exactly nothing
-                    plan.taps.append((Kw[:, 0, a, c], dy, dx, g, o))
-        for plan in self.plans.values():
-            plan.finalize(dt)
-
-    @staticmethod
-    def _kernels(crf, edge_feat, edge_kernel, dt, engine):
-        Ks = []
-        pooled = {}
-        for i, spec in enumerate(crf.kernels):
-            if not spec.adaptive:
-                Ks.append(None)
-                continue
-            if edge_kernel is not None:
-                K = edge_kernel[i] if isinstance(edge_kernel, (list, tuple)) else edge_kernel
-                Ks.append(np.asarray(getattr(K, "data", K), dtype=dt))
-                continue
-            b = spec.blur
-            if b not in pooled:
-                f = np.asarray(edge_feat, dtype=dt)
-                pooled[b] = f if b == 1 else F.avg_pool(
-                    f, b, b, ceil_pad(f.shape[2:], b), count_include_pad=False)
-            f = pooled[b]
-            scale = crf.feat_scales[i]
-            if scale is not None:
-                sc = np.asarray(scale.data, dtype=dt)
-                if not sc.any():  # zero-scaled guide: K = exp(0) = 1 on every tap
-                    k = spec.kernel_size
-                    Ks.append(np.ones((f.shape[0], 1, k, k) + f.shape[2:], dtype=dt))
-                    continue
-                f = f * (sc.reshape(1, -1, 1, 1) if sc.ndim == 1 else sc)
-            Ks.append(ops.adapting_kernel(f, spec.kernel_size, padding=spec.padding,
-                                          dilation=spec.dilation, engine=engine))
-        return Ks
-
-    def messages(self, pooled_q):
-        """Summed messages per blur level (weighted, sign included)."""
-        out = {}
-        for b, plan in self.plans.items():
-            out[b] = np.ascontiguousarray(plan.message(pooled_q[b], self.engine),
-                                          dtype=self.dtype)
-        return out
-
-
-def prepare(crf, unary_shape, dtype, edge_feat=None, edge_kernel=None, engine=None):
-    """Build the :class:`MeanFieldPlan` of ``crf`` for unaries of ``unary_shape``."""
-    return MeanFieldPlan(crf, unary_shape[2:], unary_shape[0], dtype, edge_feat, edge_kernel,
-                         engine)
-
-
 def _tabs(level):
     """The y-interpolation tables of a level."""
     return level.ytab
@@ -558,8 +303,14 @@ def mean_field(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=None, 
 
     Returns
     -------
-    ndarray (B, L, H, W) float, or (B, H, W) int64 labels.
+    ndarray (B, L, H, W) float, or (B, H, W) int64 labels; with 3-D unaries
+    (B, L, D, H, W) the same with a depth axis (:mod:`pacnd.crf.fast3d`).
     """
+    if unary.ndim == 5:
+        from .fast3d import mean_field_3d  # noqa: PLC0415
+
+        return mean_field_3d(crf, unary, edge_feat, output=output, edge_kernel=edge_kernel,
+                             engine=engine, logQ=logQ, plan=plan)
     dtype = np.result_type(unary.dtype, crf.dtype) if unary.dtype.kind == "f" else crf.dtype
     if edge_feat is not None:
         dtype = np.result_type(dtype, edge_feat.dtype)

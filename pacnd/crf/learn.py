@@ -64,7 +64,8 @@ def learnable(crf, *, pairwise_weights=True, compat=None, channels=None):
             k["compat"] = "2d"
             state[f"pairwise_weights.{i}"] = -np.asarray(state[f"pairwise_weights.{i}"])
             L = crf.n_labels
-            state[f"compat.{i}.weight"] = (1.0 - np.eye(L)).reshape(L, L, 1, 1).astype(
+            state[f"compat.{i}.weight"] = (1.0 - np.eye(L)).reshape(
+                (L, L) + (1,) * crf.ndim).astype(
                 crf.dtype)
         elif compat not in (None, "2d"):
             raise ValueError(f"compat={compat!r}; use None or '2d'")

@@ -29,9 +29,11 @@ __all__ = ["PairwiseKernel", "COMPATS", "NORMALIZATIONS", "ceil_pad", "pooled_si
 COMPATS = ("4d", "2d", "potts", "none")
 _COMPAT_ALIASES = {"4d": "4d", "2d": "2d", "potts": "potts", "0d": "potts", "none": "none",
                    "na": "none"}
-#: message normalisation: 'none' (the reference's) or 'symmetric' (the fully-connected CRF's
-#: NORMALIZE_SYMMETRIC: msg_i = n_i sum_j k_ij n_j Q_j with n_i = 1/sqrt(sum_j k_ij)).
-NORMALIZATIONS = ("none", "symmetric")
+#: message normalisation: 'none' (the reference's) or the fully-connected CRF's kinds, with
+#: S_i = sum_j k_ij: 'symmetric' (NORMALIZE_SYMMETRIC: msg_i = S_i^-1/2 sum_j k_ij S_j^-1/2 Q_j),
+#: 'before' (NORMALIZE_BEFORE: msg_i = sum_j k_ij Q_j / S_j) and 'after' (NORMALIZE_AFTER:
+#: msg_i = sum_j k_ij Q_j / S_i).
+NORMALIZATIONS = ("none", "symmetric", "before", "after")
 
 _FIELDS = ("kernel_size", "dilation", "blur", "compat", "spatial_filter", "pairwise_weight",
            "feat_scale", "normalize", "group")
@@ -76,14 +78,16 @@ class PairwiseKernel:
         pacnd extension: multiply the edge features by this (per channel)
         before computing this kernel's K; a learnable parameter of the CRF.
         A scale of 0 on every channel makes K = 1 (a purely spatial term).
-    normalize : {'none', 'symmetric'}
-        pacnd extension (shared-filter kernels only): symmetric message
-        normalisation like the fully-connected CRF's,
-        ``msg_i = n_i sum_t W_t K_t(i) n_{i+t} Q_{i+t}`` with
-        ``n = (sum_t |W_t| K_t)^(-1/2)`` over the in-image taps (|W|: learned
-        filters may have negative taps; the fully-connected CRF's are >= 0).
+    normalize : {'none', 'symmetric', 'before', 'after'}
+        pacnd extension (shared-filter kernels only): message normalisation
+        like the fully-connected CRF's, with ``S = sum_t |W_t| K_t`` over the
+        in-image taps (|W|: learned filters may have negative taps; the
+        fully-connected CRF's are >= 0): 'symmetric'
+        ``msg_i = n_i sum_t W_t K_t(i) n_{i+t} Q_{i+t}`` with ``n = S^(-1/2)``;
+        'before' ``n_in = 1/S`` on the sending pixel only; 'after'
+        ``n_out = 1/S`` on the receiving pixel only.
     group : int, optional
-        pacnd extension: symmetric kernels with the same ``group`` share one
+        pacnd extension: normalised kernels with the same ``group`` share one
         normaliser (the sum over all their taps), as the dilated kernels that
         together approximate one fully-connected term do; they must have the
         same ``blur``. None: the kernel is its own group.
@@ -216,23 +220,27 @@ def parse_kernels(pairwise_kernels):
 
 
 def check_groups(specs):
-    """Kernels sharing a normalisation group must share the blur."""
+    """Kernels sharing a normalisation group must share the blur and the normalisation."""
     blurs = {}
     for i, s in enumerate(specs):
         if s.group is None:
             continue
-        if blurs.setdefault(s.group, (s.blur, i))[0] != s.blur:
-            j = blurs[s.group][1]
+        b, norm, j = blurs.setdefault(s.group, (s.blur, s.normalize, i))
+        if b != s.blur:
             raise ValueError(f"pairwise kernels {j} and {i} share normalisation group {s.group} "
                              f"but have different blur ({specs[j].blur} vs {s.blur}); a group's "
                              f"normaliser lives at one resolution — give them the same blur")
+        if norm != s.normalize:
+            raise ValueError(f"pairwise kernels {j} and {i} share normalisation group {s.group} "
+                             f"but normalise differently ({norm!r} vs {s.normalize!r}); give "
+                             f"them the same normalize or different groups")
 
 
 def norm_groups(specs):
-    """``{group key: [kernel indices]}`` for the symmetric kernels (key: the group id, or
+    """``{group key: [kernel indices]}`` for the normalised kernels (key: the group id, or
     ``('own', i)`` for an ungrouped kernel)."""
     groups = {}
     for i, s in enumerate(specs):
-        if s.normalize == "symmetric":
+        if s.normalize != "none":
             groups.setdefault(s.group if s.group is not None else ("own", i), []).append(i)
     return groups

@@ -1,0 +1,350 @@
+"""What stays fixed during one fast PAC-CRF inference: the plan (2-D and 3-D).
+
+:class:`MeanFieldPlan` is built once per inference (:func:`prepare`) and holds
+
+* one :class:`Level` per blur factor: the pooled grid's size, the reference's
+  ceil-mode padding, the per-axis bilinear tables of the message upsampling and
+  the per-axis pixel counts of the average pooling;
+* per level a :class:`LevelPlan`: every shared-filter ('potts', '2d') kernel of
+  that blur as one list of taps — offset, per-pixel factor (adapting kernel K
+  times the spatial filter W, the receiving pixel's normaliser and, for
+  'potts', the signed pairwise weight), input (Q or Q times a sending
+  normaliser) and output (0, or a '2d' kernel's slot before its compatibility
+  matrix) — evaluated in one Numba pass (:func:`multi_tap_2d` /
+  :func:`multi_tap_3d`; taps with W = 0 are skipped, which is exact); '4d' and
+  'none' kernels go through :mod:`pacnd.ops` with the precomputed K.
+
+The iteration itself (pooling, softmax, upsampling, fused per image row) is in
+:mod:`pacnd.crf.fast` (2-D) and :mod:`pacnd.crf.fast3d` (3-D).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Start Numba's thread pool the engine's way (passive waiting) first.
+from ..engines import cpu as _cpu_engine  # noqa: F401
+from numba import njit, prange  # noqa: E402
+
+from .. import functional as F
+from .. import ops
+from .spec import ceil_pad, norm_groups
+
+__all__ = ["MeanFieldPlan", "Level", "LevelPlan", "prepare", "multi_tap_2d", "multi_tap_3d"]
+
+
+# --------------------------------------------------------------------------- tables
+def _linear_table(n_out, n_in, factor, pad, dtype):
+    """Bilinear (align_corners=False, scale 1/factor) source rows for output rows
+    ``pad .. pad + n_out`` of an ``n_in * factor`` upsampling — the arithmetic of
+    :func:`pacnd.functional.interpolate` in ``dtype``."""
+    ct = np.dtype(dtype).type
+    o = np.arange(pad, pad + n_out)
+    if factor == 1:
+        i0 = o.astype(np.int64)
+        return i0, i0.copy(), np.ones(n_out, dtype), np.zeros(n_out, dtype)
+    s = ct(1.0 / factor)
+    src = s * (o.astype(ct) + ct(0.5)) - ct(0.5)
+    src = np.where(src < 0, ct(0), src).astype(ct)
+    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
+    lam = np.minimum(np.maximum(src - i0.astype(ct), ct(0)), ct(1)).astype(ct)
+    i1 = i0 + (i0 < n_in - 1)
+    return i0, i1, (ct(1) - lam).astype(dtype), lam.astype(dtype)
+
+
+def _count_table(n, factor, pad, n_cells):
+    """Number of in-image pixels in each pooling cell along one axis."""
+    c = np.zeros(n_cells, dtype=np.int64)
+    for cell in range(n_cells):
+        lo = max(cell * factor - pad, 0)
+        hi = min((cell + 1) * factor - pad, n)
+        c[cell] = max(hi - lo, 0)
+    return c
+
+
+class Level:
+    """Geometry of one blur level (any number of spatial dims): pooled size, per-axis
+    tables for the pooling (``cnts``) and the upsampling (``tabs``)."""
+
+    def __init__(self, size, blur, dtype):
+        self.blur = blur
+        self.pad = ceil_pad(size, blur)
+        self.size = tuple((n + 2 * p - blur) // blur + 1 for n, p in zip(size, self.pad))
+        self.tabs = [_linear_table(n, m, blur, p, dtype)
+                     for n, m, p in zip(size, self.size, self.pad)]
+        self.cnts = [_count_table(n, blur, p, m) for n, m, p in zip(size, self.size, self.pad)]
+
+    # the last two axes (the 2-D kernels' names)
+    ytab = property(lambda self: self.tabs[-2])
+    xtab = property(lambda self: self.tabs[-1])
+    cnt_y = property(lambda self: self.cnts[-2])
+    cnt_x = property(lambda self: self.cnts[-1])
+
+
+# --------------------------------------------------------------------------- tap kernels
+@njit(parallel=True, cache=True)
+def multi_tap_2d(X, gidx, K, offs, oidx, out):
+    """``out[o(t), b, l, y, x] += K[b, t, y, x] * X[g(t), b, l, y + dy(t), x + dx(t)]`` summed
+    over taps t (zero outside the image; ``offs[t] = (dy, dx)``): every shared-filter message
+    of a blur level in one pass, rows contiguous so the inner loop vectorises."""
+    G, B, L, h, w = X.shape
+    T = K.shape[1]
+    n_out = out.shape[0]
+    for task in prange(B * h):
+        b = task // h
+        y = task - b * h
+        acc = np.zeros((n_out, L, w), dtype=X.dtype)
+        for t in range(T):
+            sy = y + offs[t, 0]
+            if sy < 0 or sy >= h:
+                continue
+            ox = offs[t, 1]
+            x_lo = max(0, -ox)
+            x_hi = min(w, w - ox)
+            if x_hi <= x_lo:
+                continue
+            n = x_hi - x_lo
+            g = gidx[t]
+            o = oidx[t]
+            ks = K[b, t, y, x_lo:x_hi]
+            for l in range(L):
+                xs = X[g, b, l, sy, x_lo + ox:x_hi + ox]
+                acs = acc[o, l, x_lo:x_hi]
+                for j in range(n):
+                    acs[j] += ks[j] * xs[j]
+        for o in range(n_out):
+            for l in range(L):
+                for x in range(w):
+                    out[o, b, l, y, x] = acc[o, l, x]
+
+
+@njit(parallel=True, cache=True)
+def multi_tap_3d(X, gidx, K, offs, oidx, out):
+    """The 3-D :func:`multi_tap_2d`: ``offs[t] = (dz, dy, dx)``; one task per (b, z, y) row."""
+    G, B, L, d, h, w = X.shape
+    T = K.shape[1]
+    n_out = out.shape[0]
+    for task in prange(B * d * h):
+        b = task // (d * h)
+        r = task - b * d * h
+        z = r // h
+        y = r - z * h
+        acc = np.zeros((n_out, L, w), dtype=X.dtype)
+        for t in range(T):
+            sz = z + offs[t, 0]
+            sy = y + offs[t, 1]
+            if sz < 0 or sz >= d or sy < 0 or sy >= h:
+                continue
+            ox = offs[t, 2]
+            x_lo = max(0, -ox)
+            x_hi = min(w, w - ox)
+            if x_hi <= x_lo:
+                continue
+            n = x_hi - x_lo
+            g = gidx[t]
+            o = oidx[t]
+            ks = K[b, t, z, y, x_lo:x_hi]
+            for l in range(L):
+                xs = X[g, b, l, sz, sy, x_lo + ox:x_hi + ox]
+                acs = acc[o, l, x_lo:x_hi]
+                for j in range(n):
+                    acs[j] += ks[j] * xs[j]
+        for o in range(n_out):
+            for l in range(L):
+                for x in range(w):
+                    out[o, b, l, z, y, x] = acc[o, l, x]
+
+
+_MULTI_TAP = {2: multi_tap_2d, 3: multi_tap_3d}
+
+
+# --------------------------------------------------------------------------- plan
+class _OpTerm:
+    """A '4d' or 'none' kernel: its message through :mod:`pacnd.ops` (weight sign folded)."""
+
+    def __init__(self, spec, K, weight):
+        self.spec, self.K, self.weight = spec, K, weight
+
+    def message(self, Qb, engine):
+        spec = self.spec
+        if spec.compat == "none":
+            return ops.conv(Qb, self.weight, padding=spec.padding, dilation=spec.dilation,
+                            engine=engine)
+        return ops.pac_conv(Qb, None, self.weight, adapting=self.K, padding=spec.padding,
+                            dilation=spec.dilation, engine=engine)
+
+
+class LevelPlan:
+    """The shared-filter ('potts', '2d') kernels of one blur level as one list of taps.
+
+    Tap t has an offset in pooled pixels, a per-pixel factor (the adapting kernel times W_t,
+    the receiving pixel's normaliser and, for 'potts', the effective pairwise weight with
+    its sign), an input (0: Q; g >= 1: Q times sending normaliser g) and an output (0:
+    summed directly; j > 0: a '2d' kernel's message before its compatibility)."""
+
+    def __init__(self, ndim):
+        self.ndim = ndim
+        self.taps = []          # (K slice (B, *pooled), offset tuple, input index, output index)
+        self.norms = []         # input index g >= 1 -> sending normaliser (B, 1, *pooled)
+        self.compats = []       # output index j >= 1 -> compatibility matrix (sign folded)
+        self.op_terms = []
+        self.has_taps = False
+
+    def finalize(self, dtype):
+        if self.taps:
+            self.K = np.ascontiguousarray(np.stack([t[0] for t in self.taps], axis=1),
+                                          dtype=dtype)
+            self.offs = np.array([t[1] for t in self.taps], dtype=np.int64).reshape(
+                len(self.taps), self.ndim)
+            self.gidx = np.array([t[2] for t in self.taps], dtype=np.int64)
+            self.oidx = np.array([t[3] for t in self.taps], dtype=np.int64)
+            self.has_taps = True
+        del self.taps[:]
+
+    def message(self, Qb, engine):
+        m = None
+        if self.has_taps:
+            X = np.empty((1 + len(self.norms),) + Qb.shape, dtype=Qb.dtype)
+            X[0] = Qb
+            for g, n in enumerate(self.norms, start=1):
+                np.multiply(Qb, n, out=X[g])
+            out = np.empty((1 + len(self.compats),) + Qb.shape, dtype=Qb.dtype)
+            _MULTI_TAP[self.ndim](X, self.gidx, self.K, self.offs, self.oidx, out)
+            m = out[0]
+            for j, C in enumerate(self.compats, start=1):
+                m = m + np.einsum("ij,bj...->bi...", C, out[j], optimize=False)
+        for t in self.op_terms:
+            mt = t.message(Qb, engine)
+            m = mt if m is None else m + mt
+        return m
+
+
+def _scalar(v):
+    return float(np.asarray(getattr(v, "data", v)))
+
+
+def _kernel_shape(spec, nd):
+    return (1, 1) + (spec.kernel_size,) * nd + (1,) * nd
+
+
+class MeanFieldPlan:
+    """Everything fixed during one inference: levels, folded kernels, weights."""
+
+    def __init__(self, crf, size, batch, dtype, edge_feat=None, edge_kernel=None,
+                 engine=None):
+        self.dtype = dt = np.dtype(dtype)
+        self.size = tuple(size)
+        self.ndim = nd = len(self.size)
+        self.engine = engine
+        self.w_u = dt.type(_scalar(crf.effective_unary_weight()))
+        self.levels = {}
+        for spec in crf.kernels:
+            if spec.blur not in self.levels:
+                self.levels[spec.blur] = Level(self.size, spec.blur, dt)
+        self.plans = {b: LevelPlan(nd) for b in self.levels}
+        Ks = self._kernels(crf, edge_feat, edge_kernel, dt, engine, nd)
+        # normalisers per group: S = sum of |W| K over the group's taps
+        norm_of = {}
+        for idx in norm_groups(crf.kernels).values():
+            total = None
+            for i in idx:
+                spec = crf.kernels[i]
+                W = np.abs(np.asarray(crf.messengers[i].weight.data, dtype=dt))
+                aWK = Ks[i] * W.reshape(_kernel_shape(spec, nd))
+                ones = np.ones((aWK.shape[0], 1) + aWK.shape[-nd:], dtype=dt)
+                S = ops.pac_pool(ones, None, spec.kernel_size, adapting=aWK,
+                                 padding=spec.padding, dilation=spec.dilation, engine=engine)
+                del aWK
+                total = S if total is None else total + S
+            total = np.maximum(total, dt.type(1e-12))
+            kind = crf.kernels[idx[0]].normalize
+            n_in = n_out = None
+            if kind == "symmetric":
+                n_in = n_out = total ** dt.type(-0.5)
+            elif kind == "before":
+                n_in = dt.type(1) / total
+            else:
+                n_out = dt.type(1) / total
+            plan = self.plans[crf.kernels[idx[0]].blur]
+            g = 0
+            if n_in is not None:
+                plan.norms.append(n_in)
+                g = len(plan.norms)
+            for i in idx:
+                norm_of[i] = (g, n_out)
+        for i, spec in enumerate(crf.kernels):
+            plan = self.plans[spec.blur]
+            weff = _scalar(crf.effective_pairwise_weight(i))
+            if not spec.shared:
+                W = np.asarray(crf.messengers[i].weight.data, dtype=dt)
+                plan.op_terms.append(_OpTerm(spec, Ks[i], np.ascontiguousarray(-weff * W)))
+                continue
+            Wfull = np.asarray(crf.messengers[i].weight.data, dtype=dt)
+            Kw = Ks[i] * Wfull.reshape(_kernel_shape(spec, nd))
+            Ks[i] = None
+            g, n_out = norm_of.get(i, (0, None))
+            if n_out is not None:
+                Kw *= n_out.reshape(n_out.shape[:2] + (1,) * nd + n_out.shape[2:])
+            if spec.compat == "2d":
+                L = crf.n_labels
+                C = np.asarray(crf.compat[i].weight.data, dtype=dt).reshape(L, L) * \
+                    dt.type(-weff)
+                plan.compats.append(np.ascontiguousarray(C))
+                o = len(plan.compats)
+            else:
+                Kw *= dt.type(-weff)
+                o = 0
+            W = Wfull[0, 0]
+            k, d = spec.kernel_size, spec.dilation
+            pooled = Kw.shape[-nd:]
+            for a in np.ndindex(*(k,) * nd):
+                off = tuple((ai - k // 2) * d for ai in a)
+                if W[a] == 0 or any(abs(o_) >= n for o_, n in zip(off, pooled)):
+                    continue  # contributes exactly nothing
+                plan.taps.append((Kw[(slice(None), 0) + a], off, g, o))
+        for plan in self.plans.values():
+            plan.finalize(dt)
+
+    @staticmethod
+    def _kernels(crf, edge_feat, edge_kernel, dt, engine, nd):
+        Ks = []
+        pooled = {}
+        for i, spec in enumerate(crf.kernels):
+            if not spec.adaptive:
+                Ks.append(None)
+                continue
+            if edge_kernel is not None:
+                K = edge_kernel[i] if isinstance(edge_kernel, (list, tuple)) else edge_kernel
+                Ks.append(np.asarray(getattr(K, "data", K), dtype=dt))
+                continue
+            b = spec.blur
+            if b not in pooled:
+                f = np.asarray(edge_feat, dtype=dt)
+                pooled[b] = f if b == 1 else F.avg_pool(
+                    f, b, b, ceil_pad(f.shape[2:], b), count_include_pad=False)
+            f = pooled[b]
+            scale = crf.feat_scales[i]
+            if scale is not None:
+                sc = np.asarray(scale.data, dtype=dt)
+                if not sc.any():  # zero-scaled guide: K = exp(0) = 1 on every tap
+                    k = spec.kernel_size
+                    Ks.append(np.ones((f.shape[0], 1) + (k,) * nd + f.shape[2:], dtype=dt))
+                    continue
+                f = f * (sc.reshape((1, -1) + (1,) * nd) if sc.ndim == 1 else sc)
+            Ks.append(ops.adapting_kernel(f, spec.kernel_size, padding=spec.padding,
+                                          dilation=spec.dilation, engine=engine))
+        return Ks
+
+    def messages(self, pooled_q):
+        """Summed messages per blur level (weighted, sign included)."""
+        out = {}
+        for b, plan in self.plans.items():
+            out[b] = np.ascontiguousarray(plan.message(pooled_q[b], self.engine),
+                                          dtype=self.dtype)
+        return out
+
+
+def prepare(crf, unary_shape, dtype, edge_feat=None, edge_kernel=None, engine=None):
+    """Build the :class:`MeanFieldPlan` of ``crf`` for unaries of ``unary_shape``."""
+    return MeanFieldPlan(crf, unary_shape[2:], unary_shape[0], dtype, edge_feat, edge_kernel,
+                         engine)
