@@ -144,3 +144,79 @@ def test_3d_filter_init_and_validation(rng):
     with pytest.raises(ValueError, match="B, L, D, H, W"):
         crf.infer(rng.normal(size=(1, 3, 5, 6)).astype(np.float32),
                   rng.normal(size=(1, 1, 5, 6)).astype(np.float32))
+
+
+# ------------------------------------------------------------------------------ refine
+def synthetic_volume(shape=(20, 28, 32), seed=0, noise=25.0):
+    """A labelled volume (background, a ball, a slab) with intensities per label plus noise,
+    and probabilities from its labels with blocky label noise and smooth confusion."""
+    rng = np.random.default_rng(seed)
+    D, H, W = shape
+    z, y, x = np.meshgrid(np.arange(D), np.arange(H), np.arange(W), indexing="ij")
+    gt = np.zeros(shape, np.int64)
+    gt[((z - D / 2) / (D / 3)) ** 2 + ((y - H / 3) / (H / 4)) ** 2
+       + ((x - W / 3) / (W / 4)) ** 2 < 1] = 1
+    gt[(x > 0.65 * W) & (y > 0.3 * H) & (y < 0.9 * H)] = 2
+    vol = np.array([40.0, 120.0, 200.0])[gt] + rng.normal(0, noise, shape)
+    score = np.eye(3)[gt] * 1.0
+    for _ in range(25):  # blocky label noise
+        c = [int(rng.integers(0, n - 3)) for n in shape]
+        score[c[0]:c[0] + 4, c[1]:c[1] + 4, c[2]:c[2] + 4] = np.eye(3)[rng.integers(0, 3)]
+    score = score + rng.normal(0, 0.35, score.shape)
+    e = np.exp(score / 0.3)
+    return vol.astype(np.float32), (e / e.sum(axis=3, keepdims=True)).astype(np.float32), gt
+
+
+def test_refine_volume_improves_a_noisy_labelled_volume():
+    from pacnd.crf import refine
+
+    vol, P, gt = synthetic_volume()
+    base = (P.argmax(axis=3) == gt).mean()
+    out, Q = refine(vol, P, sxy_bilateral=6.0, srgb=30.0, sxy_gaussian=1.5,
+                    return_probabilities=True)
+    assert out.shape == gt.shape and Q.shape == P.shape and Q.dtype == np.float32
+    np.testing.assert_array_equal(out, Q.argmax(axis=3))
+    np.testing.assert_allclose(Q.sum(axis=3), 1.0, rtol=1e-5)
+    assert (out == gt).mean() > base + 0.04, ((out == gt).mean(), base)
+    # labels kind: a label volume plus gt_prob, as for images
+    lab = refine(vol, P.argmax(axis=3), kind="labels", n_labels=3, sxy_bilateral=6.0,
+                 srgb=30.0, sxy_gaussian=1.5)
+    assert (lab == gt).mean() > base
+
+
+def test_refine_volume_anisotropic_spacing_follows_the_axes():
+    """Permuting the axes of the volume, the scores and the spacing permutes the result:
+    a strongly anisotropic spacing must act on the axis it belongs to."""
+    from pacnd.crf import refine
+
+    vol, P, gt = synthetic_volume((12, 18, 22), seed=1)
+    kw = dict(sxy_bilateral=8.0, srgb=30.0, sxy_gaussian=2.0, return_probabilities=True)
+    a, Qa = refine(vol, P, spacing=(4.0, 1.0, 1.0), **kw)
+    b, Qb = refine(vol.transpose(2, 1, 0), P.transpose(2, 1, 0, 3), spacing=(1.0, 1.0, 4.0),
+                   **kw)
+    np.testing.assert_allclose(Qb.transpose(2, 1, 0, 3), Qa, atol=2e-5)
+    c, Qc = refine(vol, P, spacing=(1.0, 1.0, 4.0), **kw)
+    assert np.abs(Qc - Qa).max() > 1e-2  # the spacing's axis matters
+    # a multi-channel (two modalities) volume with one std per channel
+    two = np.stack([vol, 255.0 - vol], axis=3)
+    d = refine(two, P, srgb=(30.0, 30.0 * np.sqrt(1e6)), sxy_bilateral=8.0, sxy_gaussian=2.0,
+               spacing=(4.0, 1.0, 1.0))
+    np.testing.assert_array_equal(d, a)  # the second channel's std is huge: no effect
+
+
+def test_refine_volume_validation():
+    from pacnd.crf import refine
+
+    vol, P, gt = synthetic_volume((6, 7, 8))
+    with pytest.raises(ValueError, match="spatial size 8x7x5"):
+        refine(vol, P[:5])
+    with pytest.raises(ValueError, match="spacing=\\(1.0, 1.0\\) has 2 entries for a 3-D"):
+        refine(vol, P, spacing=(1.0, 1.0))
+    with pytest.raises(ValueError, match="NaN"):
+        refine(np.where(gt == 1, np.nan, vol), P)
+    with pytest.raises(ValueError, match="the guide must be"):
+        refine(vol[..., None, None], P)
+    with pytest.raises(ValueError, match="CRF works on 2-D grids"):
+        from pacnd.crf import dense_crf_mapping
+
+        refine(vol, P, params=dense_crf_mapping((7, 8), 3))

@@ -24,6 +24,7 @@ The command line front end is ``pacnd crf`` (:mod:`pacnd.cli_crf`).
 from .fast import mean_field
 from .learn import evaluate_loss, fit_crf, learnable, load_crf, save_crf
 from .model import FINAL_OUTPUTS, PacCRF, crf_filter_init
+from .mapping import DenseTerm, crf_from_terms
 from .refine import (DENSE_CRF_DEFAULTS, convcrf_mapping, convcrf_refine, dense_crf_mapping,
                      image_features, prepare_unary, refine)
 from .spec import COMPATS, NORMALIZATIONS, PairwiseKernel
@@ -34,7 +35,7 @@ __all__ = [
     "PacCRF", "PairwiseKernel", "COMPATS", "NORMALIZATIONS", "FINAL_OUTPUTS",
     "crf_filter_init", "mean_field",
     "refine", "convcrf_refine", "dense_crf_mapping", "convcrf_mapping", "prepare_unary",
-    "image_features", "DENSE_CRF_DEFAULTS",
+    "image_features", "DENSE_CRF_DEFAULTS", "DenseTerm", "crf_from_terms",
     "fit_crf", "learnable", "save_crf", "load_crf", "evaluate_loss",
     "unary_from_labels", "labels_from_annotation", "read_label_image", "write_label_image",
     "default_palette",
