@@ -19,9 +19,9 @@ approximate those sums with a few dilated PAC kernels:
   the integer offsets nearest to it (its Voronoi cell):
   ``W_t = sum_{o -> t} exp(-sum_r (b o_r)^2 / 2 sigma_r^2)``; taps whose weight
   is below 1e-6 of the largest are dropped (anisotropic spacing);
-* **blur**: ``b = clip(round(max sigma / 12), 1, 8)`` (3 for the standard
-  sxy = 80), raised further while the folded K of every tap would exceed
-  ``max_kernel_bytes`` (large volumes);
+* **blur**: ``b = clip(round(max sigma / cells_per_std), 1, 8)`` (default 12:
+  3 for the standard sxy = 80), raised further while the folded K of every
+  tap would exceed ``max_kernel_bytes`` (large volumes);
 * **compatibility**: a number -> a 'potts' kernel group with that weight; a
   vector v -> '2d' kernels with the matrix diag(v); a matrix M -> '2d' with
   (M + M^T) / 2 (what the fully-connected CRF uses: its update is
@@ -84,9 +84,10 @@ class DenseTerm:
     normalize: str = "symmetric"
 
 
-def auto_blur(sigma):
-    """The pooled grid for a spatial std ``sigma`` (pixels): ``clip(round(sigma / 12), 1, 8)``."""
-    return int(min(8, max(1, round(float(sigma) / 12.0))))
+def auto_blur(sigma, cells_per_std=12.0):
+    """The pooled grid for a spatial std ``sigma`` (pixels):
+    ``clip(round(sigma / cells_per_std), 1, 8)`` pixels per cell."""
+    return int(min(8, max(1, round(float(sigma) / float(cells_per_std)))))
 
 
 def ring_kernels(reach_cells, kernel_size=5, ratio=None):
@@ -208,7 +209,8 @@ def _pos(v, name, hint):
 
 
 def crf_from_terms(size, n_labels, terms, *, iterations=5, sxy_scale=0.5, reach=2.0, blur=None,
-                   kernel_size=None, max_kernel_bytes=512e6, dtype=np.float32):
+                   kernel_size=None, cells_per_std=12.0, max_kernel_bytes=512e6,
+                   dtype=np.float32):
     """The PAC-CRF approximating a fully-connected CRF made of ``terms`` (see the module doc).
 
     Parameters
@@ -226,6 +228,8 @@ def crf_from_terms(size, n_labels, terms, *, iterations=5, sxy_scale=0.5, reach=
         Pooled grid (pixels per cell); default from the largest std (see the module doc).
     kernel_size : int, optional
         Taps per side of the rings (odd >= 3; default 5 on images, 3 on volumes).
+    cells_per_std : float
+        The automatic blur: the largest (scaled) std spans about this many pixels per cell.
     max_kernel_bytes : float
         Raise the automatic blur until the folded K of all taps fits this.
     dtype : float32 or float64
@@ -241,6 +245,7 @@ def crf_from_terms(size, n_labels, terms, *, iterations=5, sxy_scale=0.5, reach=
     sxy_scale = _pos(sxy_scale, "sxy_scale", "the PAC kernels' spatial std relative to sxy")
     reach = _pos(reach, "reach", "how far each term reaches, in its spatial stds")
     iterations = check_int(iterations, "iterations", 0, "use 0 or more mean-field iterations")
+    cells_per_std = _pos(cells_per_std, "cells_per_std", "pixels per pooled cell per std")
     if kernel_size is None:
         kernel_size = 5 if nd == 2 else 3
     kernel_size = check_int(kernel_size, "kernel_size", 3, "use an odd kernel size >= 3")
@@ -251,7 +256,7 @@ def crf_from_terms(size, n_labels, terms, *, iterations=5, sxy_scale=0.5, reach=
             raise ValueError(f"a term has sxy={t.sxy} for a {nd}-D grid; give {nd} stds")
     if blur is None:
         big = max((max(t.sxy) for t in terms), default=1.0)
-        b = auto_blur(sxy_scale * big)
+        b = auto_blur(sxy_scale * big, cells_per_std)
         itemsize = np.dtype(dtype).itemsize
         while b < 64:
             cells = pooled_size(tuple(size), b)

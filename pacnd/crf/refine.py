@@ -98,7 +98,7 @@ def _srgb_scale(srgb, n_channels):
 def dense_crf_mapping(size, n_labels, *, sxy_gaussian=3.0, compat_gaussian=3.0,
                       sxy_bilateral=80.0, srgb=13.0, compat_bilateral=10.0, iterations=5,
                       spacing=None, sxy_scale=0.5, reach=2.0, blur=None, kernel_size=None,
-                      n_channels=None, dtype=np.float32):
+                      cells_per_std=12.0, n_channels=None, dtype=np.float32):
     """The PAC-CRF that approximates a fully-connected CRF (see the module doc).
 
     Parameters
@@ -114,7 +114,7 @@ def dense_crf_mapping(size, n_labels, *, sxy_gaussian=3.0, compat_gaussian=3.0,
     iterations : int
     spacing : float or tuple of float, optional
         Pixel/voxel size per axis; the ``sxy`` values are in its units.
-    sxy_scale, reach, blur, kernel_size
+    sxy_scale, reach, blur, kernel_size, cells_per_std
         Mapping options (:func:`pacnd.crf.mapping.crf_from_terms`).
     n_channels : int, optional
         Number of guide channels (checks a per-channel ``srgb``).
@@ -139,7 +139,8 @@ def dense_crf_mapping(size, n_labels, *, sxy_gaussian=3.0, compat_gaussian=3.0,
     if w_g != 0:
         terms.append(DenseTerm(tuple(sxy_g / s for s in sp), w_g, None))
     crf = crf_from_terms(size, n_labels, terms, iterations=iterations, sxy_scale=sxy_scale,
-                         reach=reach, blur=blur, kernel_size=kernel_size, dtype=dtype)
+                         reach=reach, blur=blur, kernel_size=kernel_size,
+                         cells_per_std=cells_per_std, dtype=dtype)
     return crf
 
 
@@ -225,8 +226,8 @@ def _run(crf, image, scores, kind, channel_axis, n_labels, gt_prob, clip,
 def refine(image, scores, *, kind="probabilities", sxy_gaussian=3.0, compat_gaussian=3.0,
            sxy_bilateral=80.0, srgb=13.0, compat_bilateral=10.0, iterations=5, method="pac",
            params=None, gt_prob=0.7, n_labels=None, channel_axis=-1, spacing=None,
-           sxy_scale=0.5, reach=2.0, blur=None, kernel_size=None, clip=1e-5,
-           return_probabilities=False, engine=None):
+           sxy_scale=0.5, reach=2.0, blur=None, kernel_size=None, cells_per_std=12.0,
+           clip=1e-5, return_probabilities=False, engine=None):
     """Refine a segmentation with a training-free PAC-CRF (or learned parameters).
 
     Parameters
@@ -268,9 +269,10 @@ def refine(image, scores, *, kind="probabilities", sxy_gaussian=3.0, compat_gaus
     spacing : float or tuple of float, optional
         Pixel/voxel size per axis, e.g. ``(2.5, 0.7, 0.7)`` mm for a CT volume;
         ``sxy_*`` are then in those units (default: pixels).
-    sxy_scale, reach, blur, kernel_size
+    sxy_scale, reach, blur, kernel_size, cells_per_std
         Mapping options (see :func:`pacnd.crf.mapping.crf_from_terms`;
-        defaults 0.5, 2, automatic, 5 on images / 3 on volumes).
+        defaults 0.5, 2, automatic (``sxy_scale * sxy / cells_per_std``), 5 on
+        images / 3 on volumes, 12).
     clip : float
         Floor of the probabilities before the log (pydensecrf's 1e-5).
     return_probabilities : bool
@@ -311,7 +313,7 @@ def refine(image, scores, *, kind="probabilities", sxy_gaussian=3.0, compat_gaus
                                 srgb=srgb, compat_bilateral=compat_bilateral,
                                 iterations=iterations, spacing=spacing, sxy_scale=sxy_scale,
                                 reach=reach, blur=blur, kernel_size=kernel_size,
-                                n_channels=img.shape[-1])
+                                cells_per_std=cells_per_std, n_channels=img.shape[-1])
     return run_crf(crf, img, U, return_probabilities, engine)
 
 
