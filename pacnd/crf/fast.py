@@ -114,6 +114,45 @@ def _logit_row(buf, U, bb, y, w_u, has_msg, Mx, ytab0, ytab1, wy0, wy1):
 
 
 @njit(cache=True, inline="always")
+def _logit_row_max(buf, mx, U, bb, y, w_u, has_msg, Mx, ytab0, ytab1, wy0, wy1):
+    """:func:`_logit_row` that also leaves the maximum over labels in ``mx`` (one pass)."""
+    L, W = buf.shape
+    for x in range(W):
+        mx[x] = -np.inf
+    if has_msg:
+        c0 = Mx[bb, ytab0[y]]
+        c1 = Mx[bb, ytab1[y]]
+        a = wy0[y]
+        c = wy1[y]
+        for l in range(L):
+            for x in range(W):
+                v = U[bb, l, y, x] * w_u + (c0[l, x] * a + c1[l, x] * c)
+                buf[l, x] = v
+                mx[x] = max(mx[x], v)
+    else:
+        for l in range(L):
+            for x in range(W):
+                v = U[bb, l, y, x] * w_u
+                buf[l, x] = v
+                mx[x] = max(mx[x], v)
+
+
+@njit(cache=True, inline="always")
+def _exp_sum(buf, mx, s):
+    """buf <- exp(buf - mx), s <- 1 / sum_l of it (``mx``: the maximum over labels)."""
+    L, W = buf.shape
+    for x in range(W):
+        s[x] = 0
+    for l in range(L):
+        for x in range(W):
+            e = _exp(buf[l, x] - mx[x])
+            buf[l, x] = e
+            s[x] += e
+    for x in range(W):
+        s[x] = 1 / s[x]
+
+
+@njit(cache=True, inline="always")
 def _row_exp(buf, mx, s):
     """buf <- exp(buf - max_l buf), s <- sum_l of it (softmax without the division)."""
     L, W = buf.shape
@@ -166,14 +205,36 @@ def _fused_step(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady,
         s = np.empty(W, dtype=U.dtype)
         racc = np.zeros((L, W), dtype=U.dtype)
         for y in range(y_lo, y_hi):
-            _logit_row(buf, U, bb, y, w_u, has_msg, M, ytab0, ytab1, wy0, wy1)
-            _row_exp(buf, mx, s)
-            for x in range(W):
-                s[x] = 1 / s[x]
+            _logit_row_max(buf, mx, U, bb, y, w_u, has_msg, M, ytab0, ytab1, wy0, wy1)
+            _exp_sum(buf, mx, s)
             for l in range(L):
                 for x in range(W):
                     racc[l, x] += buf[l, x] * s[x]
         _store_pooled_row(racc, Qp, bb, cy, blur, padx, cnt_y, cnt_x)
+
+
+@njit(parallel=True, cache=True)
+def _softmax_out(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady, n_blocks,
+                 labels_last, out):
+    """out = softmax(w_u * U + up(M)) over labels, in one pass (no logits stored); out is
+    (B, L, H, W), or (B, H, W, L) with ``labels_last``."""
+    B, L, H, W = U.shape
+    for task in prange(B * n_blocks):
+        bb, cy, y_lo, y_hi = _block_of(task, n_blocks, blur, pady, H)
+        buf = np.empty((L, W), dtype=U.dtype)
+        mx = np.empty(W, dtype=U.dtype)
+        s = np.empty(W, dtype=U.dtype)
+        for y in range(y_lo, y_hi):
+            _logit_row_max(buf, mx, U, bb, y, w_u, has_msg, M, ytab0, ytab1, wy0, wy1)
+            _exp_sum(buf, mx, s)
+            if labels_last:
+                for x in range(W):
+                    for l in range(L):
+                        out[bb, y, x, l] = buf[l, x] * s[x]
+            else:
+                for l in range(L):
+                    for x in range(W):
+                        out[bb, l, y, x] = buf[l, x] * s[x]
 
 
 @njit(parallel=True, cache=True)
@@ -283,7 +344,7 @@ def _blocks(level):
 
 
 def mean_field(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=None, engine=None,
-               logQ=None, plan=None):
+               logQ=None, plan=None, labels_last=False):
     """Mean-field inference of ``crf`` (a :class:`~pacnd.crf.PacCRF`) on arrays.
 
     Parameters
@@ -300,6 +361,10 @@ def mean_field(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=None, 
         Starting logQ (default: the unary).
     plan : MeanFieldPlan, optional
         Reuse a plan (same CRF, image and features).
+    labels_last : bool
+        Return softmax / log-Q / log-softmax with the label axis last,
+        (B, H, W, L) (a contiguous array: ``out.reshape(-1, L).T`` is the
+        Fortran-ordered (L, N) matrix pydensecrf returns).
 
     Returns
     -------
@@ -310,7 +375,7 @@ def mean_field(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=None, 
         from .fast3d import mean_field_3d  # noqa: PLC0415
 
         return mean_field_3d(crf, unary, edge_feat, output=output, edge_kernel=edge_kernel,
-                             engine=engine, logQ=logQ, plan=plan)
+                             engine=engine, logQ=logQ, plan=plan, labels_last=labels_last)
     dtype = np.result_type(unary.dtype, crf.dtype) if unary.dtype.kind == "f" else crf.dtype
     if edge_feat is not None:
         dtype = np.result_type(dtype, edge_feat.dtype)
@@ -367,18 +432,29 @@ def mean_field(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=None, 
         else:
             out = _full_logits(src, wu, msgs, levels, dtype).argmax(axis=1)
         return out
+    if output == "softmax" and (msgs is None or len(levels) == 1):
+        out = np.empty((B, H, W, L) if labels_last else (B, L, H, W), dtype=dtype)
+        if msgs is None:
+            lev = _Level((H, W), 1, dtype)
+            _softmax_out(src, wu, dummy, False, *_tabs(lev), *_blocks(lev), labels_last, out)
+        else:
+            (b, lev), = levels.items()
+            _softmax_out(src, wu, msgs[b], True, *_tabs(lev), *_blocks(lev), labels_last,
+                         out)
+        return out
     logits = _full_logits(src, wu, msgs, levels, dtype)
     if output == "log_Q":
-        return logits
-    if output == "softmax":
-        Q = np.empty_like(logits)
-        _softmax_full(logits, Q)
-        return Q
-    if output == "log_softmax":
+        res = logits
+    elif output == "softmax":
+        res = np.empty_like(logits)
+        _softmax_full(logits, res)
+    elif output == "log_softmax":
         m = logits.max(axis=1, keepdims=True)
-        return logits - (np.log(np.exp(logits - m).sum(axis=1, keepdims=True)) + m)
-    raise ValueError(f"output={output!r} is not supported; choose 'log_Q', 'softmax', "
-                     f"'log_softmax' or 'labels'")
+        res = logits - (np.log(np.exp(logits - m).sum(axis=1, keepdims=True)) + m)
+    else:
+        raise ValueError(f"output={output!r} is not supported; choose 'log_Q', 'softmax', "
+                         f"'log_softmax' or 'labels'")
+    return np.ascontiguousarray(np.moveaxis(res, 1, -1)) if labels_last else res
 
 
 def _full_logits(src, wu, msgs, levels, dtype):

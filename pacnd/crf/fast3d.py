@@ -23,7 +23,7 @@ from ..engines import cpu as _cpu_engine  # noqa: F401
 from numba import njit, prange  # noqa: E402
 
 from .. import functional as F
-from .fast import _row_exp
+from .fast import _exp_sum
 from .plan import Level, prepare
 from .spec import ceil_pad
 
@@ -70,6 +70,16 @@ def _logit_row3(buf, U, bb, z, y, w_u, has_msg, Mx, z0, z1, wz0, wz1, y0, y1, wy
                 buf[l, x] = U[bb, l, z, y, x] * w_u
 
 
+@njit(cache=True, inline="always")
+def _row_max(buf, mx):
+    L, W = buf.shape
+    for x in range(W):
+        mx[x] = buf[0, x]
+    for l in range(1, L):
+        for x in range(W):
+            mx[x] = max(mx[x], buf[l, x])
+
+
 @njit(cache=True)
 def _block3(task, d, h, blur, padz, pady, D, H):
     """Work item -> (batch, pooled cz, cy, full-res z range, y range)."""
@@ -97,9 +107,8 @@ def _fused_step3(U, w_u, M, has_msg, z0, z1, wz0, wz1, y0, y1, wy0, wy1, blur, p
             for y in range(y_lo, y_hi):
                 _logit_row3(buf, U, bb, z, y, w_u, has_msg, M, z0, z1, wz0, wz1, y0, y1,
                             wy0, wy1)
-                _row_exp(buf, mx, s)
-                for x in range(W):
-                    s[x] = 1 / s[x]
+                _row_max(buf, mx)
+                _exp_sum(buf, mx, s)
                 for l in range(L):
                     for x in range(W):
                         racc[l, x] += buf[l, x] * s[x]
@@ -202,7 +211,7 @@ def _softmax(logits):
 
 
 def mean_field_3d(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=None,
-                  engine=None, logQ=None, plan=None):
+                  engine=None, logQ=None, plan=None, labels_last=False):
     """Mean-field inference of a 3-D ``crf`` on arrays (see :func:`pacnd.crf.fast.mean_field`).
 
     Parameters
@@ -212,7 +221,7 @@ def mean_field_3d(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=Non
     unary : ndarray (B, L, D, H, W)
     edge_feat : ndarray (B, Cf, D, H, W), optional
     output : {'log_Q', 'softmax', 'log_softmax', 'labels'}
-    edge_kernel, engine, logQ, plan
+    edge_kernel, engine, logQ, plan, labels_last
         As in :func:`pacnd.crf.fast.mean_field`.
 
     Returns
@@ -271,8 +280,10 @@ def mean_field_3d(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=Non
         return _full_logits3(src, wu, msgs, levels, dtype).argmax(axis=1)
     logits = _full_logits3(src, wu, msgs, levels, dtype)
     if output == "log_Q":
-        return logits
-    if output == "softmax":
-        return _softmax(logits)
-    m = logits.max(axis=1, keepdims=True)
-    return logits - (np.log(np.exp(logits - m).sum(axis=1, keepdims=True)) + m)
+        res = logits
+    elif output == "softmax":
+        res = _softmax(logits)
+    else:
+        m = logits.max(axis=1, keepdims=True)
+        res = logits - (np.log(np.exp(logits - m).sum(axis=1, keepdims=True)) + m)
+    return np.ascontiguousarray(np.moveaxis(res, 1, -1)) if labels_last else res

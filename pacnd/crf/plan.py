@@ -62,6 +62,42 @@ def _count_table(n, factor, pad, n_cells):
     return c
 
 
+@njit(parallel=True, cache=True)
+def _block_mean_2d(f, blur, pady, padx, cnt_y, cnt_x, out):
+    B, C, H, W = f.shape
+    h, w = out.shape[2], out.shape[3]
+    for task in prange(B * C * h):
+        bc = task // h
+        cy = task - bc * h
+        bb = bc // C
+        c = bc - bb * C
+        y_lo = max(cy * blur - pady, 0)
+        y_hi = min((cy + 1) * blur - pady, H)
+        for cx in range(w):
+            x_lo = max(cx * blur - padx, 0)
+            x_hi = min((cx + 1) * blur - padx, W)
+            t = 0.0
+            for y in range(y_lo, y_hi):
+                for x in range(x_lo, x_hi):
+                    t += f[bb, c, y, x]
+            out[bb, c, cy, cx] = t / (cnt_y[cy] * cnt_x[cx])
+
+
+def block_mean(f, blur):
+    """Average pooling of (B, C, *S) by ``blur`` with the reference's ceil-mode padding,
+    averaging the in-image pixels of each cell (``F.avg_pool(..., count_include_pad=False)``)."""
+    size = f.shape[2:]
+    if len(size) != 2:
+        return F.avg_pool(f, blur, blur, ceil_pad(size, blur), count_include_pad=False)
+    pad = ceil_pad(size, blur)
+    cells = tuple((n + 2 * p - blur) // blur + 1 for n, p in zip(size, pad))
+    out = np.empty(f.shape[:2] + cells, dtype=f.dtype)
+    _block_mean_2d(np.ascontiguousarray(f), blur, pad[0], pad[1],
+                   _count_table(size[0], blur, pad[0], cells[0]),
+                   _count_table(size[1], blur, pad[1], cells[1]), out)
+    return out
+
+
 class Level:
     """Geometry of one blur level (any number of spatial dims): pooled size, per-axis
     tables for the pooling (``cnts``) and the upsampling (``tabs``)."""
@@ -320,8 +356,7 @@ class MeanFieldPlan:
             b = spec.blur
             if b not in pooled:
                 f = np.asarray(edge_feat, dtype=dt)
-                pooled[b] = f if b == 1 else F.avg_pool(
-                    f, b, b, ceil_pad(f.shape[2:], b), count_include_pad=False)
+                pooled[b] = f if b == 1 else block_mean(f, b)
             f = pooled[b]
             scale = crf.feat_scales[i]
             if scale is not None:

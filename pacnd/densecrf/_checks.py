@@ -30,11 +30,12 @@ def _kind(a):
             "c": "complex", "O": "object"}.get(a.dtype.kind, a.dtype.kind)
 
 
-def check_f32(a, name, shape=None, *, what="", finite=True, dtype=np.float32):
+def check_f32(a, name, shape=None, *, what="", finite=True, dtype=np.float32, layout="C"):
     """A C-contiguous array of ``dtype`` (float32) with ``shape`` (None entries: any size).
 
     pydensecrf's buffers are ``float[:, ::1]``: other dtypes, non-contiguous views and
-    other numbers of dimensions are refused with the conversion that fixes them.
+    other numbers of dimensions are refused with the conversion that fixes them
+    (``layout='any'``: any memory layout, for arrays that are only read or assigned to).
     """
     dt = np.dtype(dtype)
     if not isinstance(a, np.ndarray):
@@ -51,10 +52,11 @@ def check_f32(a, name, shape=None, *, what="", finite=True, dtype=np.float32):
             want = "(" + ", ".join("?" if s is None else str(s) for s in shape) + \
                    ("," if len(shape) == 1 else "") + ")"
             raise ValueError(f"bad shape for {name}: need {want}{what}, got {a.shape}")
-    if not a.flags.c_contiguous:
+    if layout == "C" and not a.flags.c_contiguous:
         raise ValueError(f"{name} is not C-contiguous (a transposed or sliced view?); pass "
                          f"np.ascontiguousarray({name})")
-    if finite and a.dtype.kind == "f" and a.size and not np.isfinite(a).all():
+    if finite and a.dtype.kind == "f" and a.size and not np.isfinite(a.sum(dtype=np.float64)) \
+            and not np.isfinite(a).all():  # the sum is a fast test; overflow re-checks
         bad = int((~np.isfinite(a)).sum())
         raise ValueError(f"{name} contains {bad} NaN or infinite value(s); fix them first "
                          f"(e.g. clip probabilities before the log: unary_from_softmax does)")

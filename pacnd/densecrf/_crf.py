@@ -111,7 +111,7 @@ class DenseCRF:
         self._nlabel = check_count(nlabels, "nlabels", 2)
         self._mapping = dict(sxy_scale=sxy_scale, reach=reach, blur=blur,
                              kernel_size=kernel_size, cells_per_std=cells_per_std)
-        self._unary = None
+        self._logits = None
         self._terms = []
         self._grid_shape = None
         self._model = None
@@ -128,9 +128,12 @@ class DenseCRF:
                   what=f" = (labels, points); move the label axis first and flatten: "
                        f"U.reshape({self._nlabel}, -1)")
         if f is None:
-            self._unary = u.copy()
+            self._set(u)
         else:
-            self._unary = LogisticUnary(u, check_f32(f, "f", (self._nvar, self._nvar))).get()
+            self._set(LogisticUnary(u, check_f32(f, "f", (self._nvar, self._nvar))).get())
+
+    def _set(self, energy):
+        self._logits = np.negative(energy)  # pacnd's unary: logits = -energy (a copy)
 
     def setUnary(self, u):
         """Set the unary from a :class:`ConstUnary` or :class:`LogisticUnary`."""
@@ -141,7 +144,7 @@ class DenseCRF:
         if e is None or e.shape != (self._nlabel, self._nvar):
             raise ValueError(f"bad shape for the unary: need {self._shape_name()}, got "
                              f"{None if e is None else e.shape}")
-        self._unary = e
+        self._set(e)
 
     def _add(self, grid, compat, kernel, normalization):
         compat = check_compat(compat, self._nlabel)
@@ -171,9 +174,15 @@ class DenseCRF:
 
     # ------------------------------------------------------------------ model
     def _unary_energy(self):
-        if self._unary is None:
+        if self._logits is None:
             return np.zeros((self._nlabel, self._nvar), np.float32)
-        return self._unary
+        return np.negative(self._logits)
+
+    def _unary_logits(self, shape):
+        """-energy as pacnd's (1, L, *shape) unary."""
+        if self._logits is None:
+            return np.zeros((1, self._nlabel) + shape, np.float32)
+        return self._logits.reshape((1, self._nlabel) + shape)
 
     def _build(self):
         """(PacCRF, edge features, grid shape, plan), cached until a term is added."""
@@ -200,7 +209,7 @@ class DenseCRF:
     def _step_logits(self, logq, steps):
         """log Q after ``steps`` mean-field steps from log Q = ``logq`` (L, N), as (L, N)."""
         crf, feats, shape, plan = self._build()
-        U = -self._unary_energy().reshape((1, self._nlabel) + shape)
+        U = self._unary_logits(shape)
         crf.num_steps = steps
         out = mean_field(crf, U, feats, output="log_Q", plan=plan,
                          logQ=None if logq is None else logq.reshape(U.shape))
@@ -214,15 +223,16 @@ class DenseCRF:
     # ------------------------------------------------------------------ inference
     def inference(self, niter):
         """``niter`` mean-field iterations from Q = softmax(-unary); returns Q (L, N) float32
-        (``np.argmax(Q, axis=0)`` is the labelling)."""
+        (``np.argmax(Q, axis=0)`` is the labelling). Like pydensecrf's (whose ``np.array(Q)``
+        is Fortran-ordered), Q is the transpose of a C-ordered (N, L) array."""
         niter = check_count(niter, "niter", 0)
         if not self._terms or niter == 0:
-            return self._softmax(-self._unary_energy())
+            return np.asfortranarray(self._softmax(-self._unary_energy()))
         crf, feats, shape, plan = self._build()
-        U = -self._unary_energy().reshape((1, self._nlabel) + shape)
         crf.num_steps = niter
-        Q = mean_field(crf, U, feats, output="softmax", plan=plan)
-        return np.ascontiguousarray(Q.reshape(self._nlabel, self._nvar), dtype=np.float32)
+        Q = mean_field(crf, self._unary_logits(shape), feats, output="softmax", plan=plan,
+                       labels_last=True)
+        return Q.reshape(self._nvar, self._nlabel).T
 
     def startInference(self):
         """(Q, tmp1, tmp2) to step by hand: Q = softmax(-unary); tmp1, tmp2 are scratch
@@ -231,7 +241,7 @@ class DenseCRF:
         return Q, np.zeros_like(Q), np.zeros_like(Q)
 
     def _check_q(self, Q, name):
-        check_f32(Q, name, (self._nlabel, self._nvar), finite=True)
+        check_f32(Q, name, (self._nlabel, self._nvar), finite=True, layout="any")
         if not Q.flags.writeable:
             raise ValueError(f"{name} is read-only; stepInference updates it in place")
         return Q
@@ -254,7 +264,7 @@ class DenseCRF:
     def klDivergence(self, Q):
         """pydensecrf's KL divergence of Q (up to the log-partition function):
         ``sum Q log Q + sum unary Q + sum Q * pairwise(Q)`` with the PAC-CRF's messages."""
-        Q = check_f32(Q, "Q", (self._nlabel, self._nvar), finite=True)
+        Q = check_f32(Q, "Q", (self._nlabel, self._nvar), finite=True, layout="any")
         q = Q.astype(np.float64)
         U = self._unary_energy().astype(np.float64)
         kl = float((q * np.log(np.maximum(q, 1e-20))).sum() + (U * q).sum())
