@@ -54,10 +54,28 @@ from .model import PacCRF
 from .spec import pooled_size
 
 __all__ = ["DenseTerm", "crf_from_terms", "auto_blur", "ring_kernels", "voronoi_weights",
-           "MAPPING_DEFAULTS"]
+           "PRESETS", "mapping_options"]
 
-#: the mapping's defaults (see the module doc)
-MAPPING_DEFAULTS = dict(sxy_scale=0.5, reach=2.0, blur=None, kernel_size=None)
+#: default mapping options by preset and number of spatial dims: 'refine' (chosen for
+#: accuracy, benchmarks/tune_crf.py) and 'densecrf' (reproducing the fully-connected CRF on
+#: images, pacnd.densecrf); volumes use a coarser grid (cost grows with blur^-3), chosen on
+#: a synthetic phantom (benchmarks/volume_data.py, seed 0) against pydensecrf's N-D API.
+PRESETS = {
+    "refine": {2: dict(sxy_scale=0.5, reach=2.0, cells_per_std=12.0, kernel_size=5),
+               3: dict(sxy_scale=0.5, reach=2.0, cells_per_std=1.5, kernel_size=3)},
+    "densecrf": {2: dict(sxy_scale=1.0, reach=2.0, cells_per_std=20.0, kernel_size=5),
+                 3: dict(sxy_scale=0.5, reach=2.0, cells_per_std=1.5, kernel_size=3)},
+}
+
+
+def mapping_options(preset, ndim, **given):
+    """The mapping options of ``preset`` for ``ndim`` spatial dims, overridden by the
+    ``given`` ones that are not None."""
+    if preset not in PRESETS:
+        raise ValueError(f"preset={preset!r}; choose one of {sorted(PRESETS)}")
+    opts = dict(PRESETS[preset][3 if ndim == 3 else 2])
+    opts.update({k: v for k, v in given.items() if v is not None})
+    return opts
 _TAP_FLOOR = 1e-6
 
 
@@ -208,9 +226,9 @@ def _pos(v, name, hint):
     return float(v)
 
 
-def crf_from_terms(size, n_labels, terms, *, iterations=5, sxy_scale=0.5, reach=2.0, blur=None,
-                   kernel_size=None, cells_per_std=12.0, max_kernel_bytes=512e6,
-                   dtype=np.float32):
+def crf_from_terms(size, n_labels, terms, *, iterations=5, sxy_scale=None, reach=None,
+                   blur=None, kernel_size=None, cells_per_std=None, preset="refine",
+                   max_kernel_bytes=512e6, dtype=np.float32):
     """The PAC-CRF approximating a fully-connected CRF made of ``terms`` (see the module doc).
 
     Parameters
@@ -220,16 +238,19 @@ def crf_from_terms(size, n_labels, terms, *, iterations=5, sxy_scale=0.5, reach=
     n_labels : int
     terms : list of DenseTerm
     iterations : int
-    sxy_scale : float
+    sxy_scale : float, optional
         The PAC kernels' spatial std as a fraction of each term's ``sxy``.
-    reach : float
+    reach : float, optional
         Truncation, in those (scaled) stds.
     blur : int, optional
         Pooled grid (pixels per cell); default from the largest std (see the module doc).
     kernel_size : int, optional
-        Taps per side of the rings (odd >= 3; default 5 on images, 3 on volumes).
-    cells_per_std : float
-        The automatic blur: the largest (scaled) std spans about this many pixels per cell.
+        Taps per side of the rings (odd >= 3).
+    cells_per_std : float, optional
+        The automatic blur: ``blur = round(largest scaled std / cells_per_std)``.
+    preset : {'refine', 'densecrf'}
+        Where the options left None come from (:data:`PRESETS`: per preset and
+        dimensionality; 'refine' 2-D: 0.5, 2, 5 taps, 12; 3-D: 0.5, 2, 3 taps, 1.5).
     max_kernel_bytes : float
         Raise the automatic blur until the folded K of all taps fits this.
     dtype : float32 or float64
@@ -242,12 +263,14 @@ def crf_from_terms(size, n_labels, terms, *, iterations=5, sxy_scale=0.5, reach=
     nd = len(size)
     if nd not in (2, 3):
         raise ValueError(f"size={tuple(size)}: a CRF runs on images (H, W) or volumes (D, H, W)")
+    o = mapping_options(preset, nd, sxy_scale=sxy_scale, reach=reach, kernel_size=kernel_size,
+                        cells_per_std=cells_per_std)
+    sxy_scale, reach, kernel_size, cells_per_std = (o["sxy_scale"], o["reach"],
+                                                    o["kernel_size"], o["cells_per_std"])
     sxy_scale = _pos(sxy_scale, "sxy_scale", "the PAC kernels' spatial std relative to sxy")
     reach = _pos(reach, "reach", "how far each term reaches, in its spatial stds")
     iterations = check_int(iterations, "iterations", 0, "use 0 or more mean-field iterations")
     cells_per_std = _pos(cells_per_std, "cells_per_std", "pixels per pooled cell per std")
-    if kernel_size is None:
-        kernel_size = 5 if nd == 2 else 3
     kernel_size = check_int(kernel_size, "kernel_size", 3, "use an odd kernel size >= 3")
     if kernel_size % 2 == 0:
         raise ValueError(f"kernel_size={kernel_size} must be odd (e.g. {kernel_size + 1})")

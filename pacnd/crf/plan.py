@@ -213,29 +213,18 @@ class _OpTerm:
 class LevelPlan:
     """The shared-filter ('potts', '2d') kernels of one blur level as one list of taps.
 
-    Tap t has an offset in pooled pixels, a per-pixel factor (the adapting kernel times W_t,
-    the receiving pixel's normaliser and, for 'potts', the effective pairwise weight with
-    its sign), an input (0: Q; g >= 1: Q times sending normaliser g) and an output (0:
-    summed directly; j > 0: a '2d' kernel's message before its compatibility)."""
+    Tap t has an offset in pooled pixels (``offs[t]``), a per-pixel factor ``K[:, t]`` (the
+    adapting kernel times W_t, the receiving pixel's normaliser and, for 'potts', the
+    effective pairwise weight with its sign), an input ``gidx[t]`` (0: Q; g >= 1: Q times
+    sending normaliser g) and an output ``oidx[t]`` (0: summed directly; j > 0: a '2d'
+    kernel's message before its compatibility matrix)."""
 
     def __init__(self, ndim):
         self.ndim = ndim
-        self.taps = []          # (K slice (B, *pooled), offset tuple, input index, output index)
         self.norms = []         # input index g >= 1 -> sending normaliser (B, 1, *pooled)
         self.compats = []       # output index j >= 1 -> compatibility matrix (sign folded)
         self.op_terms = []
         self.has_taps = False
-
-    def finalize(self, dtype):
-        if self.taps:
-            self.K = np.ascontiguousarray(np.stack([t[0] for t in self.taps], axis=1),
-                                          dtype=dtype)
-            self.offs = np.array([t[1] for t in self.taps], dtype=np.int64).reshape(
-                len(self.taps), self.ndim)
-            self.gidx = np.array([t[2] for t in self.taps], dtype=np.int64)
-            self.oidx = np.array([t[3] for t in self.taps], dtype=np.int64)
-            self.has_taps = True
-        del self.taps[:]
 
     def message(self, Qb, engine):
         m = None
@@ -263,8 +252,16 @@ def _kernel_shape(spec, nd):
     return (1, 1) + (spec.kernel_size,) * nd + (1,) * nd
 
 
+def _valid(off, pooled):
+    """Slices of the cells whose tap at offset ``off`` lands inside the grid."""
+    return tuple(slice(max(-o, 0), n - max(o, 0)) for o, n in zip(off, pooled))
+
+
 class MeanFieldPlan:
-    """Everything fixed during one inference: levels, folded kernels, weights."""
+    """Everything fixed during one inference: levels, folded kernels, weights.
+
+    Memory: the folded factors of all taps of a level live in one array (B, T, *pooled),
+    filled kernel by kernel, so at most one kernel's adapting kernel exists besides it."""
 
     def __init__(self, crf, size, batch, dtype, edge_feat=None, edge_kernel=None,
                  engine=None):
@@ -278,21 +275,62 @@ class MeanFieldPlan:
             if spec.blur not in self.levels:
                 self.levels[spec.blur] = Level(self.size, spec.blur, dt)
         self.plans = {b: LevelPlan(nd) for b in self.levels}
-        Ks = self._kernels(crf, edge_feat, edge_kernel, dt, engine, nd)
-        # normalisers per group: S = sum of |W| K over the group's taps
-        norm_of = {}
-        for idx in norm_groups(crf.kernels).values():
-            total = None
-            for i in idx:
-                spec = crf.kernels[i]
-                W = np.abs(np.asarray(crf.messengers[i].weight.data, dtype=dt))
-                aWK = Ks[i] * W.reshape(_kernel_shape(spec, nd))
-                ones = np.ones((aWK.shape[0], 1) + aWK.shape[-nd:], dtype=dt)
-                S = ops.pac_pool(ones, None, spec.kernel_size, adapting=aWK,
-                                 padding=spec.padding, dilation=spec.dilation, engine=engine)
-                del aWK
-                total = S if total is None else total + S
-            total = np.maximum(total, dt.type(1e-12))
+        self._feat, self._pooled_feat = edge_feat, {}
+        # the taps of every shared kernel: (index in the window, offset), W != 0, in the grid
+        taps, count = {}, {b: 0 for b in self.levels}
+        for i, spec in enumerate(crf.kernels):
+            if not spec.shared:
+                continue
+            W = np.asarray(crf.messengers[i].weight.data)[0, 0]
+            k, d = spec.kernel_size, spec.dilation
+            pooled = self.levels[spec.blur].size
+            lst = []
+            for a in np.ndindex(*(k,) * nd):
+                off = tuple((ai - k // 2) * d for ai in a)
+                if W[a] != 0 and all(abs(o) < n for o, n in zip(off, pooled)):
+                    lst.append((a, off))
+            taps[i] = (count[spec.blur], lst)
+            count[spec.blur] += len(lst)
+        for b, plan in self.plans.items():
+            if count[b]:
+                plan.K = np.empty((batch, count[b]) + self.levels[b].size, dtype=dt)
+                plan.offs = np.zeros((count[b], nd), dtype=np.int64)
+                plan.gidx = np.zeros(count[b], dtype=np.int64)
+                plan.oidx = np.zeros(count[b], dtype=np.int64)
+                plan.has_taps = True
+        groups = norm_groups(crf.kernels)
+        group_of = {i: key for key, idx in groups.items() for i in idx}
+        S = {}
+        # fill the slots with K * W (and the group sums S of |W| K over in-image taps)
+        for i, spec in enumerate(crf.kernels):
+            K = self._kernel(crf, i, edge_kernel, dt, engine, nd)
+            W = np.asarray(crf.messengers[i].weight.data, dtype=dt)
+            weff = _scalar(crf.effective_pairwise_weight(i))
+            plan = self.plans[spec.blur]
+            if not spec.shared:
+                plan.op_terms.append(_OpTerm(spec, K, np.ascontiguousarray(-weff * W)))
+                continue
+            start, lst = taps[i]
+            pooled = self.levels[spec.blur].size
+            key = group_of.get(i)
+            if key is not None and key not in S:
+                S[key] = np.zeros((batch, 1) + pooled, dtype=dt)
+            for j, (a, off) in enumerate(lst):
+                slot = plan.K[:, start + j]
+                w = W[(0, 0) + a]
+                if K is None:
+                    slot[...] = w
+                else:
+                    np.multiply(K[(slice(None), 0) + a], w, out=slot)
+                plan.offs[start + j] = off
+                if key is not None:
+                    dst = (slice(None), 0) + _valid(off, pooled)
+                    S[key][dst] += slot[(slice(None),) + dst[2:]] * np.sign(w)
+            del K
+        # normalisers: receiving one folded into the slots, sending one as an input
+        fold = {}
+        for key, idx in groups.items():
+            total = np.maximum(S.pop(key), dt.type(1e-12))
             kind = crf.kernels[idx[0]].normalize
             n_in = n_out = None
             if kind == "symmetric":
@@ -307,68 +345,53 @@ class MeanFieldPlan:
                 plan.norms.append(n_in)
                 g = len(plan.norms)
             for i in idx:
-                norm_of[i] = (g, n_out)
+                fold[i] = (g, n_out)
         for i, spec in enumerate(crf.kernels):
-            plan = self.plans[spec.blur]
-            weff = _scalar(crf.effective_pairwise_weight(i))
             if not spec.shared:
-                W = np.asarray(crf.messengers[i].weight.data, dtype=dt)
-                plan.op_terms.append(_OpTerm(spec, Ks[i], np.ascontiguousarray(-weff * W)))
                 continue
-            Wfull = np.asarray(crf.messengers[i].weight.data, dtype=dt)
-            Kw = Ks[i] * Wfull.reshape(_kernel_shape(spec, nd))
-            Ks[i] = None
-            g, n_out = norm_of.get(i, (0, None))
+            plan = self.plans[spec.blur]
+            start, lst = taps[i]
+            sl = slice(start, start + len(lst))
+            g, n_out = fold.get(i, (0, None))
+            weff = _scalar(crf.effective_pairwise_weight(i))
             if n_out is not None:
-                Kw *= n_out.reshape(n_out.shape[:2] + (1,) * nd + n_out.shape[2:])
+                plan.K[:, sl] *= n_out
             if spec.compat == "2d":
                 L = crf.n_labels
                 C = np.asarray(crf.compat[i].weight.data, dtype=dt).reshape(L, L) * \
                     dt.type(-weff)
                 plan.compats.append(np.ascontiguousarray(C))
-                o = len(plan.compats)
+                plan.oidx[sl] = len(plan.compats)
             else:
-                Kw *= dt.type(-weff)
-                o = 0
-            W = Wfull[0, 0]
-            k, d = spec.kernel_size, spec.dilation
-            pooled = Kw.shape[-nd:]
-            for a in np.ndindex(*(k,) * nd):
-                off = tuple((ai - k // 2) * d for ai in a)
-                if W[a] == 0 or any(abs(o_) >= n for o_, n in zip(off, pooled)):
-                    continue  # contributes exactly nothing
-                plan.taps.append((Kw[(slice(None), 0) + a], off, g, o))
-        for plan in self.plans.values():
-            plan.finalize(dt)
+                plan.K[:, sl] *= dt.type(-weff)
+            plan.gidx[sl] = g
+        self._feat = self._pooled_feat = None
 
-    @staticmethod
-    def _kernels(crf, edge_feat, edge_kernel, dt, engine, nd):
-        Ks = []
-        pooled = {}
-        for i, spec in enumerate(crf.kernels):
-            if not spec.adaptive:
-                Ks.append(None)
-                continue
-            if edge_kernel is not None:
-                K = edge_kernel[i] if isinstance(edge_kernel, (list, tuple)) else edge_kernel
-                Ks.append(np.asarray(getattr(K, "data", K), dtype=dt))
-                continue
-            b = spec.blur
-            if b not in pooled:
-                f = np.asarray(edge_feat, dtype=dt)
-                pooled[b] = f if b == 1 else block_mean(f, b)
-            f = pooled[b]
-            scale = crf.feat_scales[i]
-            if scale is not None:
-                sc = np.asarray(scale.data, dtype=dt)
-                if not sc.any():  # zero-scaled guide: K = exp(0) = 1 on every tap
-                    k = spec.kernel_size
-                    Ks.append(np.ones((f.shape[0], 1) + (k,) * nd + f.shape[2:], dtype=dt))
-                    continue
-                f = f * (sc.reshape((1, -1) + (1,) * nd) if sc.ndim == 1 else sc)
-            Ks.append(ops.adapting_kernel(f, spec.kernel_size, padding=spec.padding,
-                                          dilation=spec.dilation, engine=engine))
-        return Ks
+    def _kernel(self, crf, i, edge_kernel, dt, engine, nd):
+        """Kernel i's adapting kernel K (B, 1, *k, *pooled); None when K = 1 (zero guide
+        scale) or the kernel is not adaptive."""
+        spec = crf.kernels[i]
+        if not spec.adaptive:
+            return None
+        if edge_kernel is not None:
+            K = edge_kernel[i] if isinstance(edge_kernel, (list, tuple)) else edge_kernel
+            return np.asarray(getattr(K, "data", K), dtype=dt)
+        b = spec.blur
+        if b not in self._pooled_feat:
+            f = np.asarray(self._feat, dtype=dt)
+            self._pooled_feat[b] = f if b == 1 else block_mean(f, b)
+        f = self._pooled_feat[b]
+        scale = crf.feat_scales[i]
+        if scale is not None:
+            sc = np.asarray(scale.data, dtype=dt)
+            if not sc.any():  # zero-scaled guide: K = exp(0) = 1 on every tap
+                if spec.shared:
+                    return None
+                k = spec.kernel_size
+                return np.ones((f.shape[0], 1) + (k,) * nd + f.shape[2:], dtype=dt)
+            f = f * (sc.reshape((1, -1) + (1,) * nd) if sc.ndim == 1 else sc)
+        return ops.adapting_kernel(f, spec.kernel_size, padding=spec.padding,
+                                   dilation=spec.dilation, engine=engine)
 
     def messages(self, pooled_q):
         """Summed messages per blur level (weighted, sign included)."""

@@ -97,8 +97,8 @@ def _srgb_scale(srgb, n_channels):
 # ------------------------------------------------------------------------- the mapping
 def dense_crf_mapping(size, n_labels, *, sxy_gaussian=3.0, compat_gaussian=3.0,
                       sxy_bilateral=80.0, srgb=13.0, compat_bilateral=10.0, iterations=5,
-                      spacing=None, sxy_scale=0.5, reach=2.0, blur=None, kernel_size=None,
-                      cells_per_std=12.0, n_channels=None, dtype=np.float32):
+                      spacing=None, sxy_scale=None, reach=None, blur=None, kernel_size=None,
+                      cells_per_std=None, preset="refine", n_channels=None, dtype=np.float32):
     """The PAC-CRF that approximates a fully-connected CRF (see the module doc).
 
     Parameters
@@ -114,8 +114,9 @@ def dense_crf_mapping(size, n_labels, *, sxy_gaussian=3.0, compat_gaussian=3.0,
     iterations : int
     spacing : float or tuple of float, optional
         Pixel/voxel size per axis; the ``sxy`` values are in its units.
-    sxy_scale, reach, blur, kernel_size, cells_per_std
-        Mapping options (:func:`pacnd.crf.mapping.crf_from_terms`).
+    sxy_scale, reach, blur, kernel_size, cells_per_std, preset
+        Mapping options (:func:`pacnd.crf.mapping.crf_from_terms`; None: the preset's,
+        which depend on the number of spatial dims).
     n_channels : int, optional
         Number of guide channels (checks a per-channel ``srgb``).
 
@@ -140,7 +141,7 @@ def dense_crf_mapping(size, n_labels, *, sxy_gaussian=3.0, compat_gaussian=3.0,
         terms.append(DenseTerm(tuple(sxy_g / s for s in sp), w_g, None))
     crf = crf_from_terms(size, n_labels, terms, iterations=iterations, sxy_scale=sxy_scale,
                          reach=reach, blur=blur, kernel_size=kernel_size,
-                         cells_per_std=cells_per_std, dtype=dtype)
+                         cells_per_std=cells_per_std, preset=preset, dtype=dtype)
     return crf
 
 
@@ -226,7 +227,7 @@ def _run(crf, image, scores, kind, channel_axis, n_labels, gt_prob, clip,
 def refine(image, scores, *, kind="probabilities", sxy_gaussian=3.0, compat_gaussian=3.0,
            sxy_bilateral=80.0, srgb=13.0, compat_bilateral=10.0, iterations=5, method="pac",
            params=None, gt_prob=0.7, n_labels=None, channel_axis=-1, spacing=None,
-           sxy_scale=0.5, reach=2.0, blur=None, kernel_size=None, cells_per_std=12.0,
+           sxy_scale=None, reach=None, blur=None, kernel_size=None, cells_per_std=None,
            clip=1e-5, return_probabilities=False, engine=None):
     """Refine a segmentation with a training-free PAC-CRF (or learned parameters).
 
@@ -270,9 +271,10 @@ def refine(image, scores, *, kind="probabilities", sxy_gaussian=3.0, compat_gaus
         Pixel/voxel size per axis, e.g. ``(2.5, 0.7, 0.7)`` mm for a CT volume;
         ``sxy_*`` are then in those units (default: pixels).
     sxy_scale, reach, blur, kernel_size, cells_per_std
-        Mapping options (see :func:`pacnd.crf.mapping.crf_from_terms`;
-        defaults 0.5, 2, automatic (``sxy_scale * sxy / cells_per_std``), 5 on
-        images / 3 on volumes, 12).
+        Mapping options (see :func:`pacnd.crf.mapping.crf_from_terms`). Defaults
+        on images: 0.5, 2, automatic (``round(sxy_scale * sxy / cells_per_std)``:
+        3 for sxy = 80), 5, 12; on volumes 0.5, 2, automatic, 3, 1.5 (a coarser
+        grid: the cost grows with blur^-3).
     clip : float
         Floor of the probabilities before the log (pydensecrf's 1e-5).
     return_probabilities : bool

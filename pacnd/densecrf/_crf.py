@@ -90,12 +90,15 @@ class DenseCRF:
         Number of labels L (>= 2).
     sxy_scale, reach, blur, kernel_size, cells_per_std : optional, keyword-only
         pacnd extensions: options of the mapping onto PAC-CRF
-        (:func:`pacnd.crf.mapping.crf_from_terms`). The defaults map the
-        fully-connected CRF literally — a spatial Gaussian of std ``sxy``
-        truncated at 2 ``sxy``, ``sxy / 20`` pixels per pooled cell, 5-tap rings
-        on images, 3-tap on volumes — because this class is there to reproduce
-        pydensecrf's results; :func:`pacnd.crf.refine`'s defaults
+        (:func:`pacnd.crf.mapping.crf_from_terms`, preset 'densecrf'). On
+        images the defaults map the fully-connected CRF literally — a spatial
+        Gaussian of std ``sxy`` truncated at 2 ``sxy``, ``sxy / 20`` pixels per
+        pooled cell, 5-tap rings — because this class is there to reproduce
+        pydensecrf's results; :func:`pacnd.crf.refine`'s image defaults
         (``sxy_scale=0.5, cells_per_std=12``) were tuned for accuracy instead.
+        On volumes both use a Gaussian of std ``sxy / 2`` on a grid of about
+        ``sxy / 3`` voxels per cell with 3-tap rings (the literal mapping costs
+        more than pydensecrf there).
 
     Notes
     -----
@@ -105,12 +108,13 @@ class DenseCRF:
     arbitrary point sets are refused with a ValueError.
     """
 
-    def __init__(self, nvar, nlabels, *, sxy_scale=1.0, reach=2.0, blur=None,
-                 kernel_size=None, cells_per_std=20.0):
+    def __init__(self, nvar, nlabels, *, sxy_scale=None, reach=None, blur=None,
+                 kernel_size=None, cells_per_std=None):
         self._nvar = check_count(nvar, "nvar", 1)
         self._nlabel = check_count(nlabels, "nlabels", 2)
         self._mapping = dict(sxy_scale=sxy_scale, reach=reach, blur=blur,
-                             kernel_size=kernel_size, cells_per_std=cells_per_std)
+                             kernel_size=kernel_size, cells_per_std=cells_per_std,
+                             preset="densecrf")
         self._logits = None
         self._terms = []
         self._grid_shape = None
