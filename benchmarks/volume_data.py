@@ -13,8 +13,9 @@ differ in the other), a smooth multiplicative bias field, partial-volume blur
 the image protocols (``crf_protocols.py``): ``blocky`` — one-hot labels on a
 grid 4x coarser with 8 % of the cells replaced by cubes of a random label,
 trilinear upsampling, voxel noise, softmax (T 0.25); ``coarse`` — labels
-averaged on a grid 4-8x coarser, blurred, with confusion blobs and smooth
-noise, softmax (T 0.2).
+averaged on a grid 4x coarser (a 3-D network's output stride), blurred, with
+confusion blobs and smooth noise, softmax (T 0.2). Everything float32, label by
+label, so a 256^3 volume with 8 labels fits in a few GB.
 """
 
 from __future__ import annotations
@@ -75,14 +76,14 @@ def phantom(shape=(48, 96, 96), *, n_labels=6, channels=2, spacing=(2.0, 1.0, 1.
 
 
 def _up(c, factor, shape):
-    """(L, d, h, w) -> (L, *shape): trilinear (align_corners=False), edge-clamped."""
-    out = c
-    for ax, n in zip((1, 2, 3), shape):
+    """(d, h, w) -> shape: trilinear (align_corners=False), edge-clamped, float32."""
+    out = c.astype(np.float32)
+    for ax, n in enumerate(shape):
         n_in = out.shape[ax]
         src = np.clip((np.arange(n) + 0.5) / factor - 0.5, 0, n_in - 1)
         i0 = np.floor(src).astype(int)
         i1 = np.minimum(i0 + 1, n_in - 1)
-        lam = (src - i0).reshape((-1,) + (1,) * (3 - ax))
+        lam = (src - i0).astype(np.float32).reshape((-1,) + (1,) * (2 - ax))
         out = np.take(out, i0, axis=ax) * (1 - lam) + np.take(out, i1, axis=ax) * lam
     return out
 
@@ -100,11 +101,19 @@ def _coarse(labels, L, f):
     return r / np.maximum(cnt, 1)
 
 
-def _softmax_last(score, T):
-    z = score / T
-    e = np.exp(z - z.max(axis=0, keepdims=True))
-    P = e / e.sum(axis=0, keepdims=True)
-    return np.ascontiguousarray(np.moveaxis(P, 0, -1), dtype=np.float32)
+def _probabilities(c, f, shape, rng, noise, T):
+    """Upsample coarse scores label by label (float32), add voxel noise, softmax at T."""
+    L = len(c)
+    z = np.empty(shape + (L,), np.float32)
+    for lab in range(L):
+        up = _up(c[lab], f, shape)
+        if noise:
+            up += rng.normal(0, noise, shape).astype(np.float32)
+        z[..., lab] = up / np.float32(T)
+    z -= z.max(axis=-1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=-1, keepdims=True)
+    return z
 
 
 def noisy_unary(labels, n_labels, protocol, seed):
@@ -122,10 +131,9 @@ def noisy_unary(labels, n_labels, protocol, seed):
             c[(slice(None),) + sl] = 0
             c[(int(rng.integers(0, L)),) + sl] = 1
             covered[sl] = True
-        score = _up(c, f, labels.shape) + rng.normal(0, 0.1, (L,) + labels.shape)
-        return _softmax_last(score, 0.25)
+        return _probabilities(c, f, labels.shape, rng, 0.1, 0.25)
     if protocol == "coarse":
-        f = int(rng.choice([4, 8]))
+        f = 4
         c = np.stack([ndimage.gaussian_filter(ch, 0.7) for ch in _coarse(labels, L, f)])
         grid = np.indices(c.shape[1:]).astype(np.float32)
         for _ in range(int(rng.integers(3, 7))):
@@ -135,5 +143,5 @@ def noisy_unary(labels, n_labels, protocol, seed):
             c[int(rng.integers(0, L))] += rng.uniform(0.5, 1.1) * blob
         c += np.stack([ndimage.gaussian_filter(ch, 1.0) for ch in
                        rng.normal(0, 0.12, c.shape)]) * 2.0
-        return _softmax_last(_up(c, f, labels.shape), 0.2)
+        return _probabilities(c, f, labels.shape, rng, 0.0, 0.2)
     raise ValueError(f"protocol={protocol!r}; choose 'blocky' or 'coarse'")

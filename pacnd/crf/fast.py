@@ -11,7 +11,7 @@ blur/crop geometry), organised for speed on the CPU:
 * all shared-filter ('potts', '2d') kernels of a blur level become one list
   of taps — (offset, per-pixel factor, input, output) — and every message of
   the level is one vectorised Numba pass over the pooled grid
-  (:func:`pacnd.crf.plan.multi_tap_2d`; taps with W = 0, e.g. the zero centre, are skipped,
+  (:func:`pacnd.crf.plan.multi_tap`; taps with W = 0, e.g. the zero centre, are skipped,
   which is exact); '4d' and 'none' kernels go through :func:`pacnd.ops.pac_conv`
   / :func:`pacnd.ops.conv` with the precomputed K;
 * messages of kernels with the same ``blur`` are summed at the pooled
@@ -179,13 +179,14 @@ def _block_of(task, n_blocks, blur, pady, H):
 
 
 @njit(cache=True)
-def _store_pooled_row(racc, Qp, bb, cy, blur, padx, cnt_y, cnt_x):
-    """Qp[bb, :, cy, :] = the column blocks of the row sums ``racc`` (L, W), averaged."""
+def _store_pooled_row(racc, Qp, bb, cy, bx, padx, cnt_y, cnt_x):
+    """Qp[bb, :, cy, :] = the column blocks (``bx`` wide) of the row sums ``racc`` (L, W),
+    averaged."""
     L, W = racc.shape
     for l in range(L):
         for cx in range(Qp.shape[3]):
-            x_lo = max(cx * blur - padx, 0)
-            x_hi = min((cx + 1) * blur - padx, W)
+            x_lo = max(cx * bx - padx, 0)
+            x_hi = min((cx + 1) * bx - padx, W)
             t = racc[l, x_lo]
             for x in range(x_lo + 1, x_hi):
                 t += racc[l, x]
@@ -194,7 +195,7 @@ def _store_pooled_row(racc, Qp, bb, cy, blur, padx, cnt_y, cnt_x):
 
 @njit(parallel=True, cache=True)
 def _fused_step(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady,
-                padx, cnt_y, cnt_x, Qp):
+                bx, padx, cnt_y, cnt_x, Qp):
     """Qp = avgpool_blur(softmax(w_u * U + up(M))) without storing full-res arrays."""
     B, L, H, W = U.shape
     h, w = Qp.shape[2], Qp.shape[3]
@@ -210,7 +211,7 @@ def _fused_step(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady,
             for l in range(L):
                 for x in range(W):
                     racc[l, x] += buf[l, x] * s[x]
-        _store_pooled_row(racc, Qp, bb, cy, blur, padx, cnt_y, cnt_x)
+        _store_pooled_row(racc, Qp, bb, cy, bx, padx, cnt_y, cnt_x)
 
 
 @njit(parallel=True, cache=True)
@@ -287,7 +288,7 @@ def _softmax_full(x_in, out):
 
 
 @njit(parallel=True, cache=True)
-def _pool(Q, blur, pady, padx, cnt_y, cnt_x, Qp):
+def _pool(Q, blur, pady, bx, padx, cnt_y, cnt_x, Qp):
     B, L, H, W = Q.shape
     h, w = Qp.shape[2], Qp.shape[3]
     for task in prange(B * h):
@@ -297,7 +298,7 @@ def _pool(Q, blur, pady, padx, cnt_y, cnt_x, Qp):
             for l in range(L):
                 for x in range(W):
                     racc[l, x] += Q[bb, l, y, x]
-        _store_pooled_row(racc, Qp, bb, cy, blur, padx, cnt_y, cnt_x)
+        _store_pooled_row(racc, Qp, bb, cy, bx, padx, cnt_y, cnt_x)
 
 
 @njit(parallel=True, cache=True)
@@ -339,8 +340,8 @@ def _xinterp(level, M):
 
 
 def _blocks(level):
-    """(blur, pady, number of row blocks) of a level, for the block-wise kernels."""
-    return level.blur, level.pad[0], level.size[0]
+    """(y blur, pady, number of row blocks) of a level, for the block-wise kernels."""
+    return level.blurs[0], level.pad[0], level.size[0]
 
 
 def mean_field(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=None, engine=None,
@@ -401,19 +402,20 @@ def mean_field(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=None, 
             (b, lev), = levels.items()
             Qp = np.empty((B, L) + lev.size, dtype=dtype)
             M = msgs[b] if has else dummy
-            _fused_step(src, wu, M, has, *_tabs(lev), b, lev.pad[0], lev.pad[1], lev.cnt_y,
-                        lev.cnt_x, Qp)
+            _fused_step(src, wu, M, has, *_tabs(lev), lev.blurs[0], lev.pad[0], lev.blurs[1],
+                        lev.pad[1], lev.cnt_y, lev.cnt_x, Qp)
             pooled[b] = Qp
         else:
             logits = _full_logits(src, wu, msgs if has else None, levels, dtype)
             Q = np.empty_like(logits)
             _softmax_full(logits, Q)
             for b, lev in levels.items():
-                if b == 1:
+                if max(b) == 1:
                     pooled[b] = Q
                 else:
                     Qp = np.empty((B, L) + lev.size, dtype=dtype)
-                    _pool(Q, b, lev.pad[0], lev.pad[1], lev.cnt_y, lev.cnt_x, Qp)
+                    _pool(Q, lev.blurs[0], lev.pad[0], lev.blurs[1], lev.pad[1], lev.cnt_y,
+                          lev.cnt_x, Qp)
                     pooled[b] = Qp
         msgs = {b: _xinterp(levels[b], m) for b, m in plan.messages(pooled).items()}
     if crf.num_steps == 0:

@@ -2,7 +2,7 @@
 
 The same scheme as :mod:`pacnd.crf.fast` with a depth axis: the plan
 (:mod:`pacnd.crf.plan`) folds K, W, weights and normalisers once; messages of
-a blur level are one pass over the pooled grid (:func:`pacnd.crf.plan.multi_tap_3d`);
+a blur level are one pass over the pooled grid (:func:`pacnd.crf.plan.multi_tap`);
 messages are interpolated along x once per step at pooled depth and height,
 and the full-resolution part of a step — ``w_u * U`` plus the trilinearly
 upsampled messages, the softmax over labels and the average pooling of Q —
@@ -81,24 +81,24 @@ def _row_max(buf, mx):
 
 
 @njit(cache=True)
-def _block3(task, d, h, blur, padz, pady, D, H):
+def _block3(task, d, h, bz, by, padz, pady, D, H):
     """Work item -> (batch, pooled cz, cy, full-res z range, y range)."""
     bb = task // (d * h)
     r = task - bb * d * h
     cz = r // h
     cy = r - cz * h
-    return (bb, cz, cy, max(cz * blur - padz, 0), min((cz + 1) * blur - padz, D),
-            max(cy * blur - pady, 0), min((cy + 1) * blur - pady, H))
+    return (bb, cz, cy, max(cz * bz - padz, 0), min((cz + 1) * bz - padz, D),
+            max(cy * by - pady, 0), min((cy + 1) * by - pady, H))
 
 
 @njit(parallel=True, cache=True)
-def _fused_step3(U, w_u, M, has_msg, z0, z1, wz0, wz1, y0, y1, wy0, wy1, blur, padz, pady,
-                 padx, cnt_z, cnt_y, cnt_x, Qp):
+def _fused_step3(U, w_u, M, has_msg, z0, z1, wz0, wz1, y0, y1, wy0, wy1, bz, by, bx, padz,
+                 pady, padx, cnt_z, cnt_y, cnt_x, Qp):
     """Qp = avgpool_blur(softmax(w_u * U + up(M))) without storing full-res arrays."""
     B, L, D, H, W = U.shape
     d, h, w = Qp.shape[2], Qp.shape[3], Qp.shape[4]
     for task in prange(B * d * h):
-        bb, cz, cy, z_lo, z_hi, y_lo, y_hi = _block3(task, d, h, blur, padz, pady, D, H)
+        bb, cz, cy, z_lo, z_hi, y_lo, y_hi = _block3(task, d, h, bz, by, padz, pady, D, H)
         buf = np.empty((L, W), dtype=U.dtype)
         mx = np.empty(W, dtype=U.dtype)
         s = np.empty(W, dtype=U.dtype)
@@ -114,8 +114,8 @@ def _fused_step3(U, w_u, M, has_msg, z0, z1, wz0, wz1, y0, y1, wy0, wy1, blur, p
                         racc[l, x] += buf[l, x] * s[x]
         for l in range(L):
             for cx in range(w):
-                x_lo = max(cx * blur - padx, 0)
-                x_hi = min((cx + 1) * blur - padx, W)
+                x_lo = max(cx * bx - padx, 0)
+                x_hi = min((cx + 1) * bx - padx, W)
                 t = racc[l, x_lo]
                 for x in range(x_lo + 1, x_hi):
                     t += racc[l, x]
@@ -123,12 +123,12 @@ def _fused_step3(U, w_u, M, has_msg, z0, z1, wz0, wz1, y0, y1, wy0, wy1, blur, p
 
 
 @njit(parallel=True, cache=True)
-def _argmax3(U, w_u, M, has_msg, z0, z1, wz0, wz1, y0, y1, wy0, wy1, blur, padz, pady,
+def _argmax3(U, w_u, M, has_msg, z0, z1, wz0, wz1, y0, y1, wy0, wy1, bz, by, padz, pady,
              d, h, out):
     """out = argmax_l(w_u * U + up(M)) (first maximum wins, like NumPy)."""
     B, L, D, H, W = U.shape
     for task in prange(B * d * h):
-        bb, cz, cy, z_lo, z_hi, y_lo, y_hi = _block3(task, d, h, blur, padz, pady, D, H)
+        bb, cz, cy, z_lo, z_hi, y_lo, y_hi = _block3(task, d, h, bz, by, padz, pady, D, H)
         buf = np.empty((L, W), dtype=U.dtype)
         best = np.empty(W, dtype=U.dtype)
         arg = np.empty(W, dtype=out.dtype)
@@ -149,12 +149,12 @@ def _argmax3(U, w_u, M, has_msg, z0, z1, wz0, wz1, y0, y1, wy0, wy1, blur, padz,
 
 
 @njit(parallel=True, cache=True)
-def _logits3(U, w_u, M, has_msg, z0, z1, wz0, wz1, y0, y1, wy0, wy1, blur, padz, pady,
+def _logits3(U, w_u, M, has_msg, z0, z1, wz0, wz1, y0, y1, wy0, wy1, bz, by, padz, pady,
              d, h, accumulate, out):
     """out = w_u * U + up(M) (``accumulate``: out += up(M), U unused)."""
     B, L, D, H, W = out.shape
     for task in prange(B * d * h):
-        bb, cz, cy, z_lo, z_hi, y_lo, y_hi = _block3(task, d, h, blur, padz, pady, D, H)
+        bb, cz, cy, z_lo, z_hi, y_lo, y_hi = _block3(task, d, h, bz, by, padz, pady, D, H)
         buf = np.empty((L, W), dtype=out.dtype)
         for z in range(z_lo, z_hi):
             for y in range(y_lo, y_hi):
@@ -183,7 +183,8 @@ def _xinterp3(level, M):
 
 
 def _blocks3(level):
-    return level.blur, level.pad[0], level.pad[1], level.size[0], level.size[1]
+    return (level.blurs[0], level.blurs[1], level.pad[0], level.pad[1], level.size[0],
+            level.size[1])
 
 
 def _full_logits3(src, wu, msgs, levels, dtype):
@@ -251,13 +252,13 @@ def mean_field_3d(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=Non
         if single:
             (b, lev), = levels.items()
             Qp = np.empty((B, L) + lev.size, dtype=dtype)
-            _fused_step3(src, wu, msgs[b] if has else dummy, has, *_tabs3(lev), b,
+            _fused_step3(src, wu, msgs[b] if has else dummy, has, *_tabs3(lev), *lev.blurs,
                          *lev.pad, *lev.cnts, Qp)
             pooled[b] = Qp
         else:
             Q = _softmax(_full_logits3(src, wu, msgs if has else None, levels, dtype))
             for b in levels:
-                pooled[b] = Q if b == 1 else np.ascontiguousarray(F.avg_pool(
+                pooled[b] = Q if max(b) == 1 else np.ascontiguousarray(F.avg_pool(
                     Q, b, b, ceil_pad(Q.shape[2:], b), count_include_pad=False), dtype=dtype)
             del Q
         msgs = {b: _xinterp3(levels[b], m) for b, m in plan.messages(pooled).items()}

@@ -19,9 +19,11 @@ approximate those sums with a few dilated PAC kernels:
   the integer offsets nearest to it (its Voronoi cell):
   ``W_t = sum_{o -> t} exp(-sum_r (b o_r)^2 / 2 sigma_r^2)``; taps whose weight
   is below 1e-6 of the largest are dropped (anisotropic spacing);
-* **blur**: ``b = clip(round(max sigma / cells_per_std), 1, 8)`` (default 12:
-  3 for the standard sxy = 80), raised further while the folded K of every
-  tap would exceed ``max_kernel_bytes`` (large volumes);
+* **blur**: per axis ``b_r = clip(round(max sigma_r / cells_per_std), 1, 8)``
+  (images: 12, so 3 for the standard sxy = 80; volumes: 2.5), raised further
+  while the folded K of every tap would exceed ``max_kernel_bytes`` (large
+  volumes); anisotropic spacing gives anisotropic cells, so the rings are
+  isotropic in cells;
 * **compatibility**: a number -> a 'potts' kernel group with that weight; a
   vector v -> '2d' kernels with the matrix diag(v); a matrix M -> '2d' with
   (M + M^T) / 2 (what the fully-connected CRF uses: its update is
@@ -59,12 +61,13 @@ __all__ = ["DenseTerm", "crf_from_terms", "auto_blur", "ring_kernels", "voronoi_
 #: default mapping options by preset and number of spatial dims: 'refine' (chosen for
 #: accuracy, benchmarks/tune_crf.py) and 'densecrf' (reproducing the fully-connected CRF on
 #: images, pacnd.densecrf); volumes use a coarser grid (cost grows with blur^-3), chosen on
-#: a synthetic phantom (benchmarks/volume_data.py, seed 0) against pydensecrf's N-D API.
+#: a synthetic phantom (benchmarks/volume_data.py, seed 0, not one of the benchmark's) against
+#: pydensecrf's N-D API: per axis about 2.5 scaled stds per cell.
 PRESETS = {
     "refine": {2: dict(sxy_scale=0.5, reach=2.0, cells_per_std=12.0, kernel_size=5),
-               3: dict(sxy_scale=0.5, reach=2.0, cells_per_std=1.5, kernel_size=3)},
+               3: dict(sxy_scale=0.5, reach=2.0, cells_per_std=2.5, kernel_size=3)},
     "densecrf": {2: dict(sxy_scale=1.0, reach=2.0, cells_per_std=20.0, kernel_size=5),
-                 3: dict(sxy_scale=0.5, reach=2.0, cells_per_std=1.5, kernel_size=3)},
+                 3: dict(sxy_scale=0.5, reach=2.0, cells_per_std=2.5, kernel_size=3)},
 }
 
 
@@ -141,7 +144,8 @@ def voronoi_weights(rings, blur, sxy, ndim=None):
     Parameters
     ----------
     rings : list of (k, d)
-    blur : int
+    blur : int or tuple of int
+        Pixels per cell (one per spatial dimension).
     sxy : float or tuple of float
         One std, or one per spatial dimension.
     ndim : int, optional
@@ -153,7 +157,9 @@ def voronoi_weights(rings, blur, sxy, ndim=None):
     """
     if isinstance(sxy, numbers.Real):
         sxy = (float(sxy),) * (2 if ndim is None else int(ndim))
-    return [w.copy() for w in _voronoi(tuple(map(tuple, rings)), int(blur),
+    nd = len(sxy)
+    bl = tuple(int(x) for x in blur) if isinstance(blur, (tuple, list)) else (int(blur),) * nd
+    return [w.copy() for w in _voronoi(tuple(map(tuple, rings)), bl,
                                        tuple(float(s) for s in sxy))]
 
 
@@ -171,7 +177,7 @@ def _voronoi(rings, blur, sxy):
     offs = np.stack([g.ravel() for g in np.mgrid[(slice(-R, R + 1),) * nd]],
                     axis=1).astype(np.float64)
     inv = 1.0 / (2.0 * np.asarray(sxy) ** 2)
-    g = np.exp(-((offs * blur) ** 2 * inv).sum(axis=1))
+    g = np.exp(-((offs * np.asarray(blur, np.float64)) ** 2 * inv).sum(axis=1))
     _, first = np.unique(pts, axis=0, return_index=True)
     dup = np.full(len(pts), np.inf)
     dup[first] = 0.0
@@ -210,8 +216,9 @@ def _compat_spec(compat, n_labels, name):
 
 
 def _rings_of(term, blur, cells, sxy_scale, reach, kernel_size):
+    """Rings and tap weights of a term on a grid of ``blur`` (per axis) pixels per cell."""
     sig = tuple(sxy_scale * s for s in term.sxy)
-    reach_cells = max(min(reach * max(sig) / blur, max(cells) - 1), 1.0)
+    reach_cells = max(min(max(reach * g / b for g, b in zip(sig, blur)), max(cells) - 1), 1.0)
     rings = ring_kernels(reach_cells, kernel_size)
     Ws = voronoi_weights(rings, blur, sig)
     top = max(float(w.max()) for w in Ws)
@@ -250,7 +257,7 @@ def crf_from_terms(size, n_labels, terms, *, iterations=5, sxy_scale=None, reach
         The automatic blur: ``blur = round(largest scaled std / cells_per_std)``.
     preset : {'refine', 'densecrf'}
         Where the options left None come from (:data:`PRESETS`: per preset and
-        dimensionality; 'refine' 2-D: 0.5, 2, 5 taps, 12; 3-D: 0.5, 2, 3 taps, 1.5).
+        dimensionality; 'refine' 2-D: 0.5, 2, 5 taps, 12; 3-D: 0.5, 2, 3 taps, 2.5).
     max_kernel_bytes : float
         Raise the automatic blur until the folded K of all taps fits this.
     dtype : float32 or float64
@@ -278,18 +285,23 @@ def crf_from_terms(size, n_labels, terms, *, iterations=5, sxy_scale=None, reach
         if len(t.sxy) != nd:
             raise ValueError(f"a term has sxy={t.sxy} for a {nd}-D grid; give {nd} stds")
     if blur is None:
-        big = max((max(t.sxy) for t in terms), default=1.0)
-        b = auto_blur(sxy_scale * big, cells_per_std)
+        # per axis, from the largest std any term has along it
+        big = [max((t.sxy[r] for t in terms), default=1.0) for r in range(nd)]
+        b = tuple(auto_blur(sxy_scale * g, cells_per_std) for g in big)
         itemsize = np.dtype(dtype).itemsize
-        while b < 64:
+        while max(b) < 64:
             cells = pooled_size(tuple(size), b)
             n_taps = sum(int((w != 0).sum()) for t in terms
                          for w in _rings_of(t, b, cells, sxy_scale, reach, kernel_size)[1])
             if n_taps * float(np.prod(cells)) * itemsize <= max_kernel_bytes:
                 break
-            b += 1
+            b = tuple(x + 1 for x in b)
+    elif isinstance(blur, (tuple, list)):
+        if len(blur) != nd:
+            raise ValueError(f"blur={tuple(blur)} has {len(blur)} entries for a {nd}-D grid")
+        b = tuple(check_int(x, "blur", 1, "use blur >= 1") for x in blur)
     else:
-        b = check_int(blur, "blur", 1, "use blur >= 1")
+        b = (check_int(blur, "blur", 1, "use blur >= 1"),) * nd
     cells = pooled_size(tuple(size), b)
     specs, weights, compats = [], [], []
     for group, t in enumerate(terms):
@@ -310,7 +322,7 @@ def crf_from_terms(size, n_labels, terms, *, iterations=5, sxy_scale=None, reach
             specs.append(dict(kernel_size=k, dilation=d, blur=b, compat=kind,
                               pairwise_weight=pw, feat_scale=fs, normalize=t.normalize,
                               group=None if t.normalize == "none" else group))
-            weights.append(Wt * (float(b) ** nd if t.normalize == "none" else 1.0))
+            weights.append(Wt * (float(np.prod(b)) if t.normalize == "none" else 1.0))
             compats.append(C)
     crf = PacCRF(n_labels, iterations, specs, dtype=dtype, fixed_weighting=False, ndim=nd)
     for i, (Wt, C) in enumerate(zip(weights, compats)):

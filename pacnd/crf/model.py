@@ -40,7 +40,8 @@ from .._validate import array_module
 from ..autograd import Tensor, no_grad
 from ..autograd.tensor import as_array, is_array
 from ..nn.module import Module, ModuleList, Parameter
-from .spec import PairwiseKernel, ceil_pad, check_groups, norm_groups, parse_kernels
+from .spec import (PairwiseKernel, blur_tuple, ceil_pad, check_groups, norm_groups,
+                   parse_kernels)
 
 __all__ = ["PacCRF", "crf_filter_init", "FINAL_OUTPUTS"]
 
@@ -357,9 +358,9 @@ class PacCRF(Module):
             if not spec.adaptive:
                 out.append(None)
                 continue
-            b = spec.blur
+            b = blur_tuple(spec.blur, self.ndim)
             if b not in pooled:
-                pooled[b] = edge_feat if b == 1 else F.avg_pool(
+                pooled[b] = edge_feat if max(b) == 1 else F.avg_pool(
                     edge_feat, b, b, ceil_pad(as_array(edge_feat).shape[2:], b),
                     count_include_pad=False)
             f = pooled[b]
@@ -384,7 +385,7 @@ class PacCRF(Module):
             total = None
             for i in idx:
                 spec = self.kernels[i]
-                psize = (tuple(size) if spec.blur == 1
+                psize = (tuple(size) if blur_tuple(spec.blur, self.ndim) == (1,) * self.ndim
                          else tuple(as_array(kernels[i]).shape[-self.ndim:]))
                 ones = xp.ones((B, 1) + psize, dtype=dtype)
                 s = F.pac_conv(ones, None, F.abs(self.messengers[i].weight),
@@ -455,15 +456,15 @@ class PacCRF(Module):
             logQ = unary
         for _ in range(self.num_steps):
             Q = F.softmax(logQ, axis=1)
-            pooled = {1: Q}
+            pooled = {(1,) * self.ndim: Q}
             logQ = unary * w_u
             for i, spec in enumerate(self.kernels):
-                b = spec.blur
+                b = blur_tuple(spec.blur, self.ndim)
                 pad = ceil_pad(size, b)
                 if b not in pooled:
                     pooled[b] = F.avg_pool(Q, b, b, pad, count_include_pad=False)
                 m = self._message(i, pooled[b], kernels[i], norms[i])
-                if b > 1:
+                if max(b) > 1:
                     m = F.interpolate(m, scale_factor=b, mode=_LINEAR[self.ndim],
                                       align_corners=False)
                     m = m[(slice(None), slice(None))

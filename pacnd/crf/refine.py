@@ -273,8 +273,8 @@ def refine(image, scores, *, kind="probabilities", sxy_gaussian=3.0, compat_gaus
     sxy_scale, reach, blur, kernel_size, cells_per_std
         Mapping options (see :func:`pacnd.crf.mapping.crf_from_terms`). Defaults
         on images: 0.5, 2, automatic (``round(sxy_scale * sxy / cells_per_std)``:
-        3 for sxy = 80), 5, 12; on volumes 0.5, 2, automatic, 3, 1.5 (a coarser
-        grid: the cost grows with blur^-3).
+        3 for sxy = 80), 5, 12; on volumes 0.5, 2, automatic per axis, 3, 2.5 (a
+        coarser grid: the cost grows with blur^-3).
     clip : float
         Floor of the probabilities before the log (pydensecrf's 1e-5).
     return_probabilities : bool

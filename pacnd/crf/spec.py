@@ -20,7 +20,7 @@ import numpy as np
 from .._validate import check_int
 
 __all__ = ["PairwiseKernel", "COMPATS", "NORMALIZATIONS", "ceil_pad", "pooled_size",
-           "parse_kernels", "check_groups", "norm_groups"]
+           "parse_kernels", "check_groups", "norm_groups", "blur_tuple"]
 
 #: compatibility types: '4d' joint (L, L, k, k) PAC filter; '2d' shared spatial PAC filter +
 #: learnable 1x1 label compatibility; 'potts' shared spatial PAC filter, Potts compatibility
@@ -39,16 +39,28 @@ _FIELDS = ("kernel_size", "dilation", "blur", "compat", "spatial_filter", "pairw
            "feat_scale", "normalize", "group")
 
 
+def blur_tuple(blur, nd):
+    """A blur (one int, or one per axis) as a tuple of ``nd`` ints."""
+    if isinstance(blur, (tuple, list)):
+        if len(blur) != nd:
+            raise ValueError(f"blur={tuple(blur)} has {len(blur)} entries for a {nd}-D grid")
+        return tuple(int(b) for b in blur)
+    return (int(blur),) * nd
+
+
 def ceil_pad(size, factor):
     """The reference's padding for ``blur``: per dim ``((factor - n % factor) % factor + 1) // 2``
-    on each side of an average pooling with kernel and stride ``factor``."""
-    return tuple(((factor - n % factor) % factor + 1) // 2 for n in size)
+    on each side of an average pooling with kernel and stride ``factor`` (one per axis or
+    one for all)."""
+    fs = blur_tuple(factor, len(size))
+    return tuple(((f - n % f) % f + 1) // 2 for n, f in zip(size, fs))
 
 
 def pooled_size(size, factor):
     """Spatial size after the reference's blur pooling (``ceil(n / factor)``)."""
     pad = ceil_pad(size, factor)
-    return tuple((n + 2 * p - factor) // factor + 1 for n, p in zip(size, pad))
+    fs = blur_tuple(factor, len(size))
+    return tuple((n + 2 * p - f) // f + 1 for n, p, f in zip(size, pad, fs))
 
 
 @dataclass(frozen=True)
@@ -61,9 +73,10 @@ class PairwiseKernel:
         Odd window size k of the message filter.
     dilation : int
         Spacing d of the taps; the padding is ``(k // 2) * d`` ("same").
-    blur : int
+    blur : int or tuple of int
         Average-pool the edge features and Q by ``blur`` (ceil mode, the
-        reference's padding) and upsample the messages back bilinearly.
+        reference's padding) and upsample the messages back bilinearly; a
+        tuple gives one factor per axis (pacnd extension, anisotropic volumes).
     compat : {'4d', '2d', 'potts', 'none'}
         See :data:`COMPATS`. The reference's key ``compat_type`` and its name
         ``'na'`` are accepted too.
@@ -109,7 +122,14 @@ class PairwiseKernel:
             raise ValueError(f"kernel_size={k} must be odd (the window needs a centre tap); "
                              f"use {k + 1}")
         check_int(self.dilation, "dilation", 1, "it must be >= 1")
-        check_int(self.blur, "blur", 1, "it must be >= 1 (1 = no blur)")
+        if isinstance(self.blur, (tuple, list)):
+            bs = tuple(check_int(b, "blur", 1, "every entry must be >= 1 (1 = no blur)")
+                       for b in self.blur)
+            if not bs:
+                raise ValueError("blur=() is empty; give an int or one int per axis")
+            object.__setattr__(self, "blur", bs[0] if len(set(bs)) == 1 else bs)
+        else:
+            check_int(self.blur, "blur", 1, "it must be >= 1 (1 = no blur)")
         if not isinstance(self.compat, str) or self.compat not in _COMPAT_ALIASES:
             raise ValueError(f"compat={self.compat!r} is not supported; choose one of {COMPATS}")
         object.__setattr__(self, "compat", _COMPAT_ALIASES[self.compat])
@@ -169,8 +189,9 @@ class PairwiseKernel:
 
     @property
     def reach(self):
-        """How far (in input pixels) the kernel's outermost tap reaches: ``(k//2)*d*blur``."""
-        return self.padding * self.blur
+        """How far (in input pixels) the kernel's outermost tap reaches: ``(k//2)*d*blur``
+        (the largest over the axes)."""
+        return self.padding * (max(self.blur) if isinstance(self.blur, tuple) else self.blur)
 
     def to_dict(self):
         """Plain dict (JSON-serialisable) of the fields."""

@@ -97,8 +97,8 @@ class DenseCRF:
         pydensecrf's results; :func:`pacnd.crf.refine`'s image defaults
         (``sxy_scale=0.5, cells_per_std=12``) were tuned for accuracy instead.
         On volumes both use a Gaussian of std ``sxy / 2`` on a grid of about
-        ``sxy / 3`` voxels per cell with 3-tap rings (the literal mapping costs
-        more than pydensecrf there).
+        ``sxy / 5`` voxels per cell along each axis, with 3-tap rings (the literal
+        mapping costs more than pydensecrf there).
 
     Notes
     -----
