@@ -108,7 +108,8 @@ class DenseTerm:
 def auto_blur(sigma, cells_per_std=12.0):
     """The pooled grid for a spatial std ``sigma`` (pixels):
     ``clip(round(sigma / cells_per_std), 1, 8)`` pixels per cell."""
-    return int(min(8, max(1, round(float(sigma) / float(cells_per_std)))))
+    # halves round up, with a margin for float noise (voxel sizes come as float32)
+    return int(min(8, max(1, math.floor(float(sigma) / float(cells_per_std) + 0.5 + 1e-6))))
 
 
 def ring_kernels(reach_cells, kernel_size=5, ratio=None):
