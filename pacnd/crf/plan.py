@@ -248,7 +248,7 @@ def fold_taps(f, offs, w, adaptive, one, mhalf, slots, S, with_S, chunk):
                 for x in range(max(0, -dx)):
                     if y * wd + x >= i_lo and y * wd + x < i_hi:
                         k[y * wd + x - i_lo] = 0
-                for x in range(min(wd, wd - dx), wd):
+                for x in range(max(0, min(wd, wd - dx)), wd):
                     if y * wd + x >= i_lo and y * wd + x < i_hi:
                         k[y * wd + x - i_lo] = 0
             wt = w[t]
