@@ -43,8 +43,8 @@ def _coordinate_row(v, n):
     size = int(back[0]) + 1 if back.size else len(samples)
     if size < 2 or n % (stride * size):
         return None
-    pred = float(v0) + step * ((np.arange(n) // stride) % size)
-    if np.abs(v - pred).max() > tol:
+    expected = (float(v0) + step * np.arange(size)).astype(v.dtype)
+    if np.abs(v.reshape(-1, size, stride) - expected[None, :, None]).max() > tol:
         return None
     return stride, size, step
 
