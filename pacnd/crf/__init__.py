@@ -8,17 +8,22 @@
 - :class:`PairwiseKernel` — one pairwise term (kernel size, dilation, blur,
   compatibility '4d' | '2d' | 'potts' | 'none', weight; pacnd extensions
   ``feat_scale``, ``normalize``, ``group``);
-- :func:`refine` — training-free post-processing with the fully-connected
-  CRF's parameters (sxy, srgb, compat, iterations) mapped onto a dilated
-  PAC-CRF (see :mod:`pacnd.crf.refine` for the mapping), or with learned
-  parameters; :func:`convcrf_refine` — the ConvCRF baseline;
+- :func:`refine` — training-free post-processing of images and volumes with
+  the fully-connected CRF's parameters (sxy, srgb, compat, iterations)
+  mapped onto a dilated PAC-CRF (:mod:`pacnd.crf.mapping`:
+  :func:`crf_from_terms`, :class:`DenseTerm`), or with learned parameters;
+  :func:`convcrf_refine` — the ConvCRF baseline;
 - :func:`fit_crf`, :func:`learnable`, :func:`save_crf`, :func:`load_crf` —
   learning the parameters through :func:`pacnd.train.fit` and storing them;
 - :func:`unary_from_labels`, :func:`labels_from_annotation`,
   :func:`read_label_image`, :func:`write_label_image` — the "unary from
   labels" recipe and palette PNGs.
 
-The command line front end is ``pacnd crf`` (:mod:`pacnd.cli_crf`).
+The command line front end is ``pacnd crf`` (:mod:`pacnd.cli_crf`); pydensecrf's
+API on top of all this is :mod:`pacnd.densecrf`. Modules: ``model`` (PacCRF),
+``spec`` (pairwise kernels), ``plan`` / ``fast`` / ``fast3d`` (the fast path),
+``mapping`` (dense CRF -> PAC-CRF), ``inputs`` (checks), ``refine``, ``learn``,
+``unary``, ``files`` (reading and writing for the CLI).
 """
 
 from .fast import mean_field
