@@ -168,6 +168,33 @@ def _logits3(U, w_u, M, has_msg, z0, z1, wz0, wz1, y0, y1, wy0, wy1, bz, by, pad
                             out[bb, l, z, y, x] = buf[l, x]
 
 
+@njit(parallel=True, cache=True)
+def _softmax3(U, w_u, M, has_msg, z0, z1, wz0, wz1, y0, y1, wy0, wy1, bz, by, padz, pady,
+              d, h, labels_last, out):
+    """out = softmax over labels of w_u * U + up(M), in one pass; (B, L, D, H, W), or
+    (B, D, H, W, L) with ``labels_last``."""
+    B, L, D, H, W = U.shape
+    for task in prange(B * d * h):
+        bb, cz, cy, z_lo, z_hi, y_lo, y_hi = _block3(task, d, h, bz, by, padz, pady, D, H)
+        buf = np.empty((L, W), dtype=U.dtype)
+        mx = np.empty(W, dtype=U.dtype)
+        s = np.empty(W, dtype=U.dtype)
+        for z in range(z_lo, z_hi):
+            for y in range(y_lo, y_hi):
+                _logit_row3(buf, U, bb, z, y, w_u, has_msg, M, z0, z1, wz0, wz1, y0, y1,
+                            wy0, wy1)
+                _row_max(buf, mx)
+                _exp_sum(buf, mx, s)
+                if labels_last:
+                    for x in range(W):
+                        for l in range(L):
+                            out[bb, z, y, x, l] = buf[l, x] * s[x]
+                else:
+                    for l in range(L):
+                        for x in range(W):
+                            out[bb, l, z, y, x] = buf[l, x] * s[x]
+
+
 # --------------------------------------------------------------------------- helpers
 def _tabs3(level):
     """(z tables, y tables) of a level, flattened for the kernels."""
@@ -279,6 +306,15 @@ def mean_field_3d(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=Non
             _argmax3(src, wu, dummy, False, *_tabs3(lev), *_blocks3(lev), out)
             return out
         return _full_logits3(src, wu, msgs, levels, dtype).argmax(axis=1)
+    if output == "softmax" and (msgs is None or len(levels) == 1):
+        out = np.empty((B, D, H, W, L) if labels_last else (B, L, D, H, W), dtype=dtype)
+        if msgs is None:
+            lev = Level((D, H, W), 1, dtype)
+            _softmax3(src, wu, dummy, False, *_tabs3(lev), *_blocks3(lev), labels_last, out)
+        else:
+            (b, lev), = levels.items()
+            _softmax3(src, wu, msgs[b], True, *_tabs3(lev), *_blocks3(lev), labels_last, out)
+        return out
     logits = _full_logits3(src, wu, msgs, levels, dtype)
     if output == "log_Q":
         res = logits

@@ -109,7 +109,7 @@ def unary_from_softmax(sm, scale=None, clip=1e-5):
         raise ValueError("sm contains NaN or infinite values; fix the model output first "
                          "(e.g. np.nan_to_num)")
     L = sm.shape[0]
-    p = sm.astype(np.float64)
+    p = sm.astype(np.float32 if sm.dtype == np.float32 else np.float64)
     if scale is not None:
         scale = _prob(scale, "scale", hi_closed=True)
         p = scale * p + (1.0 - scale) / L
@@ -120,7 +120,9 @@ def unary_from_softmax(sm, scale=None, clip=1e-5):
     elif (p <= 0).any():
         raise ValueError("sm has values <= 0 and clip=None: their energy -log(p) is infinite; "
                          "keep the default clip=1e-5")
-    return np.ascontiguousarray(-np.log(p).reshape(L, -1), dtype=np.float32)
+    out = np.log(p).reshape(L, -1)
+    np.negative(out, out=out)
+    return np.ascontiguousarray(out, dtype=np.float32)
 
 
 def softmax_to_unary(sm, GT_PROB=1):
