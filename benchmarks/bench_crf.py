@@ -329,9 +329,15 @@ def main(argv=None):
     ap.add_argument("--model-cache", default=None,
                     help="folder to save/re-use the learned fold models")
     ap.add_argument("--no-learning", action="store_true", help="skip the learned PAC-CRF")
+    ap.add_argument("--render", action="store_true",
+                    help="only rewrite crf.md from crf.json (e.g. after bench_crf_volume.py)")
     args = ap.parse_args(argv)
     out_dir = Path(args.out)
     out_dir.mkdir(parents=True, exist_ok=True)
+    if args.render:
+        res = json.loads((out_dir / "crf.json").read_text())
+        write_markdown(res, out_dir / "crf.md", res.get("log", []), out_dir)
+        return 0
     log_lines = []
 
     def log(msg):
@@ -507,6 +513,7 @@ def main(argv=None):
                                for k, v in models.items()}},
         "pydensecrf_examples": pde_res,
         "batch": batch,
+        "log": log_lines,
     }
     with open(out_dir / "crf.json", "w") as f:
         json.dump(res, f, indent=1)
