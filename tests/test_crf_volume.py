@@ -69,14 +69,14 @@ def naive_mean_field(U, f, terms, steps, w_u=1.0):
     return logQ
 
 
-def _crf_and_terms(nd, norms, rng, L=3, C=2):
+def _crf_and_terms(nd, norms, rng, L=3, C=2, dtype=np.float64):
     specs, terms = [], []
     for j, (k, d, norm, group) in enumerate(norms):
         scale = rng.uniform(0.3, 1.5, C)
         pw = float(rng.uniform(0.5, 3.0))
         specs.append(dict(kernel_size=k, dilation=d, compat="potts", pairwise_weight=pw,
                           feat_scale=tuple(scale), normalize=norm, group=group))
-    crf = PacCRF(L, 3, specs, dtype=np.float64, ndim=nd, unary_weight=0.9)
+    crf = PacCRF(L, 3, specs, dtype=dtype, ndim=nd, unary_weight=0.9)
     for j, (k, d, norm, group) in enumerate(norms):
         W = rng.uniform(0.1, 2.0, (k,) * nd)
         crf.messengers[j].weight.data[...] = W
@@ -97,13 +97,17 @@ NORMS = {
 @pytest.mark.parametrize("norms", list(NORMS))
 def test_both_paths_equal_naive_mean_field(nd, size, norms, rng):
     """Independent oracle: the graph and the fast path equal a loop over taps written from
-    the formulas (blur 1, float64), for every normalisation kind, in 2-D and 3-D."""
-    crf, terms = _crf_and_terms(nd, NORMS[norms], rng)
+    the formulas (blur 1), for every normalisation kind, in 2-D (float64, to 1e-12) and 3-D
+    (float32 against the float64 oracle, to 2e-5 of the scale: volumes run in float32, and
+    one dtype keeps the tests' compile time down)."""
+    dt = np.float64 if nd == 2 else np.float32
+    crf, terms = _crf_and_terms(nd, NORMS[norms], rng, dtype=dt)
     U = rng.normal(size=(1, 3) + size)
     f = rng.normal(size=(1, 2) + size)
     want = naive_mean_field(U[0], f[0], terms, 3, w_u=0.9)
-    np.testing.assert_allclose(crf(U, f).data[0], want, rtol=1e-12, atol=1e-12)
-    np.testing.assert_allclose(crf.infer(U, f)[0], want, rtol=1e-12, atol=1e-12)
+    tol = 1e-12 if nd == 2 else 2e-5 * np.abs(want).max()
+    np.testing.assert_allclose(crf(U.astype(dt), f.astype(dt)).data[0], want, rtol=0, atol=tol)
+    np.testing.assert_allclose(crf.infer(U.astype(dt), f.astype(dt))[0], want, rtol=0, atol=tol)
 
 
 CONFIGS_3D = {
@@ -128,16 +132,21 @@ CONFIGS_3D = {
 
 @pytest.mark.parametrize("config", list(CONFIGS_3D))
 def test_fast_path_3d_equals_graph_path(config, rng):
-    crf = PacCRF(3, 3, CONFIGS_3D[config], dtype=np.float64, ndim=3, perturbed_init=True,
+    """float32 (what volumes run in): agreement to float32 rounding."""
+    crf = PacCRF(3, 3, CONFIGS_3D[config], dtype=np.float32, ndim=3, perturbed_init=True,
                  rng=0, learn_pairwise_weights=True)
-    u = rng.normal(size=(2, 3, 7, 9, 11))
-    f = rng.normal(size=(2, 2, 7, 9, 11))
+    u = rng.normal(size=(2, 3, 7, 9, 11)).astype(np.float32)
+    f = rng.normal(size=(2, 2, 7, 9, 11)).astype(np.float32)
     g = crf(u, f).data
-    np.testing.assert_allclose(crf.infer(u, f), g, rtol=1e-12, atol=1e-12)
+    tol = 2e-5 * float(np.abs(g).max())
+    np.testing.assert_allclose(crf.infer(u, f), g, rtol=0, atol=tol)
     e = np.exp(g - g.max(axis=1, keepdims=True))
     np.testing.assert_allclose(crf.infer(u, f, output="softmax"),
-                               e / e.sum(axis=1, keepdims=True), atol=1e-12)
-    np.testing.assert_array_equal(crf.infer(u, f, output="labels"), g.argmax(axis=1))
+                               e / e.sum(axis=1, keepdims=True), atol=1e-5)
+    lab = crf.infer(u, f, output="labels")
+    srt = np.sort(g, axis=1)
+    clear = (srt[:, -1] - srt[:, -2]) > 4 * tol  # no near-tie between the two best labels
+    np.testing.assert_array_equal(lab[clear], g.argmax(axis=1)[clear])
 
 
 def test_3d_filter_init_and_validation(rng):
@@ -249,16 +258,16 @@ def test_fast_path_3d_fuzz_geometry():
         return shape, kernels, draw(st.integers(0, 2 ** 31 - 1))
 
     @seed(2024)
-    @settings(max_examples=12, deadline=None, derandomize=False, database=None)
+    @settings(max_examples=10, deadline=None, derandomize=False, database=None)
     @given(problems())
     def run(problem):
         shape, kernels, rs = problem
         rng = np.random.default_rng(rs)
-        crf = PacCRF(3, 2, kernels, dtype=np.float64, ndim=3, perturbed_init=True, rng=rs)
-        U = rng.normal(size=(1, 3) + shape)
-        f = rng.normal(size=(1, 2) + shape)
+        crf = PacCRF(3, 2, kernels, dtype=np.float32, ndim=3, perturbed_init=True, rng=rs)
+        U = rng.normal(size=(1, 3) + shape).astype(np.float32)
+        f = rng.normal(size=(1, 2) + shape).astype(np.float32)
         ref = crf(U, f).data
-        np.testing.assert_allclose(crf.infer(U, f), ref, rtol=1e-10,
-                                   atol=1e-10 * max(1.0, float(np.abs(ref).max())))
+        np.testing.assert_allclose(crf.infer(U, f), ref, rtol=0,
+                                   atol=3e-5 * max(1.0, float(np.abs(ref).max())))
 
     run()
