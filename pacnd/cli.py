@@ -86,7 +86,7 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"pacnd {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+    except (ValueError, TypeError, OSError, RuntimeError, EOFError, MemoryError) as exc:
         print(f"pacnd {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
 
