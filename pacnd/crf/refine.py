@@ -69,6 +69,7 @@ import warnings
 import numpy as np
 
 from .._validate import as_ndarray, check_int
+from ..dask import any_dask
 from .fast import scores_to_unary
 from .model import PacCRF
 from .spec import pooled_size
@@ -415,6 +416,16 @@ def _load_params(params):
                     f"pacnd.crf.save_crf, got {type(params).__name__}")
 
 
+def _on_dask(crf, image, scores, kind, channel_axis, n_labels, gt_prob, clip,
+             return_probabilities, engine):
+    """Dask inputs: lazy block-wise inference with ``crf`` (see :mod:`pacnd.dask.crf`)."""
+    from ..dask.crf import refine_dask  # noqa: PLC0415
+
+    return refine_dask(crf, image, scores, kind=kind, channel_axis=channel_axis,
+                       n_labels=n_labels, gt_prob=gt_prob, clip=clip,
+                       return_probabilities=return_probabilities, engine=engine)
+
+
 def _run(crf, image, scores, kind, channel_axis, n_labels, gt_prob, clip,
          return_probabilities, engine, return_colors=False):
     img = check_image(image)
@@ -516,6 +527,9 @@ def refine(image, scores, *, kind="probabilities", sxy_gaussian=3.0, compat_gaus
     if not isinstance(return_probabilities, (bool, np.bool_)):
         raise TypeError(f"return_probabilities must be True or False, got "
                         f"{return_probabilities!r}")
+    if any_dask(image, scores):  # lazy, block by block with this CRF (pacnd.dask.crf)
+        return _on_dask(crf, image, scores, kind, channel_axis, n_labels, gt_prob, clip,
+                        return_probabilities, engine)
     return _run(crf, image, scores, kind, channel_axis, n_labels, gt_prob, clip,
                 return_probabilities, engine)
 
@@ -535,5 +549,8 @@ def convcrf_refine(image, scores, *, kind="probabilities", sxy_gaussian=3.0,
                                srgb=srgb, compat_bilateral=compat_bilateral,
                                iterations=iterations, filter_size=filter_size, blur=blur,
                                weight=weight)
+    if any_dask(image, scores):  # lazy, block by block with this CRF (pacnd.dask.crf)
+        return _on_dask(crf, image, scores, kind, channel_axis, n_labels, gt_prob, clip,
+                        return_probabilities, engine)
     return _run(crf, image, scores, kind, channel_axis, n_labels, gt_prob, clip,
                 return_probabilities, engine)
