@@ -35,6 +35,7 @@ Used by ``pacnd crf --batch`` and ``pacnd upsample predict --batch``
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 import sys
@@ -270,10 +271,10 @@ def _distributed(func, jobs, engine, kind, value, bar, report_error, memory_limi
         token = uuid.uuid4().hex[:8]
         keys = [f"pacnd-{re.sub(r'[^A-Za-z0-9_.-]', '_', j.name)}-{i}-{token}"
                 for i, j in enumerate(jobs)]
-        futures = client.map(_run_job, jobs, func=func, engine=engine, threads=threads,
-                             key=keys, pure=False)
+        task = functools.partial(_run_job, func=func, engine=engine, threads=threads)
+        futures = client.map(task, jobs, key=keys, pure=False)
         names = {f.key: j.name for f, j in zip(futures, jobs)}
-        for fut in as_completed(futures):
+        for fut in as_completed(futures, loop=client.loop):
             try:
                 name, err = fut.result()
             except Exception as exc:  # noqa: BLE001 - e.g. KilledWorker: its worker kept dying
