@@ -71,7 +71,9 @@ def use_scheduler(spec, *, memory_limit=None):
             yield
     else:
         with distributed_client(kind, value, memory_limit=memory_limit) as (client, _):
-            with dask.config.set(scheduler=client):
+            # the client by name, not in the config: a nanny restarting a dead worker pickles
+            # the config, and a Client object in it makes every restart fail
+            with client.as_current(), dask.config.set(scheduler="dask.distributed"):
                 yield
 
 
@@ -152,7 +154,7 @@ def _save_both(labels, out, probs, out_probs, overwrite):
     try:
         for t in tmps:
             shutil.rmtree(t)
-        stores = [da.to_zarr(_regular(a), t, overwrite=True, compute=False)
+        stores = [da.to_zarr(_regular(a), t, compute=False)
                   for a, t in zip((labels, probs), tmps)]
         import dask  # noqa: PLC0415
 

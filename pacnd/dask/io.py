@@ -204,7 +204,8 @@ def save_array(array, path, *, overwrite=False, compression=None):
     overwrite : bool
         Replace an existing output; otherwise FileExistsError.
     compression : str, optional
-        TIFF compression (e.g. ``'zlib'``; default none).
+        TIFF: a tifffile compression (e.g. ``'zlib'``; default none). zarr:
+        ``'none'`` stores chunks uncompressed (default: zarr's compressor).
 
     Returns
     -------
@@ -233,7 +234,7 @@ def save_array(array, path, *, overwrite=False, compression=None):
         if suffix == ".zarr":
             require_module("zarr", "writing .zarr files")
             shutil.rmtree(tmp)
-            da.to_zarr(_regular(a), tmp, overwrite=True, compute=True)
+            da.to_zarr(_regular(a), tmp, compute=True, **_zarr_kwargs(compression))
         elif suffix == ".npy":
             f = os.path.join(tmp, "out.npy")
             mm = np.lib.format.open_memmap(f, mode="w+", dtype=a.dtype, shape=a.shape)
@@ -255,6 +256,19 @@ def save_array(array, path, *, overwrite=False, compression=None):
             os.unlink(tmp)
         raise
     return path
+
+
+def _zarr_kwargs(compression):
+    """Keyword arguments of the zarr array creation for ``compression`` (None or 'none')."""
+    if compression is None:
+        return {}
+    if compression != "none":
+        raise ValueError(f"compression={compression!r}: zarr outputs take None (zarr's default "
+                         f"compressor) or 'none'")
+    import zarr  # noqa: PLC0415
+
+    major = int(str(zarr.__version__).split(".")[0])
+    return {"compressors": None} if major >= 3 else {"compressor": None}
 
 
 def _write_tiff(a, f, compression):
