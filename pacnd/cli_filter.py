@@ -13,8 +13,8 @@ and the result is computed and written chunk by chunk
 local:N, tcp://HOST:PORT), so images larger than memory work; the result
 equals the in-memory filter (exact halos, :mod:`pacnd.dask.filters`).
 
-Integer images are scaled to float32 in ``[0, 1]``; the output is float32
-(``--output-dtype uint8`` rescales to 0..255). The last axis is the channel
+Integer images are scaled to ``[0, 1]`` (like the in-memory filters); the output is
+float32 (``--output-dtype uint8`` rescales to 0..255). The last axis is the channel
 axis when the image has 3 dimensions (``--channel-axis`` overrides).
 """
 
@@ -61,11 +61,9 @@ def configure_parser(p):
 
 
 def _as_float32(a):
-    if a.dtype.kind in "ui":
-        return a.astype(np.float32) / np.float32(np.iinfo(a.dtype).max)
-    if a.dtype.kind == "b":
-        return a.astype(np.float32)
-    return a.astype(np.float32)
+    """float inputs as float32; integer images are left as they are (the filters scale them
+    to [0, 1] per block, and blocks keep reading them straight from the file)."""
+    return a if a.dtype.kind in "uib" or a.dtype == np.float32 else a.astype(np.float32)
 
 
 def run_from_args(args):
@@ -114,6 +112,8 @@ def run_from_args(args):
                                              alpha=args.alpha, lam=args.lam, channel_axis=axis)
     if args.output_dtype == "uint8":
         res = (res.clip(0, 1) * 255 + 0.5).astype(np.uint8)
+    else:
+        res = res.astype(np.float32)
     with use_scheduler(args.scheduler, memory_limit=args.worker_memory):
         if small_out:
             from .data.io import write_image  # noqa: PLC0415

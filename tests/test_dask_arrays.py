@@ -330,6 +330,12 @@ def test_open_and_save_zarr_tiff_npy(tmp_path, rgb):
         back = open_array(p, chunks=40)
         assert back.chunks[0][0] == 40
         _close(back.compute(), ref)
+        # blocks of a file-backed array read their regions (block + halo) from the file
+        src = open_array(p, chunks=(23, 29, 3))
+        twice = filters.bilateral(src, sigma_color=0.1, channel_axis=-1)
+        keys = [k for k in twice.__dask_graph__() if isinstance(k, tuple)]
+        assert keys and not any(str(k[0]) == src.name for k in keys)
+        _close(twice.compute(), filters.bilateral(ref, sigma_color=0.1, channel_axis=-1))
         with pytest.raises(FileExistsError, match="overwrite"):
             save_array(x, p)
     with pytest.raises(FileNotFoundError):

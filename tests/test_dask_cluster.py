@@ -193,20 +193,23 @@ def _worker_peak(client, stop, peak):
 
 
 def test_zarr_image_larger_than_worker_memory(tmp_path):
-    """A 1 GiB zarr image filtered by one worker whose memory limit is 448 MiB (Dask's
+    """A 768 MiB zarr image filtered by one worker whose memory limit is 320 MiB (Dask's
     nanny kills a worker above 95% of it; the idle worker with pacnd loaded holds about
-    210 MiB): chunk by chunk, within the limit."""
+    210 MiB): each block reads its region from the file, so the worker holds a few
+    regions, never the image."""
     from pacnd.dask import open_array, save_array
 
-    H, W, C, c = 16384, 512, 16, 256
+    H, W, C, c = 12288, 512, 16, 256
     tile = np.random.default_rng(0).random((c, c, C))
     x = da.map_blocks(lambda block_id=None: tile + 0.01 * (3 * block_id[0] + block_id[1]),
                       chunks=((c,) * (H // c), (c,) * (W // c), (C,)), dtype=np.float64,
                       meta=np.empty((0, 0, 0)))
-    src, dst = str(tmp_path / "big.zarr"), str(tmp_path / "out.zarr")
+    guide = x[..., 0] * 0.5 + x[..., 1] * 0.5
+    src, gsrc, dst = (str(tmp_path / n) for n in ("big.zarr", "guide.zarr", "out.zarr"))
     save_array(x, src, compression="none")
-    limit = 448 * 2 ** 20
-    assert x.nbytes > 2.2 * limit
+    save_array(guide, gsrc, compression="none")
+    limit = 320 * 2 ** 20
+    assert x.nbytes > 2.3 * limit
     cfg = {"distributed.worker.memory.target": False, "distributed.worker.memory.spill": False,
            "distributed.worker.memory.pause": False,
            "distributed.worker.memory.terminate": 0.95}
@@ -221,9 +224,8 @@ def test_zarr_image_larger_than_worker_memory(tmp_path):
         watchdog.start()
         th = threading.Thread(target=_worker_peak, args=(client, stop, peak))
         th.start()
-        img = open_array(src)
-        out = filters.joint_bilateral(img, img[..., 0], win_size=3, sigma_color=0.3,
-                                      channel_axis=-1)
+        out = filters.joint_bilateral(open_array(src), open_array(gsrc), win_size=3,
+                                      sigma_color=0.3, channel_axis=-1)
         try:
             with client.as_current(), dask.config.set(scheduler="dask.distributed"):
                 save_array(out, dst, compression="none")
@@ -234,16 +236,16 @@ def test_zarr_image_larger_than_worker_memory(tmp_path):
         watchdog.cancel()
         client.close()
         lc.close()
-    assert 0 < peak[0] < 0.95 * limit < x.nbytes / 2.2           # far below the image
-    res = open_array(dst)
+    assert 0 < peak[0] < 0.95 * limit < x.nbytes / 2.3           # far below the image
+    res, g = open_array(dst), guide
     rng = np.random.default_rng(0)
-    for _ in range(3):                                           # spot checks, with margins
+    for k in range(3):                                           # spot checks, with margins
         y, xx = int(rng.integers(0, H - 64)), int(rng.integers(0, W - 64))
-        y, xx = (y, xx) if _ else (c - 32, c - 32)               # one on a chunk corner
+        y, xx = (y, xx) if k else (c - 32, c - 32)               # one on a chunk corner
         y0, x0 = max(0, y - 8), max(0, xx - 8)
-        crop = x[y0:y + 72, x0:xx + 72].compute()
-        ref = filters.joint_bilateral(crop, crop[..., 0], win_size=3, sigma_color=0.3,
-                                      channel_axis=-1)
+        ref = filters.joint_bilateral(x[y0:y + 72, x0:xx + 72].compute(),
+                                      g[y0:y + 72, x0:xx + 72].compute(), win_size=3,
+                                      sigma_color=0.3, channel_axis=-1)
         got = res[y:y + 64, xx:xx + 64].compute()
         np.testing.assert_allclose(got, ref[y - y0:y - y0 + 64, xx - x0:xx - x0 + 64],
                                    rtol=1e-12, atol=0)

@@ -82,8 +82,8 @@ def _open(path, chunks):
 
     a = open_array(path)
     c = chunks if chunks is not None else _chunk_size_default(a)
-    if c is not None:
-        a = a.rechunk(tuple(c if i < 2 else -1 for i in range(a.ndim)))
+    if c is not None:  # reopened (not rechunked): blocks read their regions from the file
+        a = open_array(path, chunks=c)
     return a
 
 

@@ -2,7 +2,8 @@
 
 :func:`open_array` gives a lazy Dask array whose chunks are read from the file
 when computed (on whichever worker computes them: the graph holds the path,
-never the data); :func:`save_array` computes an array chunk by chunk into a
+never the data) — and pacnd's block-wise operations read their regions (block
+plus halo) from the file directly (:func:`pacnd.dask.regions.register_source`); :func:`save_array` computes an array chunk by chunk into a
 file. An image larger than memory is thus read, filtered / refined and
 written with memory bounded by a few chunks (plus halos) per worker.
 
@@ -20,6 +21,7 @@ import tempfile
 import numpy as np
 
 from . import require, require_module
+from .regions import register_source
 
 __all__ = ["open_array", "save_array", "is_chunked_path", "CHUNKED_SUFFIXES"]
 
@@ -116,7 +118,7 @@ def open_array(path, *, chunks=None):
         except Exception as exc:  # zarr raises several types for a bad store
             raise OSError(f"cannot read zarr array {path!r}: {exc}") from None
         c = _chunks_arg(chunks, z.shape, z.chunks)
-        return da.from_zarr(z, chunks=c)
+        return register_source(da.from_zarr(z, chunks=c, inline_array=True), z)
     if suffix in (".tif", ".tiff", ".npy"):
         if suffix == ".npy":
             try:
@@ -130,9 +132,10 @@ def open_array(path, *, chunks=None):
             kind = "tiff"
         src = _FileArray(path, kind, shape, dtype)
         default = tuple("auto" if i < 2 else -1 for i in range(len(shape)))
-        return da.from_array(src, chunks=_chunks_arg(chunks, shape, default),
-                             meta=np.empty((0,) * len(shape), dtype), name=False,
-                             asarray=False, fancy=False)
+        arr = da.from_array(src, chunks=_chunks_arg(chunks, shape, default),
+                            meta=np.empty((0,) * len(shape), dtype), name=False,
+                            asarray=False, fancy=False, inline_array=True)
+        return register_source(arr, src)
     if suffix in _SMALL_IMAGE_SUFFIXES:
         from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
 

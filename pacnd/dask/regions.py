@@ -10,9 +10,15 @@ clipped to the array — and calls ``func`` on those regions. Unlike
 other resolutions than the output (joint upsampling reads a low-res input
 and a high-res guide) and regions aligned to a grid (the CRF's pooled cells).
 
-Data movement: a region is assembled from ``getitem`` tasks on the chunks it
-overlaps, so only the needed slices of neighbouring chunks travel to the
-worker that computes the block.
+Data movement: a region is assembled from separate ``getitem`` tasks on the
+chunks it overlaps (shared by the blocks that need the same slice), which the
+scheduler runs where the chunk lives, so only the needed slices of
+neighbouring chunks travel to the worker that computes the block. Arrays read
+straight from files (:func:`pacnd.dask.open_array` registers them,
+:func:`register_source`) are not gathered at all: each block reads its region
+from the file, so a worker holds only the regions it is computing (Dask would
+otherwise keep neighbouring chunks in memory until every block that needs a
+slice of them has run — rows of chunks for wide images).
 """
 
 from __future__ import annotations
@@ -23,8 +29,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Region", "Block", "map_regions", "axis_halo", "chunk_bounds", "as_dask",
-           "meta_like", "rechunk_axes"]
+__all__ = ["Region", "Block", "map_regions", "register_source", "axis_halo", "chunk_bounds",
+           "as_dask", "meta_like", "rechunk_axes"]
 
 
 @dataclass(frozen=True)
@@ -119,8 +125,41 @@ def rechunk_axes(a, axes):
     return a.rechunk({ax: -1 for ax in axes})
 
 
-def _gather(a, reg):
-    """Task that assembles region ``reg`` of Dask array ``a`` from its chunks."""
+#: Dask arrays read straight from a file (name -> object whose ``[slices]`` reads them),
+#: registered by :func:`pacnd.dask.open_array`; bounded, most recent kept
+_SOURCES = {}
+_MAX_SOURCES = 256
+
+
+def register_source(array, source):
+    """Let blocks read regions of ``array`` from ``source[slices]`` directly.
+
+    ``source`` (a zarr array, a file-region reader: small and picklable) must hold
+    exactly ``array``'s data. Blocks then depend on no chunk task of ``array``:
+    each worker reads its region (block plus halo) from storage, no neighbour
+    chunks are held in memory or moved between workers. Returns ``array``.
+    """
+    _SOURCES.pop(array.name, None)
+    _SOURCES[array.name] = source
+    while len(_SOURCES) > _MAX_SOURCES:
+        _SOURCES.pop(next(iter(_SOURCES)))
+    return array
+
+
+def _read_region(source, sl):
+    import numpy as np  # noqa: PLC0415
+
+    return np.asarray(source[sl])
+
+
+def _gather(a, reg, slices):
+    """Task that assembles region ``reg`` of Dask array ``a`` from its chunks.
+
+    Parts of chunks become their own ``getitem`` tasks, registered in ``slices``
+    (``{(array name, chunk index, slices): key}``, shared by every block): the
+    scheduler runs them where the chunk is, so only the slice travels to the block's
+    worker, and the chunk can be released once its slices are cut.
+    """
     from dask.array.core import concatenate3  # noqa: PLC0415
 
     if a.ndim == 0:
@@ -131,15 +170,20 @@ def _gather(a, reg):
         for i, (cs, ce) in enumerate(chunk_bounds(a.chunks[ax])):
             lo, hi = max(s, cs), min(e, ce)
             if lo < hi:
-                parts.append((i, slice(lo - cs, hi - cs), hi - lo == ce - cs))
+                parts.append((i, (lo - cs, hi - cs), hi - lo == ce - cs))
         per_axis.append(parts)
 
     def build(ax, idx, sls, whole):
         if ax == a.ndim:
             key = (a.name,) + tuple(idx)
-            return key if all(whole) else (operator.getitem, key, tuple(sls))
-        return [build(ax + 1, idx + [i], sls + [sl], whole + [w])
-                for i, sl, w in per_axis[ax]]
+            if all(whole):
+                return key
+            ident = (a.name, tuple(idx), tuple(sls))
+            if ident not in slices:
+                slices[ident] = len(slices)
+            return ("__slice__", slices[ident], key, tuple(slice(*b) for b in sls))
+        return [build(ax + 1, idx + [i], sls + [b], whole + [w])
+                for i, b, w in per_axis[ax]]
 
     nested = build(0, [], [], [])
     flat = nested
@@ -148,6 +192,21 @@ def _gather(a, reg):
             return (concatenate3, nested)
         flat = flat[0]
     return flat  # one chunk: no concatenation
+
+
+def _slice_keys(task, name, layer):
+    """Replace ``('__slice__', n, key, slices)`` markers by keys of getitem tasks in
+    ``layer``."""
+    if isinstance(task, list):
+        return [_slice_keys(t, name, layer) for t in task]
+    if isinstance(task, tuple) and task and task[0] == "__slice__":
+        _, n, key, sl = task
+        k = (name, n)
+        layer[k] = (operator.getitem, key, sl)
+        return k
+    if isinstance(task, tuple) and task and callable(task[0]):
+        return (task[0],) + tuple(_slice_keys(t, name, layer) for t in task[1:])
+    return task
 
 
 def _clip(reg, shape):
@@ -214,18 +273,29 @@ def map_regions(func, inputs, out_chunks, *, dtype, meta=None, name="pacnd", n_o
         const_keys.append(key)
     grids = [chunk_bounds(c) for c in out_chunks]
     arrays = [r.array for r in inputs]
+    slices, slice_name = {}, f"{name}-halo-{token}"
+    sources = {}
+    for k, r in enumerate(inputs):
+        src = _SOURCES.get(r.array.name)
+        if src is not None and r.array.ndim > 0:
+            sources[k] = (f"{cname}-source{k}",)
+            layer[sources[k]] = src
     for index in np.ndindex(*[len(g) for g in grids]):
         bounds = tuple(g[i] for g, i in zip(grids, index))
         regs, tasks = [], []
-        for r in inputs:
+        for k, r in enumerate(inputs):
             a = r.array
             reg = (tuple((0, n) for n in a.shape) if r.region is None
                    else _clip(r.region(bounds), a.shape))
             regs.append(reg)
-            tasks.append(_gather(a, reg))
+            if k in sources:  # straight from the file: no chunk task involved
+                tasks.append((_read_region, sources[k], tuple(slice(*b) for b in reg)))
+            else:
+                tasks.append(_slice_keys(_gather(a, reg, slices), slice_name, layer))
         layer[(cname,) + index] = (apply, _call, [func, tuple(index), bounds, tuple(regs)]
                                    + tasks + const_keys)
-    graph = HighLevelGraph.from_collections(cname, layer, dependencies=arrays)
+    deps = [a for k, a in enumerate(arrays) if k not in sources]
+    graph = HighLevelGraph.from_collections(cname, layer, dependencies=deps)
     dtypes = list(dtype) if n_out > 1 else [dtype]
     metas = list(meta) if (n_out > 1 and meta is not None) else [meta] * n_out
     if n_out == 1:
