@@ -28,7 +28,7 @@ from distributed import Client, LocalCluster
 from PIL import Image
 
 from pacnd import filters
-from pacnd.batch import Job, parse_scheduler, run_batch
+from pacnd.batch import parse_scheduler, run_batch
 from pacnd.cli import main
 
 SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")

@@ -306,7 +306,6 @@ def refine_dask(crf, image, scores, *, kind="probabilities", channel_axis=-1, n_
         it = iter(spatial_chunks)
         sc = as_dask(scores, chunks=tuple((n,) if a == label_axis or a >= 2 + (
             label_axis is not None) else next(it) for a, n in enumerate(scores.shape)))
-    img = img.rechunk(spatial_chunks + ((3,),))
 
     def span(bounds):
         return tuple(_aligned_span(s, e, halo, n, period) for (s, e), n in

@@ -22,7 +22,8 @@ the block plus a halo, cut back to the block (:func:`pacnd.dask.regions.map_regi
   block's outputs (and one more output each side for ``reference='dpid'``,
   whose smoothing reads the neighbours).
 
-Channel chunks are merged (the range kernel uses every channel). Integer
+Channel chunks are merged in the output (the range kernel uses every channel;
+each block's region gathers all of them). Integer
 images are converted like the in-memory call; value checks (NaN, ...) run
 when the blocks are computed and raise the in-memory call's error.
 """
@@ -33,7 +34,7 @@ import numpy as np
 
 from .. import filters as _mem
 from . import require
-from .regions import Region, as_dask, axis_halo, map_regions, meta_like, rechunk_axes
+from .regions import Region, as_dask, axis_halo, map_regions, meta_like
 
 __all__ = ["bilateral", "joint_bilateral", "joint_bilateral_upsample", "detail_preserving_pool"]
 
@@ -65,9 +66,11 @@ def _spatial_axes(layout):
     return [ax for ax in range(layout.ndim) if ax != layout.axis]
 
 
-def _merged(a, layout):
-    """The image with its channel axis in one chunk."""
-    return a if layout.axis is None else rechunk_axes(a, [layout.axis])
+def _merged_chunks(a, layout):
+    """``a``'s chunks with the channel axis in one chunk: the output's (the regions gather
+    every channel, so the input itself is not rechunked — a file-backed input keeps
+    reading its regions from the file)."""
+    return tuple((a.shape[ax],) if ax == layout.axis else c for ax, c in enumerate(a.chunks))
 
 
 def _guide_channel_axis(guide, layout, spatial, name="guide"):
@@ -92,7 +95,7 @@ def _guide_channel_axis(guide, layout, spatial, name="guide"):
 
 
 def _guide_for(guide, layout, spatial_chunks):
-    """The guide as Dask, channel axis merged, spatial chunks ``spatial_chunks``."""
+    """The guide, checked, as a Dask array (a NumPy guide gets ``spatial_chunks``)."""
     if not (_mem._is_array(guide) or hasattr(guide, "dask")):
         if isinstance(guide, (list, tuple)):
             guide = np.asarray(guide)
@@ -107,10 +110,7 @@ def _guide_for(guide, layout, spatial_chunks):
         else:
             chunks.append(tuple(spatial_chunks[k]))
             k += 1
-    if hasattr(guide, "dask"):
-        g = guide.rechunk(tuple(chunks))
-    else:
-        g = as_dask(guide, chunks=tuple(chunks))
+    g = guide if hasattr(guide, "dask") else as_dask(guide, chunks=tuple(chunks))
     if g.size == 0:
         raise ValueError(f"guide is empty (shape {tuple(g.shape)})")
     return g, gaxis
@@ -179,7 +179,7 @@ def _bilateral(image, guide, *, sigma_spatial, sigma_color, win_size, channel_ax
     win_size = _mem._bilateral_win_size(sigma_spatial, win_size)
     _mem._check_choice(kernel, "kernel", _mem._RANGE_KERNELS)
     _mem._check_choice(window, "window", _mem._WINDOWS)
-    img = _merged(img, layout)
+    out_chunks = _merged_chunks(img, layout)
     sp = _spatial_axes(layout)
     spatial_chunks = [img.chunks[ax] for ax in sp]
     halo = win_size // 2
@@ -202,7 +202,7 @@ def _bilateral(image, guide, *, sigma_spatial, sigma_color, win_size, channel_ax
                 kernel=kernel, window=window, engine=engine)
     func = _partial(_bilateral_block, guided=guide is not None, opts=opts,
                     pos=_positions(layout))
-    return map_regions(func, inputs, img.chunks, dtype=dtype,
+    return map_regions(func, inputs, out_chunks, dtype=dtype,
                        meta=meta_like([img], img.ndim, dtype), name="pacnd-bilateral")
 
 
@@ -228,7 +228,7 @@ def joint_bilateral(image, guide, *, sigma_spatial=1.0, sigma_color=None, win_si
                     channel_axis=None, kernel="gaussian", window="square", engine=None):
     """:func:`pacnd.filters.joint_bilateral` of Dask arrays, lazily (see the module notes).
 
-    The guide (NumPy or Dask) is rechunked to the image's spatial chunks.
+    The guide (NumPy or Dask, any chunks) is read over each block's region.
     """
     if guide is None:
         raise TypeError("guide is required: pass a NumPy or Dask array")
@@ -275,7 +275,6 @@ def joint_bilateral_upsample(low_res, guide, *, factor, sigma_spatial=0.5, sigma
                                        hint="or None for the guide's standard deviation")
     _mem._check_choice(kernel, "kernel", _mem._RANGE_KERNELS)
     ksize = _mem._jbu_window(factor, sigma_spatial, win_size)
-    low = _merged(low, layout)
     sp = _spatial_axes(layout)
     low_chunks = [low.chunks[ax] for ax in sp]
     g, gaxis = _guide_for(guide, layout, [tuple(c * f for c in ch)
@@ -297,7 +296,7 @@ def joint_bilateral_upsample(low_res, guide, *, factor, sigma_spatial=0.5, sigma
     out_chunks = []
     for ax in range(low.ndim):
         if ax == layout.axis:
-            out_chunks.append(low.chunks[ax])
+            out_chunks.append((low.shape[ax],))
         else:
             out_chunks.append(tuple(c * factor[sp.index(ax)] for c in low.chunks[ax]))
     inputs = [Region(low, _image_region(layout, low_span)),
@@ -378,7 +377,6 @@ def detail_preserving_pool(image, *, size=2, stride=None, padding=0, alpha=0.1, 
     if any(o < 1 for o in out_sp):
         raise ValueError(f"size={size} (with padding={padding}) is larger than the image's "
                          f"spatial shape {layout.spatial}; use a smaller size or more padding")
-    img = _merged(img, layout)
     sp = _spatial_axes(layout)
     margin = 1 if isinstance(reference, str) and reference == "dpid" else 0
     if isinstance(reference, str):
@@ -393,7 +391,7 @@ def detail_preserving_pool(image, *, size=2, stride=None, padding=0, alpha=0.1, 
     out_chunks = []
     for ax in range(img.ndim):
         if ax == layout.axis:
-            out_chunks.append(img.chunks[ax])
+            out_chunks.append((C,))
         else:
             k = sp.index(ax)
             out_chunks.append(_out_chunks(img.chunks[ax], stride, out_sp[k]))

@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 __all__ = ["Region", "Block", "map_regions", "register_source", "axis_halo", "chunk_bounds",
-           "as_dask", "meta_like", "rechunk_axes"]
+           "as_dask", "meta_like"]
 
 
 @dataclass(frozen=True)
@@ -116,13 +116,6 @@ def meta_like(arrays, ndim, dtype):
 
             return cupy.empty((0,) * ndim, dtype=dtype)
     return np.empty((0,) * ndim, dtype=dtype)
-
-
-def rechunk_axes(a, axes):
-    """``a`` with each axis in ``axes`` in one chunk (channels, labels)."""
-    if all(len(a.chunks[ax]) == 1 for ax in axes):
-        return a
-    return a.rechunk({ax: -1 for ax in axes})
 
 
 #: Dask arrays read straight from a file (name -> object whose ``[slices]`` reads them),

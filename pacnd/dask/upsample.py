@@ -190,12 +190,9 @@ def upsample(model, low_res, guide, *, pad=None, engine=None, halo=None, chunks=
                                            else tuple(chunks))
         low = da.from_array(np.asarray(low_res), chunks=c if c == "auto" else
                             c + ((-1,) if had_channels else ()))
-    if had_channels:
-        low = low.rechunk({2: -1})
     C = low.shape[2] if had_channels else 1
     out_sp = tuple(tuple(c * f for c in ch) for ch in low.chunks[:2])
-    g = guide.rechunk(out_sp + ((3,),)) if hasattr(guide, "dask") else \
-        as_dask(np.asarray(guide), chunks=out_sp + ((3,),))
+    g = guide if hasattr(guide, "dask") else as_dask(np.asarray(guide), chunks=out_sp + ((3,),))
     x = low if had_channels else low[..., None]
     xf = x.astype(np.float32)
     vmin, vmax = xf.min(axis=(0, 1)), xf.max(axis=(0, 1))
