@@ -13,7 +13,7 @@ and the result is computed and written chunk by chunk
 local:N, tcp://HOST:PORT), so images larger than memory work; the result
 equals the in-memory filter (exact halos, :mod:`pacnd.dask.filters`).
 
-Integer images are scaled to ``[0, 1]`` (like the in-memory filters); the output is
+Integer images are read as float32 in ``[0, 1]`` (chunk by chunk); the output is
 float32 (``--output-dtype uint8`` rescales to 0..255). The last axis is the channel
 axis when the image has 3 dimensions (``--channel-axis`` overrides).
 """
@@ -60,10 +60,12 @@ def configure_parser(p):
     add_chunk_options(p)
 
 
-def _as_float32(a):
-    """float inputs as float32; integer images are left as they are (the filters scale them
-    to [0, 1] per block, and blocks keep reading them straight from the file)."""
-    return a if a.dtype.kind in "uib" or a.dtype == np.float32 else a.astype(np.float32)
+def _read(path, chunks):
+    """``path`` lazily as float32 (integer files scaled to [0, 1] as they are read)."""
+    from .dask.cli import _open  # noqa: PLC0415
+
+    a = _open(path, chunks, as_float32=True)
+    return a if a.dtype == np.float32 else a.astype(np.float32)
 
 
 def run_from_args(args):
@@ -72,7 +74,7 @@ def run_from_args(args):
 
     require("pacnd filter")
     from . import filters  # noqa: PLC0415
-    from .dask.cli import _open, use_scheduler  # noqa: PLC0415
+    from .dask.cli import use_scheduler  # noqa: PLC0415
     from .dask.io import is_chunked_path, save_array  # noqa: PLC0415
 
     out = args.output
@@ -83,7 +85,7 @@ def run_from_args(args):
         raise FileExistsError(f"{out!r} exists; pass --overwrite to replace it")
     if args.method in ("joint-bilateral", "jbu") and args.guide is None:
         raise ValueError(f"pacnd filter {args.method} needs --guide")
-    img = _as_float32(_open(args.image, args.chunks))
+    img = _read(args.image, args.chunks)
     axis = args.channel_axis
     if axis is None and img.ndim == 3:
         axis = -1
@@ -96,14 +98,13 @@ def run_from_args(args):
     if args.method == "bilateral":
         res = filters.bilateral(img, sigma_color=args.sigma_color, channel_axis=axis, **opts)
     elif args.method == "joint-bilateral":
-        guide = _as_float32(_open(args.guide, args.chunks))
+        guide = _read(args.guide, args.chunks)
         res = filters.joint_bilateral(img, guide, sigma_color=args.sigma_color,
                                       channel_axis=axis, **opts)
     elif args.method == "jbu":
         if args.factor is None:
             raise ValueError("pacnd filter jbu needs --factor")
-        guide = _as_float32(_open(args.guide, None if args.chunks is None
-                                  else args.chunks * args.factor))
+        guide = _read(args.guide, None if args.chunks is None else args.chunks * args.factor)
         res = filters.joint_bilateral_upsample(img, guide, factor=args.factor,
                                                sigma_color=args.sigma_color,
                                                channel_axis=axis, **opts)

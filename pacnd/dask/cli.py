@@ -77,13 +77,13 @@ def use_scheduler(spec, *, memory_limit=None):
                 yield
 
 
-def _open(path, chunks):
+def _open(path, chunks, as_float32=False):
     from .io import open_array  # noqa: PLC0415
 
-    a = open_array(path)
+    a = open_array(path, as_float32=as_float32)
     c = chunks if chunks is not None else _chunk_size_default(a)
     if c is not None:  # reopened (not rechunked): blocks read their regions from the file
-        a = open_array(path, chunks=c)
+        a = open_array(path, chunks=c, as_float32=as_float32)
     return a
 
 

@@ -87,7 +87,38 @@ def _chunks_arg(chunks, shape, default):
     return chunks
 
 
-def open_array(path, *, chunks=None):
+class _AsFloat32:
+    """A region reader returning an integer file's values as float32 in [0, 1] (signed
+    integers in [-1, 1]), like the filters' integer-image conversion."""
+
+    def __init__(self, source, dtype):
+        self.source, self.src_dtype = source, np.dtype(dtype)
+        self.shape, self.ndim = tuple(source.shape), len(source.shape)
+        self.dtype = np.dtype(np.float32)
+
+    def __getitem__(self, key):
+        a = np.asarray(self.source[key])
+        if self.src_dtype.kind == "b":
+            return a.astype(np.float32)
+        out = a.astype(np.float32) / np.float32(np.iinfo(self.src_dtype).max)
+        return np.maximum(out, np.float32(-1)) if self.src_dtype.kind == "i" else out
+
+
+def _lazy(source, chunks, default, as_float32):
+    """A registered Dask array over ``source`` (optionally converted to float32)."""
+    import dask.array as da  # noqa: PLC0415
+
+    dt = np.dtype(source.dtype)
+    if as_float32 and dt.kind in "uib":
+        source = _AsFloat32(source, dt)
+        dt = source.dtype
+    arr = da.from_array(source, chunks=_chunks_arg(chunks, source.shape, default),
+                        meta=np.empty((0,) * len(source.shape), dt), name=False,
+                        asarray=False, fancy=False, inline_array=True)
+    return register_source(arr, source)
+
+
+def open_array(path, *, chunks=None, as_float32=False):
     """A file as a lazy Dask array, read chunk by chunk.
 
     Parameters
@@ -101,6 +132,10 @@ def open_array(path, *, chunks=None):
         Chunks of the result; an int is the spatial chunk size (first two
         axes), other axes whole. Default: the zarr store's chunks, else
         Dask's ``'auto'`` for the spatial axes.
+    as_float32 : bool
+        Read integer (and boolean) files as float32 in ``[0, 1]`` (signed:
+        ``[-1, 1]``), converted chunk by chunk as they are read — the filters'
+        own scaling, in float32 instead of float64.
 
     Returns
     -------
@@ -117,6 +152,8 @@ def open_array(path, *, chunks=None):
             z = zarr.open_array(path, mode="r")
         except Exception as exc:  # zarr raises several types for a bad store
             raise OSError(f"cannot read zarr array {path!r}: {exc}") from None
+        if as_float32 and z.dtype.kind in "uib":
+            return _lazy(z, chunks, z.chunks, True)
         c = _chunks_arg(chunks, z.shape, z.chunks)
         return register_source(da.from_zarr(z, chunks=c, inline_array=True), z)
     if suffix in (".tif", ".tiff", ".npy"):
@@ -132,10 +169,7 @@ def open_array(path, *, chunks=None):
             kind = "tiff"
         src = _FileArray(path, kind, shape, dtype)
         default = tuple("auto" if i < 2 else -1 for i in range(len(shape)))
-        arr = da.from_array(src, chunks=_chunks_arg(chunks, shape, default),
-                            meta=np.empty((0,) * len(shape), dtype), name=False,
-                            asarray=False, fancy=False, inline_array=True)
-        return register_source(arr, src)
+        return _lazy(src, chunks, default, as_float32)
     if suffix in _SMALL_IMAGE_SUFFIXES:
         from PIL import Image, UnidentifiedImageError  # noqa: PLC0415
 
@@ -145,6 +179,8 @@ def open_array(path, *, chunks=None):
         except (UnidentifiedImageError, OSError) as exc:
             raise OSError(f"cannot read image {path!r}: {exc}") from None
         default = tuple("auto" if i < 2 else -1 for i in range(a.ndim))
+        if as_float32 and a.dtype.kind in "uib":
+            return _lazy(a, chunks, default, True)
         return da.from_array(a, chunks=_chunks_arg(chunks, a.shape, default))
     raise ValueError(f"{path!r}: unsupported file type {suffix or '(none)'}; use .zarr, .tif, "
                      f".tiff, .npy or an image (.png, ...)")
