@@ -222,7 +222,7 @@ def bench_batch(rounds, workdir):
     common = ["crf", "--batch", img_dir, sc_dir, "--kind", "labels", "--keep-going"]
     # a standing 2-worker cluster, as a multi-node user would keep one (tcp:// address)
     lc = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                      dashboard_address=None, silence_logs=logging.ERROR)
+                      dashboard_address=":0", silence_logs=logging.ERROR)
     try:
         addr = lc.scheduler_address
         run_cli(common + ["-o", workdir / "warm", "-q"])                     # Numba cache

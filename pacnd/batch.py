@@ -242,7 +242,7 @@ def distributed_client(kind, value, *, memory_limit=None):
     cluster = None
     if kind == "local":
         cluster = distributed.LocalCluster(
-            n_workers=value, threads_per_worker=1, processes=True, dashboard_address=None,
+            n_workers=value, threads_per_worker=1, processes=True, dashboard_address=":0",
             memory_limit=memory_limit if memory_limit is not None else "auto",
             silence_logs=logging.ERROR)
         threads = max(1, (os.cpu_count() or 1) // value)

@@ -41,7 +41,7 @@ CONES = os.path.join(DATA, "middlebury2003", "cones")
 def cluster():
     with dask.config.set({"distributed.scheduler.allowed-failures": 3}):
         lc = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                          dashboard_address=None, silence_logs=logging.ERROR)
+                          dashboard_address=":0", silence_logs=logging.ERROR)
     client = Client(lc, set_as_default=False)
     try:
         yield lc, client
@@ -215,7 +215,7 @@ def test_zarr_image_larger_than_worker_memory(tmp_path):
            "distributed.worker.memory.terminate": 0.95}
     with dask.config.set(cfg):
         lc = LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
-                          memory_limit=limit, dashboard_address=None,
+                          memory_limit=limit, dashboard_address=":0",
                           silence_logs=logging.ERROR)
     client = Client(lc, set_as_default=False)
     watchdog = threading.Timer(240, lc.close)        # a stuck run fails instead of hanging
