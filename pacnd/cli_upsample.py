@@ -236,8 +236,8 @@ def _predict_batch(args):
         source=source, out_format=args.format, scheduler=args.scheduler, resume=args.resume,
         keep_going=args.keep_going, progress=not args.quiet,
         engine=getattr(args, "engine", None), task=args.task, factor=args.factor,
-        weights=args.weights, model=args.model, target_scale=args.target_scale,
-        output_scale=args.output_scale)
+        weights=args.weights, model=args.model, protocol=getattr(args, "protocol", None),
+        target_scale=args.target_scale, output_scale=args.output_scale)
     if not args.quiet:
         n = len(report.done) + len(report.failed)
         extra = f"; {len(report.skipped)} already done (--resume)" if report.skipped else ""

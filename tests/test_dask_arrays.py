@@ -282,7 +282,9 @@ def _models():
             "djf x4": (build_model("djf", 4, rng=1), (96, 160), (12, 20)),
             "jbu x4": (baseline("jbu", "depth", 4), (96, 120), (7, 9)),
             "bicubic x4": (baseline("bicubic", "depth", 4), (256, 400), (23, 31)),
-            "bilinear x4": (baseline("bilinear", "flow", 4), (96, 120), (7, 9))}
+            "bilinear x4": (baseline("bilinear", "flow", 4), (96, 120), (7, 9)),
+            "pac-lite x4, residual JBU base": (build_model("pac_lite", 4, rng=2, residual="jbu"),
+                                               (160, 192), (20, 24))}
 
 
 @pytest.mark.parametrize("name", list(_models()))

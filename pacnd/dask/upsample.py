@@ -17,9 +17,9 @@ guide over the same span, cut back to the block:
   lazy reduction every block depends on, passed as ``value_range``);
 * the mirror padding of the learned networks applies at the image border
   only (inside, it falls into the discarded halo);
-* :class:`~pacnd.models.JointBilateralUpsample` blocks get their own
-  coordinate origin, so the spatial part of their features is the whole
-  image's;
+* :class:`~pacnd.models.JointBilateralUpsample` blocks (and networks with a
+  residual JBU base) get their own coordinate origin, so the spatial part of
+  their features is the whole image's; a residual base's halo counts too;
 * :class:`~pacnd.models.Bicubic`'s spline prefilter is recursive (infinite
   support, decaying as ``0.268^n``): its halo of 40 samples leaves a
   truncation below ``1e-22`` of the value range, i.e. float rounding.
@@ -70,10 +70,17 @@ def upsample_halo(model):
     TypeError
         For another model class (pass ``halo=`` to :func:`upsample`).
     """
+    f = model.factor
+    base = getattr(model, "_base", None)   # a residual base (JBU / bicubic / bilinear)
+    if base is not None:
+        return max(upsample_halo(base), _own_halo(model, f))
+    return _own_halo(model, f)
+
+
+def _own_halo(model, f):
     from ..models.networks import (DJF, Bicubic, Bilinear, JointBilateralUpsample,  # noqa
                                    PacJointUpsample)
 
-    f = model.factor
     if isinstance(model, PacJointUpsample):
         R = _seq_reach(model.branch_f) + _seq_reach(model.branch_g) + f + 1
         R += _seq_reach(model.branch_t) * f
@@ -108,9 +115,15 @@ def _block(block, low, guide, vmin, vmax, model, *, factor, pad, engine, channel
 
     low, guide = _host(low), _host(guide)
     (a, _), (c, _) = block.regions[0][:2]
+    origin = (a * factor, c * factor)      # the block's guide starts there in the image
     if isinstance(model, JointBilateralUpsample):
         model = copy.copy(model)
-        model.coord_origin = (a * factor, c * factor)
+        model.coord_origin = origin
+    base = getattr(model, "_base", None)
+    if isinstance(base, JointBilateralUpsample):   # a residual JBU base: same coordinates
+        model, base = copy.copy(model), copy.copy(base)
+        base.coord_origin = origin
+        object.__setattr__(model, "_base", base)
     out = model.upsample(low, guide, pad=pad, engine=engine,
                          value_range=(np.asarray(vmin), np.asarray(vmax)))
     (ys, ye), (xs, xe) = block.bounds[:2]

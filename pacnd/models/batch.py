@@ -24,18 +24,19 @@ _OUT_EXTS = (".npy", ".png", ".flo")
 _MODELS = {}
 
 
-def _model(task, factor, weights, model):
+def _model(task, factor, weights, model, protocol):
     """The model for a spec, built once per process (tasks on a worker share it)."""
-    key = (task, factor, weights, model)
+    key = (task, factor, weights, model, protocol)
     if key not in _MODELS:
         from ..cli_upsample import _get_model  # noqa: PLC0415
 
-        _MODELS[key] = _get_model(task, factor, weights, model)
+        _MODELS[key] = _get_model(task, factor, weights, model, protocol)
     return _MODELS[key]
 
 
 def upsample_file(guide_path, source_path, out_path, *, source="low", task=None, factor=None,
-                  weights=None, model="pac", target_scale=1.0, output_scale=None):
+                  weights=None, model="pac", protocol=None, target_scale=1.0,
+                  output_scale=None):
     """Upsample one target read from files and write the result atomically.
 
     Parameters
@@ -53,8 +54,10 @@ def upsample_file(guide_path, source_path, out_path, *, source="low", task=None,
         Default: flow for ``.flo`` sources, else depth.
     factor : int, optional
         Default: from the sizes (``'low'``), else 8.
-    weights, model
-        As ``pacnd upsample predict`` (``--weights`` / ``--model``).
+    weights, model, protocol
+        As ``pacnd upsample predict`` (``--weights`` / ``--model`` /
+        ``--protocol``: how the low-res input is simulated from a target, and
+        which shipped weights match it; default the task's).
     target_scale, output_scale : float
         Depth PNG scales (stored value = scale * depth).
 
@@ -63,7 +66,9 @@ def upsample_file(guide_path, source_path, out_path, *, source="low", task=None,
     ndarray
         The upsampled target.
     """
-    from ..cli_upsample import _check_factor, _read_target, _task_of  # noqa: PLC0415
+    from types import SimpleNamespace  # noqa: PLC0415
+
+    from ..cli_upsample import _check_factor, _protocol, _read_target, _task_of  # noqa
     from ..data import crop_to_multiple, fill_unknown, make_low_res  # noqa: PLC0415
     from ..data.io import read_image, write_target  # noqa: PLC0415
 
@@ -72,6 +77,7 @@ def upsample_file(guide_path, source_path, out_path, *, source="low", task=None,
         raise ValueError(f"output {out_path!r} must end in one of {_OUT_EXTS}")
     factor = _check_factor(factor)
     task = _task_of(source_path, task)
+    protocol = _protocol(SimpleNamespace(protocol=protocol), task)
     guide = read_image(guide_path)
     H, W = guide.shape[:2]
     src = _read_target(source_path, task, target_scale)
@@ -83,7 +89,7 @@ def upsample_file(guide_path, source_path, out_path, *, source="low", task=None,
         if H % factor or W % factor:
             guide = crop_to_multiple(guide, factor)
             src = crop_to_multiple(src, factor)
-        low = make_low_res(src, factor, "center" if task == "depth" else "bilinear")
+        low = make_low_res(src, factor, protocol)
     elif source == "low":
         low = src
         h, w = low.shape[:2]
@@ -99,7 +105,7 @@ def upsample_file(guide_path, source_path, out_path, *, source="low", task=None,
         raise ValueError(f"source={source!r}; choose 'low' or 'target'")
     if not np.isfinite(low).all():
         low = fill_unknown(low)
-    m = _model(task, factor, weights, model)
+    m = _model(task, factor, weights, model, protocol)
     out = m.upsample(low, guide)
     scale = output_scale if output_scale is not None else target_scale
     d = os.path.dirname(os.path.abspath(out_path))
@@ -182,8 +188,8 @@ def upsample_folder(guide_dir, source_dir, out_dir, *, source="low", out_format=
     scheduler, resume, keep_going, progress, engine, on_error, memory_limit
         See :func:`pacnd.batch.run_batch`.
     **kwargs
-        ``task``, ``factor``, ``weights``, ``model``, ``target_scale``,
-        ``output_scale`` of :func:`upsample_file`.
+        ``task``, ``factor``, ``weights``, ``model``, ``protocol``,
+        ``target_scale``, ``output_scale`` of :func:`upsample_file`.
 
     Returns
     -------
