@@ -119,11 +119,13 @@ def _guide_for(guide, layout, spatial_chunks):
 def _global_std(a, name, dtype):
     """Lazy ``float(a_as_float.std())`` (0-d), 1 for a flat image — the default sigma_color."""
     f = a.map_blocks(_mem._as_float_image, name, dtype, dtype=dtype)
-    return f.astype(np.float64).std().map_blocks(_std_or_one, dtype=np.float64)
+    return f.astype(np.float64).std().map_blocks(_std_or_one, dtype=np.float64,
+                                                 meta=np.empty((), np.float64))
 
 
 def _std_or_one(s):
-    return np.asarray(s if float(s) > 0 else 1.0, dtype=np.float64)
+    s = float(s)          # a NumPy or CuPy 0-d array
+    return np.asarray(s if s > 0 else 1.0, dtype=np.float64)
 
 
 def _positions(layout):
