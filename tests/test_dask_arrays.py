@@ -201,9 +201,15 @@ def test_crf_halo_formula():
                              normalize="symmetric")])
     assert crf_halo(crf) == 30
     assert crf_halo(PacCRF(2, 0, [dict(kernel_size=5)])) == 0
-    # it follows the mapping refine builds (default: 5 steps of rings out to 27 cells of 4 px)
-    assert crf_halo(pacnd.crf.dense_crf_mapping((2000, 2000), 3)) == 683
-    assert crf_halo(pacnd.crf.dense_crf_mapping((2000, 2000), 3, iterations=2)) < 683
+    # it follows the mapping refine builds, whatever its defaults: every step adds at least
+    # the widest kernel's reach, at most twice it (normalisers) plus the upsampling's cells
+    m = pacnd.crf.dense_crf_mapping((2000, 2000), 3)
+    reach = max(s.padding * s.blur for s in m.kernels)
+    b = max(s.blur for s in m.kernels)
+    steps = m.num_steps
+    assert steps * reach <= crf_halo(m) <= steps * (2 * reach + 2 * b)
+    assert crf_halo(pacnd.crf.dense_crf_mapping((2000, 2000), 3, iterations=steps + 2)) \
+        >= crf_halo(m) + 2 * reach
 
 
 @pytest.mark.parametrize("name", sorted(_CRFS))
