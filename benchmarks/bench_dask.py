@@ -83,11 +83,12 @@ class PeakRSS:
             for p in procs:
                 try:
                     rss = p.memory_info().rss
-                    if p.pid not in self.names:
-                        cmd = " ".join(p.cmdline())
-                        self.names[p.pid] = ("worker" if "spawn_main" in cmd else
-                                             "tracker" if "resource_tracker" in cmd else
-                                             "client")
+                    # classified on every sample: a just-spawned worker still shows its
+                    # parent's command line for a moment
+                    cmd = " ".join(p.cmdline())
+                    self.names[p.pid] = ("worker" if "spawn_main" in cmd else
+                                         "tracker" if "resource_tracker" in cmd else
+                                         "client")
                     self.peaks[p.pid] = max(self.peaks.get(p.pid, 0), rss)
                 except psutil.Error:
                     pass

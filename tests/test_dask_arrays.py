@@ -20,6 +20,7 @@ import dask
 import dask.array as da
 import numpy as np
 import pytest
+from conftest import shared_dir
 from PIL import Image
 
 import pacnd
@@ -29,8 +30,7 @@ from pacnd.dask import crf_halo, upsample_halo
 import pacnd.dask.crf as dask_crf
 from pacnd.dask.upsample import upsample as dask_upsample
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
-DATA = SHARED if os.path.isdir(SHARED) else "/work/shared/data"
+DATA = str(shared_dir() / "data")          # $PACND_SHARED_DIR or <repo>/../shared
 PDE = os.path.join(DATA, "pydensecrf_examples")
 CONES = os.path.join(DATA, "middlebury2003", "cones")
 

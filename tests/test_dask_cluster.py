@@ -24,6 +24,7 @@ import dask.array as da
 import numpy as np
 import psutil
 import pytest
+from conftest import shared_dir
 from distributed import Client, LocalCluster
 from PIL import Image
 
@@ -31,8 +32,7 @@ from pacnd import filters
 from pacnd.batch import parse_scheduler, run_batch
 from pacnd.cli import main
 
-SHARED = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "data")
-DATA = SHARED if os.path.isdir(SHARED) else "/work/shared/data"
+DATA = str(shared_dir() / "data")          # $PACND_SHARED_DIR or <repo>/../shared
 PDE = os.path.join(DATA, "pydensecrf_examples")
 CONES = os.path.join(DATA, "middlebury2003", "cones")
 
