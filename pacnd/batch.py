@@ -195,7 +195,7 @@ def _threads(func, jobs, engine, keep_going, bar, report_error):
                 else:
                     func(*job.args, **job.kwargs)
                 name, err = job.name, None
-            except (ValueError, TypeError, OSError) as exc:
+            except (ValueError, TypeError, OSError, EOFError, MemoryError) as exc:
                 raise _prefixed(exc, job.name) from None
         if err is None:
             done.append(name)

@@ -88,7 +88,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"pacnd {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, RuntimeError, ImportError) as exc:
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError, EOFError,
+            MemoryError) as exc:
         print(f"pacnd {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
 

@@ -255,6 +255,42 @@ def test_refine_defaults_labels_and_label_axis(rgb):
     _close(prob.compute(), ref_p)
 
 
+def test_refine_dask_volume_per_axis_halo():
+    """Volumes (the crf branch's (D, H, W[, C]) guides, spacing, per-axis blur) block by
+    block: identical labels, probabilities; one halo per axis, each needed."""
+    rng = np.random.default_rng(4)
+    size = (13, 29, 31)
+    vol = rng.normal(100, 30, size=size + (2,)).astype(np.float32)
+    vol[:, :14] += 80
+    P = _probs(size, 3, seed=5)
+    kw = dict(spacing=(2.0, 1.0, 1.0), sxy_bilateral=6.0, srgb=(30.0, 40.0), sxy_gaussian=2.0,
+              iterations=2, blur=(1, 2, 3))
+    crf = pacnd.crf.dense_crf_mapping(size, 3, n_channels=2, **kw)
+    assert crf.ndim == 3 and any(isinstance(k.blur, tuple) for k in crf.kernels)
+    h = crf_halo(crf, per_axis=True)
+    assert len(h) == 3 and len(set(h)) > 1 and crf_halo(crf) == max(h)
+    ref_l, ref_p = refine(vol, P, return_probabilities=True, **kw)
+    c = _Counter()
+    lab, prob = refine(c.wrap(vol, (5, 11, 9, 1)), da.from_array(P, chunks=(6, 10, 12, 2)),
+                       return_probabilities=True, **kw)
+    assert c.n == 0 and lab.shape == size and prob.chunks[3] == (3,)
+    lab, prob = dask.compute(lab, prob)
+    np.testing.assert_array_equal(lab, ref_l)
+    _close(prob, ref_p)
+    half = tuple(x // 2 for x in h)
+    p2 = dask_crf.refine(da.from_array(vol, chunks=(5, 11, 9, 2)), P, halo=half,
+                         return_probabilities=True, **kw)[1]
+    assert float(np.abs(p2.compute() - ref_p).max()) > 1e-4
+    # a one-channel volume guide and a label volume (NumPy scores next to a Dask guide)
+    lv = rng.integers(-1, 3, size=size)
+    ref = refine(vol[..., 0], lv, kind="labels", srgb=30.0, iterations=1)
+    out = refine(da.from_array(vol[..., 0], chunks=(6, 14, 15)), lv, kind="labels", srgb=30.0,
+                 iterations=1)
+    np.testing.assert_array_equal(out.compute(), ref)
+    with pytest.raises(ValueError, match="spatial size"):
+        refine(da.from_array(vol, chunks=8), _probs((13, 29, 30), 3))
+
+
 def test_refine_dask_errors(rgb):
     x = da.from_array(rgb, chunks=32)
     with pytest.raises(ValueError, match="spatial size"):

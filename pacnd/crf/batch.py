@@ -1,11 +1,14 @@
 """Refine a folder of segmentations on a scheduler: :func:`refine_folder`.
 
-The Python side of ``pacnd crf --batch``: every image ``NAME.png|jpg|...``
-in the image folder is paired with ``NAME.npy`` or ``NAME.png`` in the
-scores folder, and one task per pair (:func:`pacnd.cli_crf.refine_files`)
-writes ``OUT/NAME.png`` (and ``NAME.npy``) atomically; the tasks run on any
-scheduler of :func:`pacnd.batch.run_batch` (threads, processes, a
-``LocalCluster``, a cluster's address).
+The Python side of ``pacnd crf --batch``: every guide
+``NAME.png|jpg|...|npy|nii.gz`` in the image folder is paired with
+``NAME.npy``, ``NAME.png`` or ``NAME.nii.gz`` in the scores folder, and one
+task per pair (:func:`pacnd.cli_crf.refine_files`) writes ``OUT/NAME.png``
+(image files) or ``OUT/NAME.npy`` / ``OUT/NAME.nii.gz`` (array guides, e.g.
+volumes) atomically, plus the probabilities (``NAME.npy``, or
+``NAME.probs.npy`` next to ``.npy`` labels); the tasks run on any scheduler of
+:func:`pacnd.batch.run_batch` (threads, processes, a ``LocalCluster``, a
+cluster's address).
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ def crf_jobs(image_dir, scores_dir, out_dir, *, save_probabilities=False, **kwar
     ----------
     image_dir, scores_dir, out_dir : str or path
     save_probabilities : bool
-        Also write ``NAME.npy`` (refined probabilities).
+        Also write the refined probabilities (``NAME.npy``; ``NAME.probs.npy``
+        when the labels are ``NAME.npy``).
     **kwargs
         Passed to :func:`pacnd.cli_crf.refine_files` (``kind``, CRF
         parameters, ``params``, ...).
@@ -41,11 +45,12 @@ def crf_jobs(image_dir, scores_dir, out_dir, *, save_probabilities=False, **kwar
     if os.path.exists(out_dir) and not os.path.isdir(out_dir):
         raise NotADirectoryError(f"--batch: output {out_dir!r} exists and is not a folder")
     jobs = []
-    for stem, ip, sp in pairs:
-        out_png = os.path.join(out_dir, stem + ".png")
-        out_npy = os.path.join(out_dir, stem + ".npy") if save_probabilities else None
-        outs = (out_png,) + ((out_npy,) if out_npy else ())
-        jobs.append(Job(stem, outs, (ip, sp, out_png, out_npy), dict(kwargs)))
+    for stem, ip, sp, out_ext in pairs:
+        out = os.path.join(out_dir, stem + out_ext)
+        out_npy = (os.path.join(out_dir, stem + (".probs.npy" if out_ext == ".npy" else ".npy"))
+                   if save_probabilities else None)
+        outs = (out,) + ((out_npy,) if out_npy else ())
+        jobs.append(Job(stem, outs, (ip, sp, out, out_npy), dict(kwargs)))
     return jobs, missing
 
 
@@ -61,11 +66,12 @@ def refine_folder(image_dir, scores_dir, out_dir, *, scheduler="threads", resume
     scheduler, resume, keep_going, progress, engine, on_error, memory_limit
         See :func:`pacnd.batch.run_batch`.
     save_probabilities : bool
-        Also write the refined probabilities ``NAME.npy``.
+        Also write the refined probabilities (see :func:`crf_jobs`).
     **kwargs
         Options of :func:`pacnd.cli_crf.refine_files`: ``kind``,
         ``channel_axis``, ``gt_prob``, ``n_labels``, ``method``, ``params``,
-        ``prob_tol`` and the dense-CRF parameters (``sxy_bilateral``, ...).
+        ``prob_tol``, ``spacing`` and the dense-CRF parameters (``sxy_bilateral``,
+        ...).
 
     Returns
     -------

@@ -130,8 +130,8 @@ def run_chunked_crf(args, kw, params):
             # one pass computes both (each block's inference is shared)
             _save_both(labels, out, probs, out_npy, args.overwrite)
     if not args.quiet:
-        print(f"wrote {out} ({labels.shape[1]}x{labels.shape[0]}, chunks "
-              f"{labels.chunksize[0]}x{labels.chunksize[1]}, scheduler {args.scheduler})"
+        print(f"wrote {out} ({'x'.join(map(str, labels.shape[::-1]))}, chunks "
+              f"{'x'.join(map(str, labels.chunksize[::-1]))}, scheduler {args.scheduler})"
               f"{' and ' + out_npy if out_npy else ''} in {time.perf_counter() - t0:.2f} s",
               file=sys.stderr)
     return 0

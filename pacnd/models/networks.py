@@ -146,6 +146,41 @@ def _zero_conv(conv):
         conv.bias.data[...] = 0
 
 
+def _he_init(layer, rng, transposed=False):
+    """Variance-preserving ("He") init for a layer followed by ReLU: weights
+    N(0, 2 / fan_in), biases 0. A stride-s transposed layer reaches each output
+    through only ``prod(k) / s**d`` of its taps, so that is its fan-in per input
+    channel. (The reference's PyTorch-default init shrinks the signal ~0.4x per
+    layer: through the ~10 layers of these networks the output barely depends on
+    the input at the start, and a short run spends its steps undoing that.)"""
+    w = layer.weight.data
+    k = int(np.prod(w.shape[2:]))
+    if transposed:
+        s = int(np.prod(layer.stride))
+        fan_in = w.shape[0] * max(1.0, k / s)
+    else:
+        fan_in = w.shape[1] * k
+    std = math.sqrt(2.0 / fan_in)
+    w[...] = on_device_of(rng.standard_normal(w.shape).astype(w.dtype) * w.dtype.type(std), w)
+    if layer.bias is not None:
+        layer.bias.data[...] = 0
+
+
+def _apply_init(model, init, rng, out_branch, extra_convs=()):
+    """``init='he'``: He init for every conv of the networks' main path (target
+    branch, PAC^T layers, output branch) and the guide branch's hidden layers; the
+    guide branch's last conv keeps the reference init (small features: K starts
+    close to 1, an ordinary transposed convolution that learns to adapt); the last
+    conv of the output branch starts at zero (with ``residual`` the untrained
+    model is its base). ``'zero_last'``: the reference init, last conv zeroed."""
+    last = [m for m in out_branch if isinstance(m, Conv2d)][-1]
+    if init == "he":
+        for conv in extra_convs:
+            _he_init(conv, rng, transposed=isinstance(conv, PacConvTranspose2d))
+    if init in ("he", "zero_last"):
+        _zero_conv(last)
+
+
 # ------------------------------------------------------------------------- PAC network
 class PacJointUpsample(_ResidualMixin, JointUpsampler):
     """The PAC joint-upsampling network (Su et al. 2019, Sec. 4).
@@ -194,7 +229,8 @@ class PacJointUpsample(_ResidualMixin, JointUpsampler):
         parameters — only a warm start for short training runs (see
         :meth:`init_bilinear_path`). ``'zero_last'``: the random init with
         the last conv zeroed (the network outputs 0: with ``residual`` the
-        untrained model is its base).
+        untrained model is its base). ``'he'``: variance-preserving init of the
+        main path, last conv zeroed (see :func:`_apply_init`).
     residual : {None, 'jbu', 'bicubic', 'bilinear'}, optional
         Add a training-free upsampler's result to the output (the network
         learns the residual); no parameters are added.
@@ -242,10 +278,14 @@ class PacJointUpsample(_ResidualMixin, JointUpsampler):
         self.branch_f = _conv_stack(fw[num_ups:], f_sz_1, rng)
         if init == "bilinear":
             self.init_bilinear_path()
-        elif init == "zero_last":
-            _zero_conv(list(self.branch_f)[-1])
+        elif init in ("he", "zero_last"):
+            g_hidden = [m for m in self.branch_g if isinstance(m, Conv2d)][:-1]
+            main = ([m for m in self.branch_t if isinstance(m, Conv2d)] + list(self.up_convts)
+                    + [m for m in self.branch_f if isinstance(m, Conv2d)])
+            _apply_init(self, init, rng, self.branch_f, main + g_hidden)
         elif init != "reference":
-            raise ValueError(f"init={init!r}; choose 'reference', 'bilinear' or 'zero_last'")
+            raise ValueError(f"init={init!r}; choose 'reference', 'bilinear', 'he' or "
+                             f"'zero_last'")
 
     def init_bilinear_path(self):
         """Make channel 0 a pass-through from the input to the output
@@ -354,10 +394,12 @@ class DJF(_ResidualMixin, JointUpsampler):
                                     paddings=pads_tg)
         self.branch_joint = _conv_stack((2 * ns_tg[-1],) + tuple(ns_f) + (1,), fs, rng,
                                         paddings=pads)
-        if init == "zero_last":
-            _zero_conv(list(self.branch_joint)[-1])
+        if init in ("he", "zero_last"):
+            convs = [m for seq in (self.branch_t, self.branch_g, self.branch_joint)
+                     for m in seq if isinstance(m, Conv2d)]
+            _apply_init(self, init, rng, self.branch_joint, convs)
         elif init != "reference":
-            raise ValueError(f"init={init!r}; choose 'reference' or 'zero_last'")
+            raise ValueError(f"init={init!r}; choose 'reference', 'he' or 'zero_last'")
 
     def forward(self, target_low, guide):
         x, C = fold_channels(target_low)

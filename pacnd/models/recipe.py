@@ -47,7 +47,7 @@ class Recipe:
     protocol: str = "center"
     residual: str | None = "jbu"
     residual_sigmas: tuple | None = None
-    init: str = "zero_last"
+    init: str = "he"
     steps: int = 6000
     lr: float = 1e-3
     warmup: int = 100
