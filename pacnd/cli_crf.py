@@ -28,7 +28,14 @@ With ``--batch``, IMAGE_DIR and SCORES_DIR are folders: every guide
 ``NAME.png|jpg|...|npy|nii.gz`` is paired with ``NAME.npy``, ``NAME.png`` or
 ``NAME.nii.gz`` in SCORES_DIR and the results go to ``OUT_DIR/NAME.png``
 (images from image files) or ``NAME.npy`` / ``NAME.nii.gz`` (array guides),
-plus ``NAME.probs.npy`` with ``--save-probabilities``.
+plus ``NAME.probs.npy`` with ``--save-probabilities``. ``--scheduler``
+runs the pairs on Dask (``threads``, ``processes[:N]``, ``local:N``,
+``tcp://HOST:PORT``; :mod:`pacnd.batch`) and ``--resume`` skips pairs whose
+outputs exist.
+
+Large images and volumes run chunk by chunk (Dask, exact halo;
+:mod:`pacnd.dask.cli`) when IMAGE or SCORES is a ``.zarr`` store, OUT is
+``.zarr`` / ``.tif``, or ``--chunks PX`` is given.
 
 Bad input — including empty, truncated or garbage files — ends with a
 one-line error and exit status 1; outputs are written atomically (a
@@ -98,6 +105,10 @@ def configure_parser(p):
     p.add_argument("--keep-going", action="store_true",
                    help="--batch: report a bad pair and continue (exit status 1 at the end)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
+    from .batch import add_batch_options  # noqa: PLC0415
+    add_batch_options(p)
+    from .dask.cli import add_chunk_options  # noqa: PLC0415
+    add_chunk_options(p)
 
 
 # ------------------------------------------------------------------------------ writing
@@ -236,6 +247,12 @@ def run_from_args(args):
 
         params = load_crf(args.params)
     if not args.batch:
+        from .dask.cli import run_chunked_crf, wants_chunked  # noqa: PLC0415
+
+        if wants_chunked(args, (args.image, args.scores), (args.output, args.save_probabilities
+                                                           if args.save_probabilities is not True
+                                                           else None)):
+            return run_chunked_crf(args, kw, params)  # .zarr/.tif: chunk by chunk (Dask)
         out_npy = args.save_probabilities
         if out_npy is True:
             stem, ext = _stem(args.output)
@@ -251,35 +268,26 @@ def run_from_args(args):
     if args.save_probabilities not in (None, True):
         raise ValueError("with --batch, --save-probabilities is a flag (the .npy files go next "
                          "to the PNGs in the output folder)")
-    pairs, missing = _pairs(args.image, args.scores)
-    out_dir = args.output
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise NotADirectoryError(f"--batch: output {out_dir!r} exists and is not a folder")
-    from tqdm.auto import tqdm  # noqa: PLC0415
+    from .crf.batch import refine_folder  # noqa: PLC0415
 
-    failures = []
-    t0 = time.perf_counter()
-    bar = tqdm(pairs, desc="pacnd crf", unit="img", disable=args.quiet, file=sys.stderr)
-    for stem, ip, sp, out_ext in bar:
-        out = os.path.join(out_dir, stem + out_ext)
-        out_npy = (os.path.join(out_dir, stem + (".probs.npy" if out_ext == ".npy" else ".npy"))
-                   if args.save_probabilities else None)
-        try:
-            refine_files(ip, sp, out, out_npy, params=params, **kw)
-        except (ValueError, TypeError, OSError) as exc:
-            if not args.keep_going:
-                raise type(exc)(f"{stem}: {exc}") from None
-            failures.append(stem)
-            bar.write(f"pacnd crf: error: {stem}: {' '.join(str(exc).split())}",
-                      file=sys.stderr)
-    bar.close()
-    dt = time.perf_counter() - t0
-    done = len(pairs) - len(failures)
+    report, missing = refine_folder(
+        args.image, args.scores, args.output, scheduler=args.scheduler, resume=args.resume,
+        keep_going=args.keep_going, save_probabilities=bool(args.save_probabilities),
+        progress=not args.quiet, engine=getattr(args, "engine", None), params=params, **kw)
     if not args.quiet:
-        extra = f"; {len(missing)} image(s) without scores skipped" if missing else ""
-        print(f"refined {done}/{len(pairs)} image(s) in {dt:.2f} s "
-              f"({done / dt if dt > 0 else 0:.2f} images/s){extra}", file=sys.stderr)
-    return 1 if failures else 0
+        _summary(report, missing)
+    return 1 if report.failed else 0
+
+
+def _summary(report, missing):
+    n = len(report.done) + len(report.failed)
+    extra = f"; {len(report.skipped)} already done (--resume)" if report.skipped else ""
+    extra += f"; {len(report.failed)} failed: {', '.join(report.failed)}" if report.failed \
+        else ""
+    extra += f"; {len(missing)} image(s) without scores skipped" if missing else ""
+    print(f"refined {len(report.done)}/{n} image(s) in {report.seconds:.2f} s "
+          f"({report.rate:.2f} images/s, scheduler {report.scheduler}){extra}",
+          file=sys.stderr)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -54,6 +54,14 @@ def configure_parser(parser):
     p.add_argument("--no-figure", action="store_true", help="write no figure")
     p.add_argument("--no-baselines", action="store_true",
                    help="skip bicubic and JBU in the figure")
+    p.add_argument("--batch", action="store_true",
+                   help="--guide and --low/--target are folders (pairs matched by file "
+                        "stem), -o is the output folder (NAME.npy, or --format); no figures")
+    p.add_argument("--format", choices=("npy", "png", "flo"), default=None,
+                   help="--batch: output type (default: flo for flow, npy for depth)")
+    from .batch import add_batch_options  # noqa: PLC0415
+    add_batch_options(p, keep_going=True)
+    p.add_argument("-q", "--quiet", action="store_true", help="--batch: no progress or summary")
     p.set_defaults(_action=_predict)
 
     e = sub.add_parser("eval", help="RMSE / EPE of baselines and models on image pairs",
@@ -217,7 +225,34 @@ def _check_factor(f):
 
 
 # ----------------------------------------------------------------------------- predict
+def _predict_batch(args):
+    from .models.batch import upsample_folder  # noqa: PLC0415
+
+    if args.output is None:
+        raise ValueError("--batch needs -o OUT_DIR (the output folder)")
+    source = "low" if args.low is not None else "target"
+    report, missing = upsample_folder(
+        args.guide, args.low if args.low is not None else args.target, args.output,
+        source=source, out_format=args.format, scheduler=args.scheduler, resume=args.resume,
+        keep_going=args.keep_going, progress=not args.quiet,
+        engine=getattr(args, "engine", None), task=args.task, factor=args.factor,
+        weights=args.weights, model=args.model, protocol=getattr(args, "protocol", None),
+        target_scale=args.target_scale, output_scale=args.output_scale)
+    if not args.quiet:
+        n = len(report.done) + len(report.failed)
+        extra = f"; {len(report.skipped)} already done (--resume)" if report.skipped else ""
+        extra += (f"; {len(report.failed)} failed: {', '.join(report.failed)}"
+                  if report.failed else "")
+        extra += f"; {len(missing)} guide(s) without a target skipped" if missing else ""
+        print(f"upsampled {len(report.done)}/{n} image(s) in {report.seconds:.2f} s "
+              f"({report.rate:.2f} images/s, scheduler {report.scheduler}){extra}",
+              file=sys.stderr)
+    return 1 if report.failed else 0
+
+
 def _predict(args):
+    if args.batch:
+        return _predict_batch(args)
     from .data.io import read_image, write_target  # noqa: PLC0415
     from .models import DEFAULT_BORDER, epe, rmse  # noqa: PLC0415
     from .models.visualize import comparison_figure  # noqa: PLC0415

@@ -344,3 +344,41 @@ def test_cli_volume_nifti(volume, capsys):
                    "-q"])
         err = capsys.readouterr().err.strip()
         assert rc == 1 and err.count("\n") == 0 and "cannot read image" in err, err
+
+
+def test_cli_volume_chunked_and_batch_resume(volume, capsys):
+    """The two features together: a volume refined chunk by chunk (Dask, exact halo) into a
+    .zarr equals refine() on the whole volume; a folder of volumes on a scheduler with
+    --resume writes NAME.npy / NAME.probs.npy and redoes only what is missing."""
+    pytest.importorskip("dask")
+    zarr = pytest.importorskip("zarr")
+    d, vol, P, gt = volume
+    from pacnd.crf import refine
+
+    kw = ["--sxy-bilateral", "6", "--srgb", "30", "--sxy-gaussian", "1.5", "--iterations", "2"]
+    sp = ["--spacing", "2", "1", "1"]
+    assert main(["crf", str(d / "vol.npy"), str(d / "probs.npy"), "-o", str(d / "seg.zarr"),
+                 "--chunks", "6", "-q", *kw, *sp]) == 0
+    want = refine(vol, P, sxy_bilateral=6.0, srgb=30.0, sxy_gaussian=1.5, iterations=2,
+                  spacing=(2.0, 1.0, 1.0))
+    np.testing.assert_array_equal(np.asarray(zarr.open_array(str(d / "seg.zarr"), mode="r")),
+                                  want)
+    imgs, scores, out = d / "imgs", d / "scores", d / "out"
+    imgs.mkdir()
+    scores.mkdir()
+    for name, k in (("a", 0), ("b", 1)):
+        np.save(imgs / f"{name}.npy", vol + 10 * k)
+        np.save(scores / f"{name}.npy", P)
+    args = ["crf", "--batch", str(imgs), str(scores), "-o", str(out), "--save-probabilities",
+            "--scheduler", "threads", *kw]
+    assert main(args + ["-q"]) == 0
+    assert sorted(os.listdir(out)) == ["a.npy", "a.probs.npy", "b.npy", "b.probs.npy"]
+    np.testing.assert_array_equal(np.load(out / "a.npy"),
+                                  refine(vol, P, sxy_bilateral=6.0, srgb=30.0,
+                                         sxy_gaussian=1.5, iterations=2))
+    os.remove(out / "b.probs.npy")
+    capsys.readouterr()
+    assert main(args + ["--resume"]) == 0
+    err = capsys.readouterr().err
+    assert "1 already done (--resume)" in err and "refined 1/1" in err
+    assert sorted(os.listdir(out)) == ["a.npy", "a.probs.npy", "b.npy", "b.probs.npy"]

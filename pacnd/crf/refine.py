@@ -68,6 +68,7 @@ import os
 import numpy as np
 
 from .._validate import check_int
+from ..dask import any_dask
 from .inputs import (KINDS, check_guide, check_image, check_spacing, finite, guide_features,
                      image_features, positive, prepare_unary, spatial_shape)
 from .mapping import DenseTerm, auto_blur, crf_from_terms, ring_kernels, voronoi_weights
@@ -218,6 +219,17 @@ def run_crf(crf, img, U, return_probabilities, engine):
     return crf.infer(U, f, output="labels", engine=engine)[0]
 
 
+def _on_dask(build, image, scores, kind, channel_axis, n_labels, gt_prob, clip,
+             return_probabilities, engine):
+    """Dask inputs: lazy block-wise inference with the CRF ``build`` makes for the whole
+    image or volume (see :mod:`pacnd.dask.crf`)."""
+    from ..dask.crf import refine_dask  # noqa: PLC0415
+
+    return refine_dask(build, image, scores, kind=kind, channel_axis=channel_axis,
+                       n_labels=n_labels, gt_prob=gt_prob, clip=clip,
+                       return_probabilities=return_probabilities, engine=engine)
+
+
 def _run(crf, image, scores, kind, channel_axis, n_labels, gt_prob, clip,
          return_probabilities, engine):
     img, U, _ = prepare_inputs(image, scores, kind, channel_axis, n_labels, gt_prob, clip)
@@ -288,6 +300,13 @@ def refine(image, scores, *, kind="probabilities", sxy_gaussian=3.0, compat_gaus
     probabilities : ndarray (*S, L) float32
         Only with ``return_probabilities=True``.
 
+    Notes
+    -----
+    With a ``dask.array.Array`` image or scores the result is lazy (Dask
+    arrays): the CRF built here for the whole image (or volume) runs block by
+    block with the exact halo derived from it (:mod:`pacnd.dask.crf`), so the
+    result equals this call on the whole, in-memory arrays.
+
     Examples
     --------
     >>> labels = refine(image, probs)                        # doctest: +SKIP
@@ -300,22 +319,28 @@ def refine(image, scores, *, kind="probabilities", sxy_gaussian=3.0, compat_gaus
     if not isinstance(return_probabilities, (bool, np.bool_)):
         raise TypeError(f"return_probabilities must be True or False, got "
                         f"{return_probabilities!r}")
+
+    def build(size, n_labels_, n_channels):
+        """The CRF of this call for a grid ``size`` with ``n_labels_`` labels."""
+        if params is not None:
+            return _load_params(params)
+        if method == "convcrf":
+            return convcrf_mapping(n_labels_, sxy_gaussian=sxy_gaussian,
+                                   compat_gaussian=compat_gaussian, srgb=srgb,
+                                   compat_bilateral=compat_bilateral, iterations=iterations,
+                                   ndim=len(size))
+        return dense_crf_mapping(size, n_labels_, sxy_gaussian=sxy_gaussian,
+                                 compat_gaussian=compat_gaussian, sxy_bilateral=sxy_bilateral,
+                                 srgb=srgb, compat_bilateral=compat_bilateral,
+                                 iterations=iterations, spacing=spacing, sxy_scale=sxy_scale,
+                                 reach=reach, blur=blur, kernel_size=kernel_size,
+                                 cells_per_std=cells_per_std, n_channels=n_channels)
+
+    if any_dask(image, scores):  # lazy, block by block with this CRF (pacnd.dask.crf)
+        return _on_dask(build, image, scores, kind, channel_axis, n_labels, gt_prob, clip,
+                        return_probabilities, engine)
     img, U, _ = prepare_inputs(image, scores, kind, channel_axis, n_labels, gt_prob, clip)
-    size = img.shape[:-1]
-    if params is not None:
-        crf = _load_params(params)
-    elif method == "convcrf":
-        crf = convcrf_mapping(U.shape[1], sxy_gaussian=sxy_gaussian,
-                              compat_gaussian=compat_gaussian, srgb=srgb,
-                              compat_bilateral=compat_bilateral, iterations=iterations,
-                              ndim=len(size))
-    else:
-        crf = dense_crf_mapping(size, U.shape[1], sxy_gaussian=sxy_gaussian,
-                                compat_gaussian=compat_gaussian, sxy_bilateral=sxy_bilateral,
-                                srgb=srgb, compat_bilateral=compat_bilateral,
-                                iterations=iterations, spacing=spacing, sxy_scale=sxy_scale,
-                                reach=reach, blur=blur, kernel_size=kernel_size,
-                                cells_per_std=cells_per_std, n_channels=img.shape[-1])
+    crf = build(img.shape[:-1], U.shape[1], img.shape[-1])
     return run_crf(crf, img, U, return_probabilities, engine)
 
 
@@ -329,10 +354,17 @@ def convcrf_refine(image, scores, *, kind="probabilities", sxy_gaussian=3.0,
     ``weight`` are ConvCRF's (its colour kernel has no spatial term, so
     there is no ``sxy_bilateral``).
     """
+    def build(size, n_labels_, n_channels):
+        """The ConvCRF of this call for a grid ``size`` with ``n_labels_`` labels."""
+        return convcrf_mapping(n_labels_, sxy_gaussian=sxy_gaussian,
+                               compat_gaussian=compat_gaussian, srgb=srgb,
+                               compat_bilateral=compat_bilateral, iterations=iterations,
+                               filter_size=filter_size, blur=blur, weight=weight,
+                               ndim=len(size))
+
+    if any_dask(image, scores):  # lazy, block by block with this CRF (pacnd.dask.crf)
+        return _on_dask(build, image, scores, kind, channel_axis, n_labels, gt_prob, clip,
+                        return_probabilities, engine)
     img, U, _ = prepare_inputs(image, scores, kind, channel_axis, n_labels, gt_prob, clip)
-    crf = convcrf_mapping(U.shape[1], sxy_gaussian=sxy_gaussian,
-                          compat_gaussian=compat_gaussian, srgb=srgb,
-                          compat_bilateral=compat_bilateral, iterations=iterations,
-                          filter_size=filter_size, blur=blur, weight=weight,
-                          ndim=img.ndim - 1)
+    crf = build(img.shape[:-1], U.shape[1], img.shape[-1])
     return run_crf(crf, img, U, return_probabilities, engine)

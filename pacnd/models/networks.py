@@ -438,6 +438,10 @@ class JointBilateralUpsample(JointUpsampler):
     """
 
     kind = "jbu"
+    #: high-res coordinates (y, x) of the guide's first pixel in the spatial features; a
+    #: block of a larger image (:mod:`pacnd.dask.upsample`) sets its own, so that its
+    #: features equal the whole image's (float32 coordinates round as they do there)
+    coord_origin = (0, 0)
 
     def __init__(self, factor, channels=1, *, kernel_size=None, scale_space=None,
                  scale_color=None, sigma_spatial=0.75, sigma_color=0.1):
@@ -469,8 +473,9 @@ class JointBilateralUpsample(JointUpsampler):
         g = as_array(guide)
         xp = array_module(g)
         B, _, H, W = g.shape
-        yy = xp.broadcast_to(xp.arange(H, dtype=g.dtype)[:, None], (B, 1, H, W))
-        xx = xp.broadcast_to(xp.arange(W, dtype=g.dtype)[None, :], (B, 1, H, W))
+        oy, ox = self.coord_origin
+        yy = xp.broadcast_to(xp.arange(oy, oy + H, dtype=g.dtype)[:, None], (B, 1, H, W))
+        xx = xp.broadcast_to(xp.arange(ox, ox + W, dtype=g.dtype)[None, :], (B, 1, H, W))
         feats = xp.concatenate([g * g.dtype.type(self.scale_color),
                                 yy * g.dtype.type(self.scale_space),
                                 xx * g.dtype.type(self.scale_space)], axis=1)
