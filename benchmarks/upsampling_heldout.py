@@ -38,6 +38,18 @@ PROTOCOLS = {"depth": ("center", "bicubic"), "flow": ("bilinear",)}
 LEARNED = ("djf", "pac_lite", "pac")
 NAMES = {"bicubic": "Bicubic", "bilinear": "Bilinear", "jbu": "JBU", "djf": "DJF",
          "pac_lite": "PAC-lite", "pac": "PAC"}
+NAMES.update({n + "_shipped": NAMES[n] + " (shipped)" for n in LEARNED})
+
+
+def shipped_model(task, factor, name, protocol):
+    """(the weights shipped in pacnd/data/weights, "shipped weights") or (None, None)."""
+    from pacnd.models import pretrained
+
+    try:
+        variant = "standard" if name == "pac" else name
+        return pretrained(task, factor, variant=variant, protocol=protocol), "shipped weights"
+    except FileNotFoundError:
+        return None, None
 
 
 def learned_model(task, factor, name, protocol):
@@ -71,6 +83,10 @@ def evaluate(pool, task, factor, protocol, per_group, scenes=None):
         m, src = learned_model(task, factor, n, protocol)
         if m is not None:
             models[n], sources[n] = m, src
+            if src != "shipped weights":   # the run beside the weights it may replace
+                m, src = shipped_model(task, factor, n, protocol)
+                if m is not None:
+                    models[n + "_shipped"], sources[n + "_shipped"] = m, src
     t0 = time.perf_counter()
     rows = evaluate_scenes(models, exs, task=task)
     for r in rows:
@@ -99,7 +115,9 @@ def write(results):
     for key, res in results.items():
         task, factor, protocol = key.split("|")
         ref = "bicubic" if task == "depth" else "bilinear"
-        models = [m for m in ("bicubic", "bilinear", "jbu") + LEARNED if m in res["sources"]]
+        models = [m for m in ("bicubic", "bilinear", "jbu")
+                  + tuple(x for n in LEARNED for x in (n, n + "_shipped"))
+                  if m in res["sources"]]
         lines += [f"## {task} x{factor}, protocol `{protocol}`", "",
                   format_table(res["rows"], models=models, references=(ref, "jbu")), "",
                   "Models: " + "; ".join(f"{NAMES[m]} ({res['params'][m]:,} parameters): "
