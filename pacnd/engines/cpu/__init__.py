@@ -6,24 +6,33 @@ Same interface and semantics as :mod:`pacnd.engines.reference` (see
 * :mod:`.layout` — 3-D embedding, tap classes (the transposed op as
   sub-pixel convolutions: only taps that land on real input samples), tiles,
   the per-call buffer workspace;
-* :mod:`.adapting` — K of a tile from the guide (mask and normalisation
-  fused) and its backward to guide, alpha, lam; the full-K interface calls;
-* :mod:`.dense` — the dense-groups forward: per output-row segment, the input
-  rows are staged, K-weighted panels packed and multiplied by the weights with
-  :mod:`.gemm`'s register-blocked micro-kernel (vectors from :mod:`.simd`);
-* :mod:`.tiles` — the backward's gather of K-weighted columns and col2im
-  scatter fused with the K-gradient reduction (its GEMMs are NumPy's BLAS);
+* :mod:`.indexing` — row/tap index helpers and valid column ranges;
+* :mod:`.kernel_rows` — K of one row segment from the guide (mask and
+  normalisation fused), its backward to guide, alpha, lam, and reads/writes
+  of a precomputed K;
+* :mod:`.adapting` — the full-K interface calls and K of whole tiles;
+* :mod:`.dense` — the dense-groups forward: per output-row segment, K of the
+  segment, the input rows staged, K-weighted panels packed and multiplied by
+  the weights with :mod:`.gemm`'s register-blocked micro-kernel (vectors from
+  :mod:`.simd`);
+* :mod:`.dense_vjp` — its backward, fused the same way: weight gradient,
+  ``W^T gout`` and the input and K gradients per segment with the
+  micro-kernels, no BLAS, no column matrix;
 * :mod:`.depthwise` — direct loops when Cin/g == Cout/g == 1 (shared filters,
   pooling, bilateral filtering), K computed on the fly when it comes from the
   guide;
 * :mod:`.pac` — orchestration of forward and vjp;
 * :mod:`.fastexp` — a vectorisable ``exp``;
-* :mod:`.threads` — starts Numba's thread pool with passive OpenMP waiting,
-  so that it does not busy-wait against the BLAS threads, and runs ``nogil``
-  kernels on a thread pool (:func:`.threads.parallel_for`).
+* :mod:`.threads` — one thread pool running ``nogil`` kernels whose work units
+  are claimed dynamically (:func:`.threads.parallel_for`), so a descheduled
+  thread on a busy machine holds up one unit, not half the work; it also
+  starts Numba's OpenMP pool with passive waiting for code that still uses
+  ``prange``.
 
-Working memory per tile is bounded by :data:`TILE_BYTES` (bytes of tile
-buffers: K tile, columns, GEMM operands), so it does not grow with the image.
+Working memory is bounded independently of the image: dense kernels use a few
+row-segment buffers per thread (:data:`.pac.UNIT_BYTES` caps the segment's K
+buffers), tiled paths (depthwise, full K) at most :data:`TILE_BYTES` of tile
+buffers.
 Kernels are compiled once per dtype (options are run-time arguments) and
 cached on disk (``cache=True``): the first call after installation compiles
 for several seconds, later processes load them in a fraction of a second.
@@ -31,7 +40,8 @@ for several seconds, later processes load them in a fraction of a second.
 image or a CI cache).
 """
 
-#: Byte budget of the per-tile working buffers (K tile, columns, GEMM results).
+#: Byte budget of the per-tile working buffers of the tiled paths (depthwise K tiles,
+#: the full adapting kernel).
 TILE_BYTES = 32 * 2**20
 
 from ._cache import install as _install_cache  # noqa: E402

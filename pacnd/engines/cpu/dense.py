@@ -1,11 +1,12 @@
 """Dense-groups PAC forward (Numba): K-weighted panels and a register-blocked product.
 
-The caller computes K tile by tile (:mod:`pacnd.engines.cpu.adapting`, mask
-and normalisation fused; or copies it from a precomputed K; or has none for a
-plain convolution). One parallel work unit is a segment of one output row of
-the tile, at most :data:`pacnd.engines.cpu.indexing.COL_BLOCK` pixels. Per
-unit:
+One parallel work unit is a segment of one output row of a tap class, at most
+:data:`pacnd.engines.cpu.indexing.COL_BLOCK` pixels. Per unit:
 
+0. K of the segment into the unit's own buffer
+   (:func:`pacnd.engines.cpu.kernel_rows.segment_k`: from the guide with mask
+   and normalisation fused, or copied from a precomputed K; none for a plain
+   convolution) -- no K tile exists;
 1. per tap, where its input row is (or that it is absent);
 2. per group: the input rows the segment reads are staged, zero-padded, into
    a small buffer (:func:`_stage_rows`; unit input stride only);
@@ -15,28 +16,32 @@ unit:
    input) and run :func:`pacnd.engines.cpu.gemm.micro_kernel` for every block
    of ``MR`` output channels; then write ``result + bias`` to the output.
 
-Working memory per thread is the staged rows, one panel block and the result
-block, independent of the image; no column matrix exists.
+Working memory per thread is the segment's K, the staged rows, one panel
+block and the result block, independent of the image; no column matrix exists.
+
+``kmode`` (here and in :mod:`.dense_vjp`, :mod:`.depthwise`): 0 no K, 1 one K
+channel for all input channels, 2 one K channel per input channel.
 """
 
 import numpy as np
 from numba import njit
 
 from .gemm import KC, MR, NR_VECS, micro_kernel
-from .indexing import COL_BLOCK, FASTMATH, decode_row, jrange, load_row
+from .indexing import COL_BLOCK, FASTMATH, decode_row, jrange, load_row, tap_of
+from .kernel_rows import segment_k
 from .simd import lanes, vload, vmul, vstore, vzeros
-from .threads import parallel_for
-from .tiles import tap_of
+from .threads import claim, parallel_for
 
 __all__ = ["dense_forward", "chunking"]
 
 
-def chunking(ncol, panel):
-    """(units per row, columns per unit): balanced segments of at most ``COL_BLOCK``
-    columns, whole panels where possible."""
-    per_row = -(-ncol // COL_BLOCK)
+def chunking(ncol, panel, max_width=COL_BLOCK):
+    """(units per row, columns per unit): balanced segments of at most ``max_width``
+    (at least one ``panel``) columns, whole panels where possible."""
+    max_width = max(panel, min(COL_BLOCK, max_width))
+    per_row = -(-ncol // max_width)
     width = -(-ncol // per_row)
-    width = min(COL_BLOCK, -(-width // panel) * panel)
+    width = min(max_width, -(-width // panel) * panel)
     return -(-ncol // width), width
 
 
@@ -136,12 +141,11 @@ def _stage_rows(rows, rstride, xf, x_shape, b, c_start, cin_g, cls, taps, jd, jh
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _dense_unit(u, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode, Ktf, npix,
-                cls, taps, groups, outf, out_shape):
-    rr = u // per_row
-    r = r0 + rr
-    ja = c0 + (u - rr * per_row) * width
-    jb = min(ja + width, c1)
+def _dense_unit(u, per_row, width, ncol, xf, x_shape, Wp, nob, bias, ck, ksrc, kmode, guide, mask,
+                geo, opt, alpha, lam, cst, Kfull, tap_ids, cls, taps, groups, outf, out_shape):
+    r = u // per_row
+    ja = (u - r * per_row) * width
+    jb = min(ja + width, ncol)
     m = jb - ja
     td_n, th_n, tw_n = cls[0, 3], cls[1, 3], cls[2, 3]
     t_n = td_n * th_n * tw_n
@@ -152,6 +156,13 @@ def _dense_unit(u, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode
     cin_g = x_shape[1] // groups
     cout_g = out_shape[1] // groups
     kdim = cin_g * t_n
+    # 0. K of the segment (columns past m: unused values, never written to the output)
+    ldk = mp
+    Ktf = np.empty(ck * t_n * ldk if kmode != 0 else 1, dtype=dt)
+    if kmode != 0:
+        K3 = Ktf.reshape((ck, t_n, ldk))
+        segment_k(ksrc, r, ja, jb, guide, mask, geo, cls, taps, opt, alpha, lam, cst, Kfull,
+                  tap_ids, K3, K3, K3, False)
     # 1. where each tap reads: staged rows (unit input stride) or the input itself
     b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
     in_d, in_h, in_w = x_shape[2], x_shape[3], x_shape[4]
@@ -203,7 +214,7 @@ def _dense_unit(u, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode
             for ti in range(t_n):
                 k = cl * t_n + ti
                 tab[k, 0] = tap_tab[ti, 0] + cbase
-                tab[k, 1] = (kc * t_n + ti) * npix + rr * (c1 - c0) - c0
+                tab[k, 1] = (kc * t_n + ti) * ldk - ja
                 tab[k, 2] = tap_tab[ti, 1]
                 tab[k, 3] = tap_tab[ti, 2]
         for j0 in range(ja, jb, n):
@@ -228,27 +239,29 @@ def _dense_unit(u, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode
 
 
 @njit(nogil=True, cache=True)
-def _dense_units(u0, u1, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode, Ktf,
-                 npix, cls, taps, groups, outf, out_shape):
-    for u in range(u0, u1):
-        _dense_unit(u, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode, Ktf, npix,
-                    cls, taps, groups, outf, out_shape)
+def _dense_units(tid, ctl, n, per_row, width, ncol, xf, x_shape, Wp, nob, bias, ck, ksrc, kmode,
+                 guide, mask, geo, opt, alpha, lam, cst, Kfull, tap_ids, cls, taps, groups, outf,
+                 out_shape):
+    u = claim(ctl, tid)
+    while u < n:
+        _dense_unit(u, per_row, width, ncol, xf, x_shape, Wp, nob, bias, ck, ksrc, kmode, guide,
+                    mask, geo, opt, alpha, lam, cst, Kfull, tap_ids, cls, taps, groups, outf,
+                    out_shape)
+        u = claim(ctl, tid)
 
 
-def dense_forward(xf, x_shape, Wp, nob, bias, kmode, Ktf, cls, taps, r0, r1, c0, c1, groups,
-                  width, outf, out_shape):
-    """Forward of one tile of a tap class into the flat output ``outf`` (see module doc).
+def dense_forward(xf, x_shape, Wp, nob, bias, ksrc_args, cls, taps, nrows, ncol, groups, width,
+                  outf, out_shape):
+    """Forward of one tap class into the flat output ``outf`` (see module doc).
 
     ``xf``/``outf``: the flat C-contiguous 5-D input and output, shapes
     ``x_shape``/``out_shape``; ``Wp``/``nob`` from
-    :func:`pacnd.engines.cpu.gemm.pack_weights`; ``kmode`` 0 (no K), 1 (one
-    K channel), 2 (one per input channel); ``Ktf`` the tile's K
-    ``(Ck, T_r, npix)`` flat, followed by at least ``nr`` elements of slack
-    (a last partial panel reads past the row, into columns it never writes);
-    the tile is rows ``[r0, r1)`` x columns ``[c0, c1)``, ``width`` columns
-    per unit (:func:`chunking`). Units run on :func:`.threads.parallel_for`.
+    :func:`pacnd.engines.cpu.gemm.pack_weights`; ``ksrc_args`` the K source
+    ``(ck, ksrc, kmode, guide, mask, geo, opt, alpha, lam, cst, Kfull, tap_ids)``
+    (see :func:`pacnd.engines.cpu.kernel_rows.segment_k`); the class has
+    ``nrows`` rows of ``ncol`` columns, ``width`` columns per unit
+    (:func:`chunking`). Units run on :func:`.threads.parallel_for`.
     """
-    per_row = (c1 - c0 + width - 1) // width
-    parallel_for(_dense_units, (r1 - r0) * per_row, per_row, width, r0, c0, c1, xf, x_shape, Wp,
-                 nob, bias, kmode, Ktf, (r1 - r0) * (c1 - c0), cls, taps, groups, outf,
-                 out_shape)
+    per_row = (ncol + width - 1) // width
+    parallel_for(_dense_units, nrows * per_row, per_row, width, ncol, xf, x_shape, Wp, nob, bias,
+                 *ksrc_args, cls, taps, groups, outf, out_shape)
