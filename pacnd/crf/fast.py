@@ -698,3 +698,50 @@ def scores_to_unary(scores, is_prob, clip=1e-5):
     if is_prob:
         np.log(out, out=out)
     return out, (int(stats[:, 0].sum()), float(stats[:, 1].min()), float(stats[:, 2].max()))
+
+
+# --------------------------------------------------------------------------- first calls
+def warm(dtype):
+    """Run every Numba kernel of this module once for ``dtype`` (compiles or loads them;
+    :mod:`pacnd.engines.cpu.coldstart` runs this in its background process)."""
+    from .model import PacCRF  # noqa: PLC0415
+
+    dt = np.dtype(dtype)
+    rng = np.random.default_rng(0)
+    U = rng.standard_normal((1, 2, 6, 7)).astype(dt)
+    f = rng.standard_normal((1, 3, 6, 7)).astype(dt)
+    one = [dict(kernel_size=3, dilation=1, blur=1, compat="potts", normalize="symmetric")]
+    two = one + [dict(kernel_size=3, dilation=2, blur=2, compat="2d")]
+    for kernels in (one, two):
+        crf = PacCRF(2, 1, kernels, dtype=dt)
+        for output in ("labels", "softmax"):
+            mean_field(crf, U, f, output=output)
+    for sdt in (np.float32, np.float64):
+        scores_to_unary(np.full((4, 5, 2), 0.5, dtype=sdt), True)
+        scores_to_unary(np.zeros((4, 5, 2), dtype=sdt), False)
+
+
+def _with_twin(kernel, twin):
+    """``kernel`` once its code is compiled, its NumPy twin (:mod:`.fast_numpy`) while it is
+    being compiled in the background on an empty cache."""
+    def run(*args):
+        if _coldstart.use_numba(("crf",), args[0].dtype):
+            return kernel(*args)
+        return twin(*args)
+    run.kernel = kernel
+    run.__name__, run.__doc__ = kernel.__name__, kernel.__doc__
+    return run
+
+
+from ..engines.cpu import coldstart as _coldstart  # noqa: E402
+from . import fast_numpy as _twins  # noqa: E402
+
+_interp_x = _with_twin(_interp_x, _twins.interp_x)
+_fused_step = _with_twin(_fused_step, _twins.fused_step)
+_logits_full = _with_twin(_logits_full, _twins.logits_full)
+_add_up = _with_twin(_add_up, _twins.add_up)
+_softmax_full = _with_twin(_softmax_full, _twins.softmax_full)
+_pool = _with_twin(_pool, _twins.pool)
+_argmax_full = _with_twin(_argmax_full, _twins.argmax_full)
+_multi_tap = _with_twin(_multi_tap, _twins.multi_tap)
+_scores_to_planes = _with_twin(_scores_to_planes, _twins.scores_to_planes)

@@ -24,15 +24,20 @@ _PKG = Path(__file__).resolve().parents[2]          # .../pacnd
 DEPENDENCIES = ("engines/cpu", "crf/fast.py", "_kernelspec.py")
 
 
-@functools.lru_cache(maxsize=None)
-def source_hash():
-    """SHA-1 over the kernel sources (name and bytes of each file, in sorted order)."""
-    h = hashlib.sha1()
+def source_files():
+    """The files of :data:`DEPENDENCIES` (folders expanded, in sorted order)."""
     files = []
     for dep in DEPENDENCIES:
         p = _PKG / dep
         files.extend(sorted(p.glob("*.py")) if p.is_dir() else [p])
-    for f in files:
+    return files
+
+
+@functools.lru_cache(maxsize=None)
+def source_hash():
+    """SHA-1 over the kernel sources (name and bytes of each file, in sorted order)."""
+    h = hashlib.sha1()
+    for f in source_files():
         h.update(str(f.relative_to(_PKG)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()
