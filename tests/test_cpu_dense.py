@@ -69,7 +69,7 @@ def test_pack_weights_layout_and_padding():
     assert nob == 1
     P = Wp.reshape(groups, nob, cin_g * len(taps), gemm.MR)
     for g in range(groups):
-        Wg = W3[g * 3:(g + 1) * 3][:, :, taps].reshape(3, -1)
+        Wg = W3[g * 3:(g + 1) * 3][:, :, taps].transpose(0, 2, 1).reshape(3, -1)  # tap-major
         np.testing.assert_array_equal(P[g, 0, :, :3].T, Wg)
         assert (P[g, 0, :, 3] == 0).all()
 

@@ -59,12 +59,14 @@ def pack_rows(M):
 
 
 def pack_weights(W3, groups, tap_ids):
-    """``W3`` (Cout, Cin/g, T) restricted to ``tap_ids`` -> flat ``Wp`` (see module doc).
+    """``W3`` (Cout, Cin/g, T) restricted to ``tap_ids`` -> flat ``Wp`` (see module doc),
+    columns tap-major: ``k = ti*Cin/g + c``.
 
     Returns ``(Wp, nob)``: ``nob`` blocks of :data:`MR` output channels per group.
     """
     cout, cin_g = W3.shape[:2]
-    W = W3[:, :, tap_ids].reshape(groups, cout // groups, cin_g * len(tap_ids))
+    W = W3[:, :, tap_ids].transpose(0, 2, 1).reshape(groups, cout // groups,
+                                                      len(tap_ids) * cin_g)
     return pack_rows(W)
 
 
@@ -185,3 +187,4 @@ def micro_kernel_w(A, ao, lda, Bt, bo, ldb, kdim, C, co, ldc):
     vstore(C, co + 4 * ldc + vw, vadd(vload(C, co + 4 * ldc + vw), c41))
     vstore(C, co + 5 * ldc, vadd(vload(C, co + 5 * ldc), c50))
     vstore(C, co + 5 * ldc + vw, vadd(vload(C, co + 5 * ldc + vw), c51))
+

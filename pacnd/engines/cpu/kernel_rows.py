@@ -34,6 +34,7 @@ from numba import njit
 
 from .fastexp import vexp
 from .indexing import FASTMATH, add_row, decode_row, jrange, load_row, output_row
+from .simd import lanes, vfma, vload, vmax, vmul, vsplat, vstore, vsub
 
 __all__ = ["kernel_rows", "kernel_rows_vjp", "guide_grad_rows", "take_k_rows", "put_k_rows",
            "segment_k",
@@ -115,7 +116,38 @@ def tap_d2(d2, f0, dedge, guide, b, c_first, c_last, gd, gh, gbw, gsw, geo, ja, 
         d2[jj] = dedge[jj]
     for jj in range(ghi - ja, m):
         d2[jj] = dedge[jj]
-    if ghi > glo:
+    if ghi > glo and gsw == 1:
+        # flat indices into the C-contiguous guide and f0 (no views), explicit vectors
+        nint = ghi - glo
+        vw = lanes(d2)
+        cs = geo[1, 0] * geo[1, 1] * geo[1, 2]
+        g0 = ((b * guide.shape[1] * geo[1, 0] + gd) * geo[1, 1] + gh) * geo[1, 2] + gbw + glo
+        f00 = glo - ja
+        fl = vsplat(floor)
+        relu = floor > -1e29                            # asym: max(diff, 0)
+        nv = nint - nint % vw
+        gflat = guide.reshape(-1)
+        # channel by channel, the sum kept in d2: the rows of one channel are contiguous,
+        # while the channels of a power-of-two image are a power of two apart (reading all
+        # channels per vector would make every load miss the same L1 set)
+        for c in range(c_first, c_last):
+            gc = g0 + c * cs
+            fc = c * m + f00
+            for j in range(0, nv, vw):
+                v = vsub(vload(guide, gc + j), vload(f0, fc + j))
+                if relu:
+                    v = vmax(v, fl)
+                if c == c_first:
+                    vstore(d2, f00 + j, vmul(v, v))
+                else:
+                    vstore(d2, f00 + j, vfma(v, v, vload(d2, f00 + j)))
+            for j in range(nv, nint):
+                t = max(gflat[gc + j] - f0[c, f00 + j], floor)
+                if c == c_first:
+                    d2[f00 + j] = t * t
+                else:
+                    d2[f00 + j] += t * t
+    elif ghi > glo:
         d2m = d2[glo - ja:ghi - ja]
         for c in range(c_first, c_last):
             gs = load_row(guide[b, c, gd, gh], gbw, gsw, glo, ghi)
