@@ -48,7 +48,8 @@ CHILD = textwrap.dedent("""
     coldstart.wait_idle(900)
     print(json.dumps({"first_s": first, "served_first": served_first,
                       "served": dict(coldstart.stats), "marker": marker.exists(),
-                      "err1": float(np.abs(y1 - ref).max()), "err2": float(np.abs(y2 - ref).max())}))
+                      "err1": float(np.abs(y1 - ref).max()),
+                      "err2": float(np.abs(y2 - ref).max())}))
 """)
 
 

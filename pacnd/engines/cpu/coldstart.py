@@ -13,9 +13,10 @@ for that, the engine's entry points ask :func:`use_numba` first:
 * otherwise the call is served by the NumPy reference engine (same results
   within rounding; its memory grows with the image, so only calls whose
   estimated cost is small are served that way, :func:`cheap_for_reference`),
-  and a background process (:func:`main`, at low priority, one at a time) compiles the missing paths into the cache and
-  writes their markers; the next call after that runs the Numba kernels,
-  loaded from the cache in a fraction of a second. A call too large for the
+  and a background process (:func:`main`, a little below the caller's priority, one at a time)
+  compiles the missing paths into the cache and writes their markers; the
+  next call after that runs the Numba kernels, loaded from the cache in a
+  fraction of a second. A call too large for the
   reference waits for the background process (or compiles in-process).
 
 The mode comes from ``PACND_JIT`` (or :func:`set_mode`):
@@ -402,7 +403,7 @@ def main(argv=None):
     """Background process: compile the given ``path:dtype`` items, writing their markers."""
     argv = sys.argv[1:] if argv is None else argv
     try:
-        os.nice(10)
+        os.nice(2)     # a little below the caller: not so low that a busy machine starves it
     except (AttributeError, OSError):
         pass
     set_mode("eager")

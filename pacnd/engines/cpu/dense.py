@@ -13,8 +13,9 @@ One parallel work unit is a segment of one output row of a tap class, at most
 3. per panel of :func:`pacnd.engines.cpu.gemm.nr` pixels and block of
    :data:`pacnd.engines.cpu.gemm.KC` rows: pack
    ``Bp[ti*Cin/g + cl, j] = K[kc, ti, j] * x[b, c, in(j, ti)]`` (0 off the
-   input; rows tap-major, so the tap's K stays in registers over its channels) and run :func:`pacnd.engines.cpu.gemm.micro_kernel` for every block
-   of ``MR`` output channels; then write ``result + bias`` to the output.
+   input; rows tap-major, so the tap's K stays in registers over its channels)
+   and run :func:`pacnd.engines.cpu.gemm.micro_kernel` for every block of
+   ``MR`` output channels; then write ``result + bias`` to the output.
 
 Working memory per thread is the segment's K, the staged rows, one panel
 block and the result block, independent of the image; no column matrix exists.
@@ -186,8 +187,10 @@ def _dense_unit(u, per_row, width, ncol, xf, x_shape, Wp, nob, bias, ck, ksrc, k
     Ktf = Kbuf[:ck * t_n * ldk if kmode != 0 else 1]
     if kmode != 0:
         K3 = Ktf.reshape((ck, t_n, ldk))
+        # run-time values, not constants, for save and the panel offset below: a literal
+        # argument would make Numba compile one more specialisation of the callee
         segment_k(ksrc, r, ja, jb, guide, mask, geo, cls, taps, opt, alpha, lam, cst, Kfull,
-                  tap_ids, K3, K3, K3, False)
+                  tap_ids, K3, K3, K3, ksrc < 0)
     # 1. where each tap reads: staged rows (unit input stride) or the input itself
     b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
     in_d, in_h, in_w = x_shape[2], x_shape[3], x_shape[4]
@@ -249,7 +252,7 @@ def _dense_unit(u, per_row, width, ncol, xf, x_shape, Wp, nob, bias, ck, ksrc, k
                 else:
                     _pack_panel(Bp, src, Ktf, kmode, j0, tab, k0, k1, isw)
                 for ob in range(nob):
-                    micro_kernel(Wp, ((g * nob + ob) * kdim + k0) * MR, Bp, 0, n, k1 - k0,
+                    micro_kernel(Wp, ((g * nob + ob) * kdim + k0) * MR, Bp, k0 - k0, n, k1 - k0,
                                  cbuf, ob * MR * n, n, k0 > 0)
             ncols = min(n, jb - j0)
             full = ncols == n and osw == 1

@@ -308,7 +308,7 @@ def _vjp_unit(r, ja, jb, tid, xf, x_shape, goutf, out_shape, WtP, nobt, groups, 
                 for i4 in range(kb0, kb1, MR):
                     wo = (g * nobt + i4 // MR) * cout_g * MR
                     for j0 in range(0, mp, n):
-                        micro_kernel(WtP, wo, Gp, j0, mp, cout_g, Gbuf, j0, mp, False)
+                        micro_kernel(WtP, wo, Gp, j0, mp, cout_g, Gbuf, j0, mp, j0 < 0)
                     for i in range(min(MR, kb1 - i4)):
                         _consume_g(Gbuf[i * mp:i * mp + m], i4 + i, t_n, kc_of_c, c_start, src,
                                    grows, gxf, Ku, gKf, ldk, kmode, isw, staged, tab, ja, m,
@@ -316,17 +316,19 @@ def _vjp_unit(r, ja, jb, tid, xf, x_shape, goutf, out_shape, WtP, nobt, groups, 
         if need_x and staged:
             _flush_rows(grows, rstride, gxf, x_shape, b, c_start, cin_g, cls, taps, jd, jh,
                         ja + wmin)
-    # 3. the K gradient
+    # 3. the K gradient (offset 0 in the unit's buffers: a run-time value, as the tile kernels
+    # pass, so the row-segment cores compile once)
+    pb0 = ja - ja
     if need_k:
         gK3 = gKf.reshape((ck, t_n, ldk))
         if ksrc == 2:
             put_k_rows(gK3, 0, b_o, od, oh, o0w, osw, tap_ids, ja, jb, gKfull)
         else:
-            kernel_rows_vjp(r, ja, jb, 0, mask, geo, cls, taps, opt, alpha, lam, cst, K3, Kr3,
+            kernel_rows_vjp(r, ja, jb, pb0, mask, geo, cls, taps, opt, alpha, lam, cst, K3, Kr3,
                             D23, gK3, part[tid], need_guide, need_alpha, need_lam)
             if need_guide:
                 for c in range(guide.shape[1]):
-                    guide_grad_rows(c, r, ja, jb, 0, guide, geo, cls, taps, opt, cst, gK3,
+                    guide_grad_rows(c, r, ja, jb, pb0, guide, geo, cls, taps, opt, cst, gK3,
                                     grad_guide, f0, acc, buf)
 
 

@@ -84,7 +84,7 @@ def _fused_unit(u, nblk, x, Wc, bias, guide, mask, geo, cls, taps, r0, c0, c1, o
     r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
     m = jb - ja
     b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
-    f0, dedge2 = centre_features(guide, b, jd, jh, cls, geo, ja, jb, floor, 0)
+    f0, dedge2 = centre_features(guide, b, jd, jh, cls, geo, ja, jb, floor, opt[2])
     dedge = dedge2[0]
     d2 = np.empty(m, dtype=out.dtype)
     k = np.empty(m, dtype=out.dtype)
@@ -115,8 +115,8 @@ def _fused_unit(u, nblk, x, Wc, bias, guide, mask, geo, cls, taps, r0, c0, c1, o
                         wsum += abs(Wc[c, ti])
                     if wsum == 0:
                         continue    # zero weight (e.g. a round window): it adds nothing
-                tap_d2(d2, f0, dedge, guide, b, 0, cg_n, gd, gh, taps[2, twi, 2], gsw, geo, ja,
-                       jb, floor)
+                tap_d2(d2, f0, dedge, guide, b, cg_n - cg_n, cg_n, gd, gh, taps[2, twi, 2], gsw,
+                       geo, ja, jb, floor)   # (c_first a run-time 0: tap_d2 compiles once)
                 phi_row(k, d2, kind, a0, hl, cst)
                 if masked:
                     tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh, tdi, thi, twi,

@@ -426,7 +426,7 @@ def segment_k(ksrc, r, ja, jb, guide, mask, geo, cls, taps, opt, alpha, lam, cst
     precomputed full K ``Kfull`` (B, Ck, T, D, H, W) (:func:`take_k_rows`).
     """
     if ksrc == 1:
-        kernel_rows(r, ja, jb, 0, guide, mask, geo, cls, taps, opt, alpha, lam, cst, Kt, Krt,
+        kernel_rows(r, ja, jb, ja - ja, guide, mask, geo, cls, taps, opt, alpha, lam, cst, Kt, Krt,
                     D2t, save)
     elif ksrc == 2:
         b, od, oh, o0w, osw = output_row(cls, r)
