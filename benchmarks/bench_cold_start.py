@@ -136,7 +136,7 @@ def main(argv=None):
     entries = [e for e in args.entries.split(",") if e]
     # a snapshot of the sources: editing the checkout during the run changes nothing here
     snap = Path(tempfile.mkdtemp(prefix="pacnd_src_"))
-    shutil.copytree(REPO / "pacnd", snap / "pacnd",
+    shutil.copytree(REPO / "pacnd", snap / "pacnd", symlinks=True,
                     ignore=shutil.ignore_patterns("__pycache__", "*.nbi", "*.nbc"))
     runs = [(m, snap) for m in args.modes.split(",") if m]
     if args.before:

@@ -22,6 +22,8 @@ Same interface and semantics as :mod:`pacnd.engines.reference` (see
   pooling, bilateral filtering), K computed on the fly when it comes from the
   guide;
 * :mod:`.pac` — orchestration of forward and vjp;
+* :mod:`.coldstart` — first calls on an empty kernel cache: the reference
+  engine serves them while a background process compiles the kernels;
 * :mod:`.fastexp` — a vectorisable ``exp``;
 * :mod:`.threads` — one thread pool running ``nogil`` kernels whose work units
   are claimed dynamically (:func:`.threads.parallel_for`), so a descheduled
@@ -34,10 +36,11 @@ row-segment buffers per thread (:data:`.pac.UNIT_BYTES` caps the segment's K
 buffers), tiled paths (depthwise, full K) at most :data:`TILE_BYTES` of tile
 buffers.
 Kernels are compiled once per dtype (options are run-time arguments) and
-cached on disk (``cache=True``): the first call after installation compiles
-for several seconds, later processes load them in a fraction of a second.
-:func:`warmup` compiles everything ahead of time (e.g. when building an
-image or a CI cache).
+cached on disk (``cache=True``; :mod:`._cache` keys the cache on every kernel
+source): later processes load them in a fraction of a second. On an empty
+cache the entry points below serve calls with the reference engine while the
+kernels compile in the background (:mod:`.coldstart`); :func:`warmup`
+compiles everything ahead of time (e.g. when building an image or a CI cache).
 """
 
 #: Byte budget of the per-tile working buffers of the tiled paths (depthwise K tiles,
