@@ -34,6 +34,12 @@ Method:
   timed calls. The median (and min) over all rounds is reported; ``ratio`` =
   median / median of the case's torch baseline measured in the same run,
   ``ref_ratio`` = median / median of the reference implementation's row;
+* **CPU work** (every case but the reference rows): after its timed calls the
+  same process runs ``--repeats`` more calls on one thread and records the
+  calling thread's CPU time (``cpu_ms``; ``cpu_ratio`` against the torch
+  baseline's) -- wall times on a shared machine swing with other jobs (torch's
+  spinning OpenMP threads suffer more than the engine's pool), the single-thread
+  work much less;
 * **peak working memory** (another subprocess): glibc's mmap threshold is
   fixed at 64 KiB (``mallopt``) so that every array is mapped on allocation
   and unmapped on free — RSS then tracks live memory instead of reusing
@@ -309,6 +315,20 @@ def child(name, what, repeats, nthreads):
             times.append(time.perf_counter() - t)
         res.update(times_ms=[t * 1e3 for t in times], median_ms=statistics.median(times) * 1e3,
                    min_ms=min(times) * 1e3)
+        if what == "time+cpu":
+            # the work itself: one thread, CPU time of the calling thread (which runs all
+            # of it), so other jobs on the machine change it little
+            if op in TORCH_OPS:
+                torch.set_num_threads(1)
+            else:
+                numba.set_num_threads(1)
+            run()
+            cpu = []
+            for _ in range(repeats):
+                t = time.thread_time()
+                run()
+                cpu.append(time.thread_time() - t)
+            res["cpu_ms"] = [t * 1e3 for t in cpu]
     print(json.dumps(res))
 
 
@@ -360,6 +380,8 @@ def summarize(res):
     t = res["times_ms"]
     res["median_ms"] = statistics.median(t)
     res["min_ms"] = min(t)
+    if res.get("cpu_ms"):
+        res["cpu_median_ms"] = statistics.median(res["cpu_ms"])
     return res
 
 
@@ -405,14 +427,17 @@ def versions():
 
 
 def _fmt_table(results, loaded):
-    lines = ["| case | median ms | min ms | vs torch | vs reference | working MB | baseline |",
-             "|---|---:|---:|---:|---:|---:|---|"]
+    lines = ["| case | median ms | min ms | vs torch | vs reference | 1-thread CPU ms "
+             "| CPU vs torch | working MB | baseline |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
     for name, r in results.items():
         ratio = f"{r['ratio']:.2f}x" if "ratio" in r else "-"
         rref = f"{r['ref_ratio']:.3f}x" if "ref_ratio" in r else "-"
         mem = f"{r['working_mb']:.1f}" if "working_mb" in r else "-"
+        cpu = f"{r['cpu_median_ms']:.1f}" if "cpu_median_ms" in r else "-"
+        rcpu = f"{r['cpu_ratio']:.2f}x" if "cpu_ratio" in r else "-"
         lines.append(f"| {name} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | {ratio} | {rref} "
-                     f"| {mem} | {r.get('baseline', '')} |")
+                     f"| {cpu} | {rcpu} | {mem} | {r.get('baseline', '')} |")
     if loaded:
         lines += ["", "| under load | unloaded median ms | loaded median ms | slowdown |",
                   "|---|---:|---:|---:|"]
@@ -458,8 +483,11 @@ def main(argv=None):
     # time in rounds over all cases, so that every case sees the same changes of machine load
     for rnd in range(rounds):
         for name in names:
-            r = run_child(name, "time", repeats, args.threads)
+            cpu_work = not name.startswith("reference")
+            r = run_child(name, "time+cpu" if cpu_work else "time", repeats, args.threads)
             results[name]["times_ms"] += r["times_ms"]
+            if cpu_work:
+                results[name].setdefault("cpu_ms", []).extend(r["cpu_ms"])
             results[name]["threads"] = r["threads"]
             print(f"  round {rnd + 1}/{rounds} {name:38s} median {r['median_ms']:8.1f} ms",
                   flush=True)
@@ -481,6 +509,8 @@ def main(argv=None):
             r["baseline"] = base
             r["ratio"] = r["median_ms"] / results[base]["median_ms"]
             r["ratio_min"] = r["min_ms"] / results[base]["min_ms"]
+            if "cpu_median_ms" in r and "cpu_median_ms" in results[base]:
+                r["cpu_ratio"] = r["cpu_median_ms"] / results[base]["cpu_median_ms"]
         if ref and ref in results:
             r["reference"] = ref
             r["ref_ratio"] = r["median_ms"] / results[ref]["median_ms"]
@@ -509,6 +539,13 @@ def main(argv=None):
                 "ref_ratio", TARGETS["fwdbwd_ref_ratio"])
     ratio_check("pac_conv_transpose fwd+bwd <= 2.5x torch conv_transpose2d fwd+bwd",
                 "pac_conv_transpose fwd+bwd", "ratio", TARGETS["transpose_fwdbwd_ratio"])
+    # the same targets on the single-thread CPU work (little affected by other jobs)
+    ratio_check("1-thread CPU work: pac_conv fwd <= 1.3x torch conv2d fwd", "pac_conv fwd",
+                "cpu_ratio", TARGETS["fwd_ratio"])
+    ratio_check("1-thread CPU work: pac_conv fwd+bwd <= 2.0x torch conv2d fwd+bwd",
+                "pac_conv fwd+bwd", "cpu_ratio", TARGETS["fwdbwd_ratio"])
+    ratio_check("1-thread CPU work: pac_conv_transpose fwd+bwd <= 2.5x torch's",
+                "pac_conv_transpose fwd+bwd", "cpu_ratio", TARGETS["transpose_fwdbwd_ratio"])
     pac = [r for n, r in results.items()
            if n not in LOADED and CASES[n][0] not in TORCH_OPS and "working_mb" in r]
     checks["working memory <= 64 MB (every pacnd case)"] = all(
