@@ -30,6 +30,8 @@ SUBCOMMANDS = {
                                        "train"),
     "crf": ("pacnd.cli_crf", "refine a segmentation (scores or an annotation) with a PAC-CRF"),
     "warmup": ("pacnd.cli_warmup", "compile the CPU kernels ahead of time (once per install)"),
+    "filter": ("pacnd.cli_filter", "bilateral / joint bilateral / JBU / DPP of an image, chunk "
+                                   "by chunk for large .zarr/.tif files (Dask)"),
 }
 
 _ENGINES = ("numpy", "numba", "cuda", "cupy")
@@ -86,7 +88,8 @@ def main(argv=None):
     except KeyboardInterrupt:
         print(f"pacnd {args.command}: interrupted", file=sys.stderr)
         return 130
-    except (ValueError, TypeError, OSError, RuntimeError) as exc:
+    except (ValueError, TypeError, OSError, RuntimeError, ImportError, EOFError,
+            MemoryError) as exc:
         print(f"pacnd {args.command}: error: {_one_line(exc)}", file=sys.stderr)
         return 1
 

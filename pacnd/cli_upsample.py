@@ -54,6 +54,14 @@ def configure_parser(parser):
     p.add_argument("--no-figure", action="store_true", help="write no figure")
     p.add_argument("--no-baselines", action="store_true",
                    help="skip bicubic and JBU in the figure")
+    p.add_argument("--batch", action="store_true",
+                   help="--guide and --low/--target are folders (pairs matched by file "
+                        "stem), -o is the output folder (NAME.npy, or --format); no figures")
+    p.add_argument("--format", choices=("npy", "png", "flo"), default=None,
+                   help="--batch: output type (default: flo for flow, npy for depth)")
+    from .batch import add_batch_options  # noqa: PLC0415
+    add_batch_options(p, keep_going=True)
+    p.add_argument("-q", "--quiet", action="store_true", help="--batch: no progress or summary")
     p.set_defaults(_action=_predict)
 
     e = sub.add_parser("eval", help="RMSE / EPE of baselines and models on image pairs",
@@ -71,6 +79,9 @@ def configure_parser(parser):
                    help="depth PNG: stored value = S * depth")
     e.add_argument("--border", type=int, default=None, metavar="PX",
                    help="pixels left out on each side (default: 6 depth, 0 flow)")
+    e.add_argument("--protocol", choices=("center", "bicubic", "bilinear"), default=None,
+                   help="low-res protocol (default: center for depth, bilinear for flow); "
+                        "selects the matching shipped weights")
     e.add_argument("--multiple", type=int, default=16, metavar="M",
                    help="centre-crop images to a multiple of M (the same crop for every "
                         "factor)")
@@ -85,6 +96,16 @@ def configure_parser(parser):
     t.add_argument("--task", choices=("depth", "flow"), default="depth")
     t.add_argument("--factor", type=int, default=8, metavar="N")
     t.add_argument("--model", choices=("pac", "pac_lite", "djf"), default="pac")
+    t.add_argument("--pool", default=None, metavar="DIR",
+                   help="train on a pool folder (depth/<name>/, flow/<name>/ with meta.json; "
+                        "the project's shared/data/train) with the shipped weights' recipe: "
+                        "source mixing, augmentation, per-image normalisation, a residual "
+                        "base, held-out evaluation (pacnd.models.recipe); --pair/--guide-dir "
+                        "are then not used")
+    t.add_argument("--protocol", choices=("center", "bicubic", "bilinear"), default=None,
+                   help="low-res protocol (default: center for depth, bilinear for flow)")
+    t.add_argument("--residual", choices=("jbu", "bicubic", "bilinear", "none"), default="jbu",
+                   help="--pool: training-free upsampler the network's output is added to")
     t.add_argument("--pair", nargs=2, action="append", default=[], metavar=("IMG", "GT"),
                    help="training pair (repeatable)")
     t.add_argument("--guide-dir", default=None, metavar="DIR",
@@ -132,6 +153,24 @@ def _common_model_args(p):
                    help="without --weights: pac = shipped weights, or a baseline")
     p.add_argument("--target-scale", type=float, default=1.0, metavar="S",
                    help="depth PNG: stored value = S * depth, 0 = unknown (Middlebury 2003: 4)")
+    p.add_argument("--protocol", choices=("center", "bicubic", "bilinear"), default=None,
+                   help="how the low-res input is (or, with --target, is simulated to be) made: "
+                        "depth 'center' (nearest subsampling, the paper's; default) or "
+                        "'bicubic' (antialiased bicubic downsampling); flow 'bilinear'. "
+                        "Selects the matching shipped weights")
+
+
+def _protocol(args, task):
+    from .models.registry import default_protocol  # noqa: PLC0415
+
+    p = getattr(args, "protocol", None) or default_protocol(task)
+    if task == "flow" and p != "bilinear":
+        raise ValueError(f"--protocol {p} is a depth protocol; flow low-res inputs are made by "
+                         f"antialiased bilinear downsampling (--protocol bilinear)")
+    if task == "depth" and p == "bilinear":
+        raise ValueError("--protocol bilinear is the flow protocol; depth uses 'center' or "
+                         "'bicubic'")
+    return p
 
 
 def run_from_args(args):
@@ -155,7 +194,7 @@ def _read_target(path, task, scale):
     return t
 
 
-def _get_model(task, factor, weights, model):
+def _get_model(task, factor, weights, model, protocol=None):
     from .models import load_upsampler, pretrained  # noqa: PLC0415
 
     if weights:
@@ -165,17 +204,16 @@ def _get_model(task, factor, weights, model):
                              f"{factor}; pass --factor {m.factor} or other weights")
         return m
     if model == "pac":
-        return pretrained(task, factor)
+        return pretrained(task, factor, protocol=protocol)
     if model in ("pac_lite", "djf"):
-        raise ValueError(f"--model {model} has no shipped weights; train one with 'pacnd "
-                         f"upsample train --model {model}' and pass --weights")
-    return _baseline(model, task, factor)
+        return pretrained(task, factor, variant=model, protocol=protocol)
+    return _baseline(model, task, factor, protocol)
 
 
-def _baseline(name, task, factor):
+def _baseline(name, task, factor, protocol=None):
     from .models import baseline  # noqa: PLC0415
 
-    return baseline(name, task, factor)
+    return baseline(name, task, factor, protocol=protocol)
 
 
 def _check_factor(f):
@@ -187,7 +225,34 @@ def _check_factor(f):
 
 
 # ----------------------------------------------------------------------------- predict
+def _predict_batch(args):
+    from .models.batch import upsample_folder  # noqa: PLC0415
+
+    if args.output is None:
+        raise ValueError("--batch needs -o OUT_DIR (the output folder)")
+    source = "low" if args.low is not None else "target"
+    report, missing = upsample_folder(
+        args.guide, args.low if args.low is not None else args.target, args.output,
+        source=source, out_format=args.format, scheduler=args.scheduler, resume=args.resume,
+        keep_going=args.keep_going, progress=not args.quiet,
+        engine=getattr(args, "engine", None), task=args.task, factor=args.factor,
+        weights=args.weights, model=args.model, protocol=getattr(args, "protocol", None),
+        target_scale=args.target_scale, output_scale=args.output_scale)
+    if not args.quiet:
+        n = len(report.done) + len(report.failed)
+        extra = f"; {len(report.skipped)} already done (--resume)" if report.skipped else ""
+        extra += (f"; {len(report.failed)} failed: {', '.join(report.failed)}"
+                  if report.failed else "")
+        extra += f"; {len(missing)} guide(s) without a target skipped" if missing else ""
+        print(f"upsampled {len(report.done)}/{n} image(s) in {report.seconds:.2f} s "
+              f"({report.rate:.2f} images/s, scheduler {report.scheduler}){extra}",
+              file=sys.stderr)
+    return 1 if report.failed else 0
+
+
 def _predict(args):
+    if args.batch:
+        return _predict_batch(args)
     from .data.io import read_image, write_target  # noqa: PLC0415
     from .models import DEFAULT_BORDER, epe, rmse  # noqa: PLC0415
     from .models.visualize import comparison_figure  # noqa: PLC0415
@@ -199,9 +264,10 @@ def _predict(args):
     gt = None
     if args.target is not None:
         task = _task_of(args.target, args.task)
+        protocol = _protocol(args, task)
         factor = factor or 8
         gt = _read_target(args.target, task, args.target_scale)
-        model = _get_model(task, factor, args.weights, args.model)
+        model = _get_model(task, factor, args.weights, args.model, protocol)
         if gt.shape[:2] != (H, W):
             raise ValueError(f"the guide is {W}x{H} but the target {args.target!r} is "
                              f"{gt.shape[1]}x{gt.shape[0]}; they must be the same size")
@@ -211,9 +277,10 @@ def _predict(args):
             H, W = guide.shape[:2]
             print(f"note: centre-cropped to {guide.shape[1]}x{guide.shape[0]} (a multiple of "
                   f"{factor})", file=sys.stderr)
-        low = make_low_res(gt, factor, "center" if task == "depth" else "bilinear")
+        low = make_low_res(gt, factor, protocol)
     else:
         task = _task_of(args.low, args.task)
+        protocol = _protocol(args, task)
         low = _read_target(args.low, task, args.target_scale)
         h, w = low.shape[:2]
         if factor is None:
@@ -224,7 +291,7 @@ def _predict(args):
         if (H, W) != (h * factor, w * factor):
             raise ValueError(f"size mismatch: with --factor {factor} a {w}x{h} low-res input "
                              f"needs a {w * factor}x{h * factor} guide, got {W}x{H}")
-        model = _get_model(task, factor, args.weights, args.model)
+        model = _get_model(task, factor, args.weights, args.model, protocol)
     if not np.isfinite(low).all():
         n = int((~np.isfinite(low)).sum())
         print(f"note: {n} unknown low-res samples filled with the nearest known value",
@@ -238,7 +305,7 @@ def _predict(args):
     if not args.no_baselines:
         for name in ("bicubic", "jbu"):
             if name != model.kind:
-                b = _baseline(name, task, factor)
+                b = _baseline(name, task, factor, protocol)
                 results[name if name != "jbu" else "JBU"] = b.upsample(low, guide)
         results = {k: results[k] for k in sorted(results, key=lambda k: k == label)}
     metrics = {}
@@ -274,12 +341,13 @@ def _eval(args):
     from .data import JointUpsamplingPairs, load_pair  # noqa: PLC0415
 
     task = _task_of(args.pair[0][1], args.task)
+    protocol = _protocol(args, task)
     pairs = [load_pair(g, t, kind=task if task == "flow" else None,
                        target_scale=args.target_scale) for g, t in args.pair]
     rows = []
     for factor in args.factor:
         _check_factor(factor)
-        ds = JointUpsamplingPairs(pairs, factor, kind=task, crop=None)
+        ds = JointUpsamplingPairs(pairs, factor, kind=task, crop=None, lowres_mode=protocol)
         exs = list(ds.examples(multiple=max(args.multiple, factor)))
         for spec in args.models:
             if "=" in spec:
@@ -287,16 +355,16 @@ def _eval(args):
                 model = load_upsampler(path)
                 if model.factor != factor:
                     continue
-            elif spec == "pac":
-                name, model = "pac", pretrained(task, factor)
+            elif spec in ("pac", "pac_lite", "djf"):
+                name, model = spec, _get_model(task, factor, None, spec, protocol)
             elif spec in ("bicubic", "bilinear", "jbu"):
-                name, model = spec, _baseline(spec, task, factor)
+                name, model = spec, _baseline(spec, task, factor, protocol)
             else:
-                raise ValueError(f"--models {spec!r}: use one of pac, bicubic, bilinear, jbu or "
-                                 f"NAME=WEIGHTS.npz")
+                raise ValueError(f"--models {spec!r}: use one of pac, pac_lite, djf, bicubic, "
+                                 f"bilinear, jbu or NAME=WEIGHTS.npz")
             t0 = time.perf_counter()
             val = evaluate_upsampler(model, exs, kind=task, border=args.border)
-            rows.append({"task": task, "factor": factor, "model": name,
+            rows.append({"task": task, "factor": factor, "protocol": protocol, "model": name,
                          "rmse" if task == "depth" else "epe": val,
                          "seconds": time.perf_counter() - t0})
             print(f"{task} x{factor:<3d} {name:14s} {'RMSE' if task == 'depth' else 'EPE'} "
@@ -308,7 +376,35 @@ def _eval(args):
 
 
 # ----------------------------------------------------------------------------- train
+def _train_pool(args):
+    from .models import save_upsampler  # noqa: PLC0415
+    from .models.recipe import build_from_recipe, default_recipe, train_from_pool  # noqa
+
+    if args.pair or args.guide_dir or args.init:
+        raise ValueError("--pool trains with the pool recipe; drop --pair/--guide-dir/--init")
+    r = default_recipe(args.task, args.factor, args.model, protocol=args.protocol,
+                       steps=args.steps, lr=args.lr, crop=args.crop,
+                       batch_size=args.batch_size, seed=args.seed,
+                       residual=None if args.residual == "none" else args.residual,
+                       init="zero_last" if args.residual != "none" else "reference",
+                       eval_every=args.eval_every or 250)
+    res = train_from_pool(r, args.pool, args.out, resume=args.resume,
+                          progress=not args.no_progress)
+    path = os.path.join(args.out, "model.npz")
+    if not os.path.exists(path):   # a run with nothing left to do writes the weights too
+        save_upsampler(path, build_from_recipe(r))
+    msg = f"pacnd upsample train: {res.step} steps; weights -> {path}"
+    if res.eval_history:
+        last = res.eval_history[-1]
+        msg += "; held-out " + ", ".join(f"{k} {v:.3f}" for k, v in last.items() if k != "step")
+    print(msg)
+    return 0
+
+
 def _train(args):
+    if args.pool:
+        _check_factor(args.factor)
+        return _train_pool(args)
     from .models import build_model, evaluate_upsampler, load_upsampler  # noqa: PLC0415
     from .models import save_upsampler, train_upsampler  # noqa: PLC0415
     from .models.training import DEFAULT_BORDER  # noqa: PLC0415

@@ -36,6 +36,7 @@ import numpy as np
 
 from ._kernelspec import EPS
 from ._validate import array_module, check_finite
+from .dask import any_dask
 from .ops import conv_transpose, pac_conv, pac_conv_transpose, pac_pool
 
 __all__ = ["bilateral", "joint_bilateral", "joint_bilateral_upsample", "detail_preserving_pool"]
@@ -45,6 +46,13 @@ _WINDOWS = ("square", "disk")
 
 
 # =========================================================================== argument checks
+def _on_dask(name, args):
+    """Run filter ``name`` of :mod:`pacnd.dask.filters` (lazy, block by block) with ``args``."""
+    from .dask import filters as dask_filters  # noqa: PLC0415
+
+    return getattr(dask_filters, name)(**args)
+
+
 def _is_array(a):
     return isinstance(a, np.ndarray) or type(a).__module__.split(".")[0] == "cupy"
 
@@ -335,6 +343,8 @@ def bilateral(image, *, sigma_spatial=1.0, sigma_color=None, win_size=None, chan
     >>> bool(abs(out[:, 14] - 0).max() < 0.1 and abs(out[:, 17] - 1).max() < 0.1)
     True
     """
+    if any_dask(image):  # Dask arrays: lazy, block by block (pacnd.dask.filters)
+        return _on_dask("bilateral", locals())
     img = _as_float_image(image, "image")
     layout = _Layout(img, channel_axis, "image")
     return _joint_bilateral_impl(img, layout, layout.to_cf(img), sigma_spatial=sigma_spatial,
@@ -347,9 +357,7 @@ def _joint_bilateral_impl(img, layout, g, *, sigma_spatial, sigma_color, win_siz
     sigma_spatial = _check_positive(sigma_spatial, "sigma_spatial")
     sigma_color = _check_positive(sigma_color, "sigma_color", allow_none=True,
                                   hint="or None for the guide's standard deviation")
-    if win_size is None:
-        win_size = max(5, 2 * math.ceil(3 * sigma_spatial) + 1)
-    win_size = _check_int(win_size, "win_size", minimum=1, odd=True)
+    win_size = _bilateral_win_size(sigma_spatial, win_size)
     _check_choice(kernel, "kernel", _RANGE_KERNELS)
     _check_choice(window, "window", _WINDOWS)
     if sigma_color is None:
@@ -358,6 +366,13 @@ def _joint_bilateral_impl(img, layout, g, *, sigma_spatial, sigma_color, win_siz
     out = _bilateral_cf(x, g, sigma_spatial=sigma_spatial, sigma_color=sigma_color,
                         win_size=win_size, kernel=kernel, window=window, engine=engine)
     return layout.from_cf(out)
+
+
+def _bilateral_win_size(sigma_spatial, win_size):
+    """The (checked) window size of the bilateral filters: ``win_size`` or the default."""
+    if win_size is None:
+        win_size = max(5, 2 * math.ceil(3 * sigma_spatial) + 1)
+    return _check_int(win_size, "win_size", minimum=1, odd=True)
 
 
 def joint_bilateral(image, guide, *, sigma_spatial=1.0, sigma_color=None, win_size=None,
@@ -431,6 +446,8 @@ def joint_bilateral(image, guide, *, sigma_spatial=1.0, sigma_color=None, win_si
     >>> out.shape
     (16, 16)
     """
+    if any_dask(image, guide):  # Dask arrays: lazy, block by block (pacnd.dask.filters)
+        return _on_dask("joint_bilateral", locals())
     img = _as_float_image(image, "image")
     layout = _Layout(img, channel_axis, "image")
     g = _guide_to_cf(guide, layout, layout.spatial, img.dtype)
@@ -537,6 +554,8 @@ def joint_bilateral_upsample(low_res, guide, *, factor, sigma_spatial=0.5, sigma
     >>> bool(np.abs(up - guide).max() < 1e-6)
     True
     """
+    if any_dask(low_res, guide, mask):  # Dask arrays: lazy, block by block
+        return _on_dask("joint_bilateral_upsample", locals())
     x_img = _as_float_image(low_res, "low_res", nonfinite_hint=(
         "fill unknown samples (e.g. np.nan_to_num(low_res)) and pass "
         "mask=np.isfinite(low_res) so that they are ignored"))
@@ -549,16 +568,7 @@ def joint_bilateral_upsample(low_res, guide, *, factor, sigma_spatial=0.5, sigma
     _check_choice(kernel, "kernel", _RANGE_KERNELS)
     out_spatial = tuple(f * s for f, s in zip(factor, layout.spatial))
     g = _guide_to_cf(guide, layout, out_spatial, x_img.dtype)
-    if win_size is None:
-        ksize = tuple(2 * max(math.ceil(3 * sigma_spatial * f), math.ceil(f / 2)) + 1
-                      for f in factor)
-    else:
-        _check_int(win_size, "win_size", minimum=1, odd=True)
-        if win_size < max(factor):
-            raise ValueError(f"win_size={win_size} is smaller than factor={max(factor)}: some "
-                             f"high-res pixels would see no low-res sample; use win_size >= "
-                             f"{max(factor) + (1 - max(factor) % 2)}")
-        ksize = (int(win_size),) * nd
+    ksize = _jbu_window(factor, sigma_spatial, win_size)
     if sigma_color is None:
         sigma_color = _default_sigma_color(g)
 
@@ -590,6 +600,19 @@ def joint_bilateral_upsample(low_res, guide, *, factor, sigma_spatial=0.5, sigma
     else:
         out = num / den
     return layout.from_cf(out.astype(x.dtype, copy=False))
+
+
+def _jbu_window(factor, sigma_spatial, win_size):
+    """The (checked) window of joint bilateral upsampling per spatial dim, high-res pixels."""
+    if win_size is None:
+        return tuple(2 * max(math.ceil(3 * sigma_spatial * f), math.ceil(f / 2)) + 1
+                     for f in factor)
+    _check_int(win_size, "win_size", minimum=1, odd=True)
+    if win_size < max(factor):
+        raise ValueError(f"win_size={win_size} is smaller than factor={max(factor)}: some "
+                         f"high-res pixels would see no low-res sample; use win_size >= "
+                         f"{max(factor) + (1 - max(factor) % 2)}")
+    return (int(win_size),) * len(factor)
 
 
 def _check_factor(factor, nd):
@@ -712,6 +735,8 @@ def detail_preserving_pool(image, *, size=2, stride=None, padding=0, alpha=0.1, 
     >>> bool(out[0, 0] > img[:2, :2].mean())                 # DPP keeps more of it
     True
     """
+    if any_dask(image, reference):  # Dask arrays: lazy, block by block (pacnd.dask.filters)
+        return _on_dask("detail_preserving_pool", locals())
     img = _as_float_image(image, "image")
     layout = _Layout(img, channel_axis, "image")
     nd = len(layout.spatial)

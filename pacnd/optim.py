@@ -24,7 +24,7 @@ import numpy as np
 from ._validate import array_module, to_module
 from .autograd import Tensor
 
-__all__ = ["Optimizer", "Adam", "SGD", "LRScheduler", "MultiStepLR", "adam_update",
+__all__ = ["Optimizer", "Adam", "SGD", "LRScheduler", "MultiStepLR", "CosineLR", "adam_update",
            "sgd_update"]
 
 
@@ -362,3 +362,27 @@ class MultiStepLR(LRScheduler):
     def get_lr(self):
         k = bisect.bisect_right(self.milestones, self.last_epoch)
         return [base * self.gamma ** k for base in self.base_lrs]
+
+
+class CosineLR(LRScheduler):
+    """Linear warm-up over ``warmup`` steps, then a cosine decay from the base
+    learning rate to ``base * final`` at step ``total`` (constant after it)."""
+
+    def __init__(self, optimizer, total, *, warmup=0, final=0.01, last_epoch=-1):
+        for name, v in (("total", total), ("warmup", warmup)):
+            if not isinstance(v, numbers.Integral) or isinstance(v, bool) or v < 0:
+                raise ValueError(f"{name}={v!r} must be a non-negative int")
+        if total < 1 or warmup >= total:
+            raise ValueError(f"need 0 <= warmup < total, got warmup={warmup}, total={total}")
+        self.total, self.warmup = int(total), int(warmup)
+        self.final = _number(final, "final", 0)
+        super().__init__(optimizer, last_epoch)
+
+    def get_lr(self):
+        t = self.last_epoch
+        if t < self.warmup:
+            f = (t + 1) / self.warmup
+        else:
+            u = min(1.0, (t - self.warmup) / max(1, self.total - self.warmup))
+            f = self.final + (1.0 - self.final) * 0.5 * (1.0 + math.cos(math.pi * u))
+        return [base * f for base in self.base_lrs]

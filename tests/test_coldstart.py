@@ -163,40 +163,58 @@ def test_warm_marks_a_path(tmp_path):
 
 # --------------------------------------------------------------------------- CRF twins
 @pytest.mark.parametrize("dt", [np.float32, np.float64])
-def test_crf_numpy_twins_match_the_kernels(dt, monkeypatch):
+def test_crf_served_on_the_graph_while_compiling(dt, monkeypatch):
+    """While the fast path's kernels compile, mean_field runs the graph path (2-D and 3-D,
+    every output, labels last) and scores_to_unary its NumPy twin: same results."""
     from pacnd.crf import PacCRF
 
     rng = np.random.default_rng(1)
-    U = rng.standard_normal((2, 3, 11, 13)).astype(dt)
-    f = rng.standard_normal((2, 3, 11, 13)).astype(dt)
     kernels = [dict(kernel_size=5, dilation=2, blur=1, compat="potts", normalize="symmetric"),
                dict(kernel_size=3, dilation=1, blur=2, compat="2d"),
                dict(kernel_size=3, dilation=3, blur=4, compat="4d")]
     P = rng.random((7, 9, 4)).astype(dt)
     P /= P.sum(-1, keepdims=True)
+    calls = []
     results = {}
-    for twins in (False, True):
-        if twins:   # every kernel of crf.fast (and every engine op) served without Numba
-            monkeypatch.setattr(coldstart, "use_numba", lambda *a, **k: False)
-        for ks in (kernels[:1], kernels):
-            crf = PacCRF(3, 2, ks, dtype=dt, perturbed_init=True, rng=3)
-            for output in ("log_Q", "softmax", "labels"):
-                results[twins, len(ks), output] = fast.mean_field(crf, U, f, output=output)
-        results[twins, "scores"] = fast.scores_to_unary(P, True)
+    for served in (False, True):
+        if served:
+            def refuse(paths, dtype, nbytes=0, flops=0):
+                calls.append((paths, nbytes, flops))
+                return False
+            monkeypatch.setattr(coldstart, "use_numba", refuse)
+        for nd, shape in ((2, (11, 13)), (3, (5, 7, 6))):
+            U = rng.standard_normal((2, 3) + shape).astype(dt) if not served else \
+                results[False, nd, "U"]
+            f = rng.standard_normal((2, 3) + shape).astype(dt) if not served else \
+                results[False, nd, "f"]
+            results[served, nd, "U"], results[served, nd, "f"] = U, f
+            for ks in (kernels[:1], kernels[:2] if nd == 3 else kernels):
+                crf = PacCRF(3, 2, ks, dtype=dt, perturbed_init=True, rng=3, ndim=nd)
+                for output in ("log_Q", "softmax", "labels", "log_softmax"):
+                    results[served, nd, len(ks), output] = fast.mean_field(crf, U, f,
+                                                                         output=output)
+                results[served, nd, len(ks), "last"] = fast.mean_field(
+                    crf, U, f, output="softmax", labels_last=True)
+        results[served, "scores"] = fast.scores_to_unary(P, True)
+    crf_calls = [c for c in calls if c[0] == ("crf",)]   # (the graph's ops ask too)
+    # every mean_field call asked, with a cost estimate (scores_to_unary asks without one)
+    assert sum(c[1] > 0 and c[2] > 0 for c in crf_calls) == 20
     tol = 2e-5 if dt == np.float32 else 1e-12
     for key, got in results.items():
-        if key[0]:
-            want = results[(False,) + key[1:]]
-            if key[-1] == "scores":
-                np.testing.assert_allclose(got[0], want[0], rtol=tol, atol=tol)
-                np.testing.assert_allclose(got[1], want[1], rtol=tol)
-            elif key[-1] == "labels":
-                assert (got == want).mean() > 0.99
-            else:
-                np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
+        if not key[0] or key[-1] in ("U", "f"):
+            continue
+        want = results[(False,) + key[1:]]
+        if key[-1] == "scores":
+            np.testing.assert_allclose(got[0], want[0], rtol=tol, atol=tol)
+            np.testing.assert_allclose(got[1], want[1], rtol=tol)
+        elif key[-1] == "labels":
+            assert got.dtype == want.dtype and (got == want).mean() > 0.99
+        else:
+            assert got.dtype == want.dtype and got.shape == want.shape, key
+            np.testing.assert_allclose(got, want, rtol=tol, atol=tol * 10)
 
 
-def test_crf_twins_have_the_kernels_arguments():
+def test_crf_twin_has_the_kernels_arguments():
     import inspect
     for name in fast_numpy.__all__:
         kernel = getattr(fast, "_" + name).kernel

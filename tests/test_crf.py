@@ -115,6 +115,16 @@ CONFIGS = {
                           pairwise_weight=3.0),
                      dict(kernel_size=3, blur=2, compat="2d", normalize="symmetric",
                           feat_scale=0.0)],
+    "anisotropic_blur": [dict(kernel_size=3, blur=(1, 3), compat="potts",
+                              normalize="symmetric", group=0, feat_scale=0.5),
+                         dict(kernel_size=3, dilation=2, blur=(1, 3), compat="potts",
+                              normalize="symmetric", group=0, feat_scale=0.5),
+                         dict(kernel_size=3, blur=(2, 1), compat="2d")],
+    "before_after": [dict(kernel_size=5, blur=2, compat="potts", normalize="before",
+                          group=0, feat_scale=0.4),
+                     dict(kernel_size=3, dilation=3, blur=2, compat="potts",
+                          normalize="before", group=0, feat_scale=0.4),
+                     dict(kernel_size=3, compat="2d", normalize="after", feat_scale=0.8)],
 }
 
 
@@ -196,6 +206,11 @@ def test_spec_validation():
     with pytest.raises(ValueError, match="different blur"):
         PacCRF(3, 1, [dict(compat="potts", normalize="symmetric", group=1, blur=1),
                       dict(compat="potts", normalize="symmetric", group=1, blur=2)])
+    with pytest.raises(ValueError, match="normalise differently"):
+        PacCRF(3, 1, [dict(compat="potts", normalize="symmetric", group=1),
+                      dict(compat="potts", normalize="before", group=1)])
+    with pytest.raises(ValueError, match="ndim=4"):
+        PacCRF(3, 1, ndim=4)
 
 
 def test_input_validation(rng):

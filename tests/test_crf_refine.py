@@ -114,18 +114,29 @@ def test_refine_voc_corrupted_unaries_improves_accuracy():
 
 # ------------------------------------------------------------------------------ mapping
 def test_mapping_structure():
-    assert auto_blur(80) == 4 and auto_blur(10) == 1 and auto_blur(1000) == 8
+    assert auto_blur(40) == 3 and auto_blur(10) == 1 and auto_blur(1000) == 8
     assert ring_kernels(1.5) == [(3, 1)]
     assert ring_kernels(40) == [(5, 1), (5, 3), (5, 9), (3, 27)]
+    assert ring_kernels(10, 3) == [(3, 1), (3, 2), (3, 4), (3, 8)]
     crf = dense_crf_mapping((375, 500), 21)
     ks = crf.kernels
+    # defaults: Gaussian std sxy / 2 truncated at sxy, on a 3-pixel grid
     assert [(k.kernel_size, k.dilation) for k in ks] == [(5, 1), (5, 3), (5, 9), (3, 27),
                                                         (3, 1)]
-    assert all(k.blur == 4 and k.compat == "potts" and k.normalize == "symmetric" for k in ks)
+    assert all(k.blur == 3 and k.compat == "potts" and k.normalize == "symmetric" for k in ks)
     assert [k.group for k in ks] == [0, 0, 0, 0, 1]
     assert [k.pairwise_weight for k in ks] == [10.0] * 4 + [3.0]
     assert ks[0].feat_scale == pytest.approx(1 / 13) and ks[4].feat_scale == 0.0
     assert crf.num_steps == 5
+    # the bilateral term's taps are the quadrature of a Gaussian with std 40 px
+    W = [crf.messengers[i].weight.data[0, 0] for i in range(4)]
+    np.testing.assert_allclose(W[0][1:4, 1:4], np.exp(-((np.arange(-1, 2) * 3.0)[:, None] ** 2
+                                                        + (np.arange(-1, 2) * 3.0) ** 2)
+                                                       / (2 * 40.0 ** 2)), rtol=1e-6)
+    # the literal mapping (std = sxy, 4-pixel grid) is still available
+    lit = dense_crf_mapping((375, 500), 21, sxy_scale=1.0, blur=4)
+    assert [(k.kernel_size, k.dilation, k.blur) for k in lit.kernels] == [
+        (5, 1, 4), (5, 3, 4), (5, 9, 4), (3, 27, 4), (3, 1, 4)]
     # dropping a term
     assert len(dense_crf_mapping((100, 100), 3, compat_gaussian=0).kernels) == 4
 
@@ -166,7 +177,7 @@ def test_refine_small_runs_and_channel_axis(small):
 
 
 @pytest.mark.parametrize("bad, kwargs, exc, match", [
-    ("image_2d", {}, ValueError, "expected \\(H, W, 3\\)"),
+    ("image_2d_wrong", {}, ValueError, "the guide must be"),
     ("image_rgba", {}, ValueError, "alpha"),
     ("image_str", {}, TypeError, "image must be"),
     ("size", {}, ValueError, "spatial size 24x19"),
@@ -188,13 +199,19 @@ def test_refine_small_runs_and_channel_axis(small):
     ("ok", {"channel_axis": 5}, ValueError, "channel_axis=5"),
     ("float_labels", {"kind": "labels"}, TypeError, "integers"),
     ("int_labels", {"kind": "labels", "gt_prob": 1.5}, ValueError, "gt_prob=1.5"),
-    ("ok", {"kind": "labels"}, ValueError, "integer label map or an"),
+    ("ok", {"kind": "labels"}, TypeError, "must hold integers"),
+    ("ok", {"spacing": (1, 0)}, ValueError, "spacing"),
+    ("ok", {"spacing": (1, 1, 1)}, ValueError, "3 entries for a 2-D grid"),
+    ("ok", {"srgb": (13, 13)}, ValueError, "srgb has 2 entries"),
+    ("probs_5d", {}, ValueError, "\\(D, H, W, L\\)"),
     ("int_labels", {"kind": "labels", "n_labels": 2}, ValueError, "labels holds 2"),
 ])
 def test_refine_validation(small, bad, kwargs, exc, match):
     img, P = small
-    if bad == "image_2d":
-        img = img[..., 0]
+    if bad == "image_2d_wrong":
+        img = img[..., 0].reshape(-1)
+    elif bad == "probs_5d":
+        P = P[None, None]
     elif bad == "image_rgba":
         img = np.dstack([img, img[..., :1]])
     elif bad == "image_str":
@@ -217,6 +234,24 @@ def test_refine_validation(small, bad, kwargs, exc, match):
         P = P.argmax(axis=2)
     with pytest.raises(exc, match=match):
         refine(img, P, **kwargs)
+
+
+def test_grey_and_multichannel_guides(small):
+    """Any number of guide channels: a grey guide equals the same grey stacked 3 times with
+    srgb scaled by sqrt(3) (the squared distance triples), and per-channel srgb equals
+    pre-scaled channels (an exact identity of the adapting kernel)."""
+    img, P = small
+    grey = img[..., 0]
+    a, Qa = refine(grey, P, return_probabilities=True)
+    b, Qb = refine(np.dstack([grey] * 3), P, srgb=13 * np.sqrt(3), return_probabilities=True)
+    np.testing.assert_allclose(Qa, Qb, atol=1e-5)
+    np.testing.assert_array_equal(a, b)
+    five = np.concatenate([img, img[..., :2]], axis=2).astype(np.float32)
+    c, Qc = refine(five, P, srgb=(10, 20, 30, 40, 50), return_probabilities=True)
+    scaled = five / np.array([10, 20, 30, 40, 50], np.float32)
+    d, Qd = refine(scaled, P, srgb=1.0, return_probabilities=True)
+    np.testing.assert_allclose(Qc, Qd, atol=1e-5)
+    assert not np.allclose(Qa, Qc, atol=1e-3)  # the extra channels do change the result
 
 
 def test_refine_warns_on_unit_scale_float_image(small):

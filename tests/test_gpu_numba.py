@@ -82,8 +82,9 @@ class _Runs:
         for name, selection in SIM_RUNS.items():
             self.procs[name] = subprocess.Popen(
                 [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p",
-                 "no:randomly", "-rf", "--durations=5", "-o",
+                 "no:randomly", "-rfs", "--durations=5", "-o",
                  f"faulthandler_timeout={TIMEOUT // 3}", "-k", selection,
+                 f"--junitxml={self.tmp / (name + '.xml')}",
                  str(SIM_DIR / "sim_numba_kernels.py")],
                 cwd=REPO, env=_env(NUMBA_ENABLE_CUDASIM="1"), stdout=self.logs[name],
                 stderr=subprocess.STDOUT, text=True)
@@ -148,6 +149,21 @@ def runs():
     return _STARTED["runs"].results()
 
 
+def _junit_counts(path):
+    """(tests, failures, errors, skipped) of a pytest JUnit XML report."""
+    import xml.etree.ElementTree as ET  # noqa: PLC0415
+
+    root = ET.parse(path).getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    return tuple(sum(int(s.get(k, 0)) for s in suites)
+                 for k in ("tests", "failures", "errors", "skipped"))
+
+
+#: fewest tests each simulator run must execute (a suite that silently collects
+#: nothing, or skips itself because the simulator is off, must fail)
+SIM_MIN_TESTS = {"sim_reference": 5, "sim_options": 30}
+
+
 @pytest.mark.parametrize("name", list(SIM_RUNS))
 def test_numba_kernels_under_simulator(runs, name):
     rc, log = runs[name]
@@ -155,7 +171,12 @@ def test_numba_kernels_under_simulator(runs, name):
     if name == "sim_reference" and not reference_dir().is_dir():
         pytest.skip(f"no reference cases at {reference_dir()}")
     assert rc == 0, f"simulator suite {name} failed (rc={rc}):\n{log[-12000:]}"
-    assert " passed" in log and " failed" not in log
+    xml = _STARTED["runs"].tmp / f"{name}.xml" if "runs" in _STARTED else None
+    assert xml is not None and xml.exists(), f"no JUnit report from {name}:\n{log[-4000:]}"
+    tests, failures, errors, skipped = _junit_counts(xml)
+    assert failures == 0 and errors == 0, (failures, errors, log[-8000:])
+    assert skipped == 0, f"{skipped} simulator tests were skipped:\n{log[-4000:]}"
+    assert tests >= SIM_MIN_TESTS[name], f"only {tests} simulator tests ran in {name}"
 
 
 def _ptx_records(runs):

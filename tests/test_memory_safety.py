@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -42,11 +43,38 @@ TIMEOUT = 1500
 SEED = int(os.environ.get("PACND_FUZZ_SEED", random.SystemRandom().randrange(2**31)))
 EXAMPLES = int(os.environ.get("PACND_FUZZ_EXAMPLES", "400"))
 
+def _fuzz(*args):
+    return [sys.executable, str(HERE / "fuzz_geometry.py"), "--seed", str(SEED), "--examples",
+            str(EXAMPLES), *args]
+
+
+def _libasan():
+    cxx = shutil.which(os.environ.get("CXX", "g++"))
+    if cxx is None:
+        return None
+    out = subprocess.run([cxx, "-print-file-name=libasan.so"], capture_output=True, text=True)
+    p = out.stdout.strip()
+    return p if out.returncode == 0 and os.path.isabs(p) and os.path.exists(p) else None
+
+
+LIBASAN = _libasan()
+
 RUNS = {
-    "malloc_check": dict(env={"MALLOC_CHECK_": "3"}, args=[]),
+    "malloc_check": dict(env={"MALLOC_CHECK_": "3"}, cmd=_fuzz()),
     "boundscheck": dict(env={"MALLOC_CHECK_": "3", "NUMBA_BOUNDSCHECK": "1"},
-                        args=["--dtypes", "float64"], own_cache=True),
+                        cmd=_fuzz("--dtypes", "float64"), own_cache=True),
 }
+#: the CUDA C kernels (host emulation, tests/test_gpu_emulated.py) on the geometry
+#: that reaches past the image, compiled with AddressSanitizer: any read or write
+#: outside a NumPy buffer aborts the child with a report
+ASAN_SELECTION = "far and not f32 and not sanitizer"
+if LIBASAN is not None:
+    RUNS["cuda_c_asan"] = dict(
+        env={"LD_PRELOAD": LIBASAN, "PACND_EMU_SANITIZE": "1",
+             "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1:allocator_may_return_null=1"},
+        cmd=[sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:cacheprovider", "-rfs",
+             "-k", ASAN_SELECTION, str(HERE / "test_gpu_emulated.py")],
+        junit=True)
 
 
 class _Runs:
@@ -61,10 +89,12 @@ class _Runs:
             if spec.get("own_cache"):
                 env["NUMBA_CACHE_DIR"] = str(self.tmp / "numba_cache")
             self.logs[name] = open(self.tmp / f"{name}.log", "w+")
+            cmd = list(spec["cmd"])
+            if spec.get("junit"):
+                cmd.insert(3, f"--junitxml={self.tmp / (name + '.xml')}")
             self.procs[name] = subprocess.Popen(
-                [sys.executable, str(HERE / "fuzz_geometry.py"), "--seed", str(SEED),
-                 "--examples", str(EXAMPLES), *spec["args"]],
-                cwd=REPO, env=env, stdout=self.logs[name], stderr=subprocess.STDOUT, text=True)
+                cmd, cwd=REPO, env=env, stdout=self.logs[name], stderr=subprocess.STDOUT,
+                text=True)
         self._results = {}
 
     def result(self, name):
@@ -120,7 +150,7 @@ def _describe(rc):
     return f"rc={rc}"
 
 
-@pytest.mark.parametrize("name", list(RUNS))
+@pytest.mark.parametrize("name", [n for n in RUNS if not RUNS[n].get("junit")])
 def test_fuzzed_geometry_stays_in_bounds(runs, name):
     rc, log = runs.result(name)
     replay = (f"replay: PACND_FUZZ_SEED={SEED} pytest tests/test_memory_safety.py, or "
@@ -133,6 +163,20 @@ def test_fuzzed_geometry_stays_in_bounds(runs, name):
     assert counts["ops"] >= EXAMPLES // 2, counts
     assert counts["adapting_kernel"] >= EXAMPLES // 6, counts
     assert counts["crf"] >= EXAMPLES // 10, counts
+
+
+@pytest.mark.skipif(LIBASAN is None, reason="no libasan for the C++ compiler (g++)")
+def test_cuda_c_kernels_under_address_sanitizer(runs):
+    """The emulated CUDA C kernels on far-reaching geometry: no access outside a buffer."""
+    import xml.etree.ElementTree as ET  # noqa: PLC0415
+
+    rc, log = runs.result("cuda_c_asan")
+    assert rc == 0, f"CUDA C kernels under ASan failed ({_describe(rc)}):\n{log[-12000:]}"
+    assert "AddressSanitizer" not in log, log[-12000:]
+    root = ET.parse(runs.tmp / "cuda_c_asan.xml").getroot()
+    suites = [root] if root.tag == "testsuite" else list(root.iter("testsuite"))
+    tests, skipped = (sum(int(s.get(k, 0)) for s in suites) for k in ("tests", "skipped"))
+    assert skipped == 0 and tests >= 16, (tests, skipped, log[-4000:])
 
 
 # --------------------------------------------------------------------------- fixed cases

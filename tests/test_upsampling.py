@@ -295,6 +295,16 @@ def test_cli_predict_end_to_end(cones_files, tmp_path):
     assert "RMSE" in r.stdout and "PAC" in r.stdout
     out = np.load(tmp_path / "out.npy")
     assert out.shape == (128, 128)
+    # the CLI's result is the Python API's, bit for bit, and so is its printed RMSE
+    from pacnd.data import fill_unknown
+    from pacnd.models import pretrained, rmse
+
+    gt = read_depth(d / "disp.png", scale=4)
+    low = fill_unknown(make_low_res(gt, 8, "center"))
+    want = pretrained("depth", 8).upsample(low, read_image(d / "rgb.png"))
+    np.testing.assert_array_equal(out, want)
+    line = next(x for x in r.stdout.splitlines() if x.strip().startswith("PAC"))
+    assert float(line.split()[-1]) == pytest.approx(rmse(want, gt, border=6), abs=1e-4)
     fig = tmp_path / "out_compare.png"
     assert fig.exists() and read_image(fig).shape[1] > 600
     # from a low-res file, factor inferred, 16-bit PNG output

@@ -6,12 +6,12 @@ blur/crop geometry), organised for speed on the CPU:
 * each kernel's adapting kernel K is computed **once** per inference
   (:func:`pacnd.ops.adapting_kernel`; K = 1 for a zero ``feat_scale``) and
   the fixed factors are folded into it: the shared spatial filter W, the
-  effective pairwise weight and, for symmetric normalisation, the receiving
+  effective pairwise weight and, for normalised kernels, the receiving
   pixel's normaliser (computed with :func:`pacnd.ops.pac_pool`);
 * all shared-filter ('potts', '2d') kernels of a blur level become one list
   of taps — (offset, per-pixel factor, input, output) — and every message of
   the level is one vectorised Numba pass over the pooled grid
-  (:func:`_multi_tap`; taps with W = 0, e.g. the zero centre, are skipped,
+  (:func:`pacnd.crf.plan.multi_tap`; taps with W = 0, e.g. the zero centre, are skipped,
   which is exact); '4d' and 'none' kernels go through :func:`pacnd.ops.pac_conv`
   / :func:`pacnd.ops.conv` with the precomputed K;
 * messages of kernels with the same ``blur`` are summed at the pooled
@@ -23,7 +23,9 @@ blur/crop geometry), organised for speed on the CPU:
   otherwise a few passes). The last step computes only what the output
   needs (labels: a fused argmax).
 
-Agreement with the graph path is to rounding (float64: ~1e-15 relative);
+The plan (what stays fixed) is built by :mod:`pacnd.crf.plan`; volumes run the
+same scheme in :mod:`pacnd.crf.fast3d`. Agreement with the graph path is to
+rounding (float64: ~1e-15 relative);
 the tests check it. NumPy arrays only (the graph path also runs on CuPy).
 """
 
@@ -38,60 +40,15 @@ import numpy as np
 from ..engines import cpu as _cpu_engine  # noqa: F401
 from numba import njit, prange  # noqa: E402
 
-from .. import functional as F
-from .. import ops
-from .spec import ceil_pad, norm_groups
+from .plan import Level as _Level
+from .plan import MeanFieldPlan, prepare
 
 try:  # a vectorisable exp from the CPU engine; libm exp otherwise
     from ..engines.cpu.fastexp import vexp as _exp
 except Exception:  # pragma: no cover - engine module unavailable
     _exp = math.exp
 
-__all__ = ["mean_field", "prepare", "MeanFieldPlan"]
-
-
-# --------------------------------------------------------------------------- tables
-def _linear_table(n_out, n_in, factor, pad, dtype):
-    """Bilinear (align_corners=False, scale 1/factor) source rows for output rows
-    ``pad .. pad + n_out`` of an ``n_in * factor`` upsampling — the arithmetic of
-    :func:`pacnd.functional.interpolate` in ``dtype``."""
-    ct = np.dtype(dtype).type
-    o = np.arange(pad, pad + n_out)
-    if factor == 1:
-        i0 = o.astype(np.int64)
-        return i0, i0.copy(), np.ones(n_out, dtype), np.zeros(n_out, dtype)
-    s = ct(1.0 / factor)
-    src = s * (o.astype(ct) + ct(0.5)) - ct(0.5)
-    src = np.where(src < 0, ct(0), src).astype(ct)
-    i0 = np.minimum(np.floor(src).astype(np.int64), n_in - 1)
-    lam = np.minimum(np.maximum(src - i0.astype(ct), ct(0)), ct(1)).astype(ct)
-    i1 = i0 + (i0 < n_in - 1)
-    return i0, i1, (ct(1) - lam).astype(dtype), lam.astype(dtype)
-
-
-def _count_table(n, factor, pad, n_cells):
-    """Number of in-image pixels in each pooling cell along one axis."""
-    c = np.zeros(n_cells, dtype=np.int64)
-    for cell in range(n_cells):
-        lo = max(cell * factor - pad, 0)
-        hi = min((cell + 1) * factor - pad, n)
-        c[cell] = max(hi - lo, 0)
-    return c
-
-
-class _Level:
-    """Geometry of one blur level: pooled size, tables for pooling and upsampling."""
-
-    def __init__(self, size, blur, dtype):
-        H, W = size
-        self.blur = blur
-        self.pad = ceil_pad(size, blur)
-        self.size = tuple((n + 2 * p - blur) // blur + 1 for n, p in zip(size, self.pad))
-        h, w = self.size
-        self.ytab = _linear_table(H, h, blur, self.pad[0], dtype)
-        self.xtab = _linear_table(W, w, blur, self.pad[1], dtype)
-        self.cnt_y = _count_table(H, blur, self.pad[0], h)
-        self.cnt_x = _count_table(W, blur, self.pad[1], w)
+__all__ = ["mean_field", "prepare", "MeanFieldPlan", "scores_to_unary"]
 
 
 # --------------------------------------------------------------------------- kernels
@@ -157,6 +114,45 @@ def _logit_row(buf, U, bb, y, w_u, has_msg, Mx, ytab0, ytab1, wy0, wy1):
 
 
 @njit(cache=True, inline="always")
+def _logit_row_max(buf, mx, U, bb, y, w_u, has_msg, Mx, ytab0, ytab1, wy0, wy1):
+    """:func:`_logit_row` that also leaves the maximum over labels in ``mx`` (one pass)."""
+    L, W = buf.shape
+    for x in range(W):
+        mx[x] = -np.inf
+    if has_msg:
+        c0 = Mx[bb, ytab0[y]]
+        c1 = Mx[bb, ytab1[y]]
+        a = wy0[y]
+        c = wy1[y]
+        for l in range(L):
+            for x in range(W):
+                v = U[bb, l, y, x] * w_u + (c0[l, x] * a + c1[l, x] * c)
+                buf[l, x] = v
+                mx[x] = max(mx[x], v)
+    else:
+        for l in range(L):
+            for x in range(W):
+                v = U[bb, l, y, x] * w_u
+                buf[l, x] = v
+                mx[x] = max(mx[x], v)
+
+
+@njit(cache=True, inline="always")
+def _exp_sum(buf, mx, s):
+    """buf <- exp(buf - mx), s <- 1 / sum_l of it (``mx``: the maximum over labels)."""
+    L, W = buf.shape
+    for x in range(W):
+        s[x] = 0
+    for l in range(L):
+        for x in range(W):
+            e = _exp(buf[l, x] - mx[x])
+            buf[l, x] = e
+            s[x] += e
+    for x in range(W):
+        s[x] = 1 / s[x]
+
+
+@njit(cache=True, inline="always")
 def _row_exp(buf, mx, s):
     """buf <- exp(buf - max_l buf), s <- sum_l of it (softmax without the division)."""
     L, W = buf.shape
@@ -183,13 +179,14 @@ def _block_of(task, n_blocks, blur, pady, H):
 
 
 @njit(cache=True)
-def _store_pooled_row(racc, Qp, bb, cy, blur, padx, cnt_y, cnt_x):
-    """Qp[bb, :, cy, :] = the column blocks of the row sums ``racc`` (L, W), averaged."""
+def _store_pooled_row(racc, Qp, bb, cy, bx, padx, cnt_y, cnt_x):
+    """Qp[bb, :, cy, :] = the column blocks (``bx`` wide) of the row sums ``racc`` (L, W),
+    averaged."""
     L, W = racc.shape
     for l in range(L):
         for cx in range(Qp.shape[3]):
-            x_lo = max(cx * blur - padx, 0)
-            x_hi = min((cx + 1) * blur - padx, W)
+            x_lo = max(cx * bx - padx, 0)
+            x_hi = min((cx + 1) * bx - padx, W)
             t = racc[l, x_lo]
             for x in range(x_lo + 1, x_hi):
                 t += racc[l, x]
@@ -198,7 +195,7 @@ def _store_pooled_row(racc, Qp, bb, cy, blur, padx, cnt_y, cnt_x):
 
 @njit(parallel=True, cache=True)
 def _fused_step(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady,
-                padx, cnt_y, cnt_x, Qp):
+                bx, padx, cnt_y, cnt_x, Qp):
     """Qp = avgpool_blur(softmax(w_u * U + up(M))) without storing full-res arrays."""
     B, L, H, W = U.shape
     h, w = Qp.shape[2], Qp.shape[3]
@@ -209,14 +206,36 @@ def _fused_step(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady,
         s = np.empty(W, dtype=U.dtype)
         racc = np.zeros((L, W), dtype=U.dtype)
         for y in range(y_lo, y_hi):
-            _logit_row(buf, U, bb, y, w_u, has_msg, M, ytab0, ytab1, wy0, wy1)
-            _row_exp(buf, mx, s)
-            for x in range(W):
-                s[x] = 1 / s[x]
+            _logit_row_max(buf, mx, U, bb, y, w_u, has_msg, M, ytab0, ytab1, wy0, wy1)
+            _exp_sum(buf, mx, s)
             for l in range(L):
                 for x in range(W):
                     racc[l, x] += buf[l, x] * s[x]
-        _store_pooled_row(racc, Qp, bb, cy, blur, padx, cnt_y, cnt_x)
+        _store_pooled_row(racc, Qp, bb, cy, bx, padx, cnt_y, cnt_x)
+
+
+@njit(parallel=True, cache=True)
+def _softmax_out(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady, n_blocks,
+                 labels_last, out):
+    """out = softmax(w_u * U + up(M)) over labels, in one pass (no logits stored); out is
+    (B, L, H, W), or (B, H, W, L) with ``labels_last``."""
+    B, L, H, W = U.shape
+    for task in prange(B * n_blocks):
+        bb, cy, y_lo, y_hi = _block_of(task, n_blocks, blur, pady, H)
+        buf = np.empty((L, W), dtype=U.dtype)
+        mx = np.empty(W, dtype=U.dtype)
+        s = np.empty(W, dtype=U.dtype)
+        for y in range(y_lo, y_hi):
+            _logit_row_max(buf, mx, U, bb, y, w_u, has_msg, M, ytab0, ytab1, wy0, wy1)
+            _exp_sum(buf, mx, s)
+            if labels_last:
+                for x in range(W):
+                    for l in range(L):
+                        out[bb, y, x, l] = buf[l, x] * s[x]
+            else:
+                for l in range(L):
+                    for x in range(W):
+                        out[bb, l, y, x] = buf[l, x] * s[x]
 
 
 @njit(parallel=True, cache=True)
@@ -269,7 +288,7 @@ def _softmax_full(x_in, out):
 
 
 @njit(parallel=True, cache=True)
-def _pool(Q, blur, pady, padx, cnt_y, cnt_x, Qp):
+def _pool(Q, blur, pady, bx, padx, cnt_y, cnt_x, Qp):
     B, L, H, W = Q.shape
     h, w = Qp.shape[2], Qp.shape[3]
     for task in prange(B * h):
@@ -279,7 +298,7 @@ def _pool(Q, blur, pady, padx, cnt_y, cnt_x, Qp):
             for l in range(L):
                 for x in range(W):
                     racc[l, x] += Q[bb, l, y, x]
-        _store_pooled_row(racc, Qp, bb, cy, blur, padx, cnt_y, cnt_x)
+        _store_pooled_row(racc, Qp, bb, cy, bx, padx, cnt_y, cnt_x)
 
 
 @njit(parallel=True, cache=True)
@@ -306,218 +325,6 @@ def _argmax_full(U, w_u, M, has_msg, ytab0, ytab1, wy0, wy1, blur, pady,
                 out[bb, y, x] = arg[x]
 
 
-@njit(parallel=True, cache=True)
-def _multi_tap(X, gidx, K, dy, dx, oidx, out):
-    """``out[o(t), b, l, y, x] += K[b, t, y, x] * X[g(t), b, l, y + dy(t), x + dx(t)]`` summed
-    over taps t (zero outside the image): every shared-filter message of a blur level in one
-    pass, rows contiguous so the inner loop vectorises."""
-    G, B, L, h, w = X.shape
-    T = K.shape[1]
-    n_out = out.shape[0]
-    for task in prange(B * h):
-        b = task // h
-        y = task - b * h
-        acc = np.zeros((n_out, L, w), dtype=X.dtype)
-        for t in range(T):
-            sy = y + dy[t]
-            if sy < 0 or sy >= h:
-                continue
-            ox = dx[t]
-            x_lo = max(0, -ox)
-            x_hi = min(w, w - ox)
-            if x_hi <= x_lo:
-                continue
-            n = x_hi - x_lo
-            g = gidx[t]
-            o = oidx[t]
-            ks = K[b, t, y, x_lo:x_hi]
-            for l in range(L):
-                xs = X[g, b, l, sy, x_lo + ox:x_hi + ox]
-                acs = acc[o, l, x_lo:x_hi]
-                for j in range(n):
-                    acs[j] += ks[j] * xs[j]
-        for o in range(n_out):
-            for l in range(L):
-                for x in range(w):
-                    out[o, b, l, y, x] = acc[o, l, x]
-
-
-# --------------------------------------------------------------------------- plan
-class _OpTerm:
-    """A '4d' or 'none' kernel: its message through :mod:`pacnd.ops` (weight sign folded)."""
-
-    def __init__(self, spec, K, weight):
-        self.spec, self.K, self.weight = spec, K, weight
-
-    def message(self, Qb, engine):
-        spec = self.spec
-        if spec.compat == "none":
-            return ops.conv(Qb, self.weight, padding=spec.padding, dilation=spec.dilation,
-                            engine=engine)
-        return ops.pac_conv(Qb, None, self.weight, adapting=self.K, padding=spec.padding,
-                            dilation=spec.dilation, engine=engine)
-
-
-class _LevelPlan:
-    """The shared-filter ('potts', '2d') kernels of one blur level as one list of taps.
-
-    Tap t has offset (dy, dx) in pooled pixels, a per-pixel factor K[:, t] (the adapting
-    kernel times W_t, the receiving pixel's normaliser and, for 'potts', the effective
-    pairwise weight with its sign), an input (Q, or Q times a group's normaliser) and an
-    output (0: summed directly; j > 0: a '2d' kernel's message before its compatibility)."""
-
-    def __init__(self):
-        self.taps = []          # (K slice (B, h, w), dy, dx, input index, output index)
-        self.norms = []         # input index g >= 1 -> normaliser (B, 1, h, w)
-        self.compats = []       # output index j >= 1 -> compatibility matrix (sign folded)
-        self.op_terms = []
-
-    def finalize(self, dtype):
-        if self.taps:
-            self.K = np.ascontiguousarray(np.stack([t[0] for t in self.taps], axis=1),
-                                          dtype=dtype)
-            self.dy = np.array([t[1] for t in self.taps], dtype=np.int64)
-            self.dx = np.array([t[2] for t in self.taps], dtype=np.int64)
-            self.gidx = np.array([t[3] for t in self.taps], dtype=np.int64)
-            self.oidx = np.array([t[4] for t in self.taps], dtype=np.int64)
-        del self.taps[:]
-        self.has_taps = hasattr(self, "K")
-
-    def message(self, Qb, engine):
-        m = None
-        if self.has_taps:
-            X = np.empty((1 + len(self.norms),) + Qb.shape, dtype=Qb.dtype)
-            X[0] = Qb
-            for g, n in enumerate(self.norms, start=1):
-                np.multiply(Qb, n, out=X[g])
-            out = np.empty((1 + len(self.compats),) + Qb.shape, dtype=Qb.dtype)
-            _multi_tap(X, self.gidx, self.K, self.dy, self.dx, self.oidx, out)
-            m = out[0]
-            for j, C in enumerate(self.compats, start=1):
-                m = m + np.einsum("ij,bjhw->bihw", C, out[j], optimize=False)
-        for t in self.op_terms:
-            mt = t.message(Qb, engine)
-            m = mt if m is None else m + mt
-        return m
-
-
-def _scalar(v):
-    return float(np.asarray(getattr(v, "data", v)))
-
-
-class MeanFieldPlan:
-    """Everything fixed during one inference: levels, folded kernels, weights."""
-
-    def __init__(self, crf, size, batch, dtype, edge_feat=None, edge_kernel=None,
-                 engine=None):
-        self.dtype = dt = np.dtype(dtype)
-        self.size = tuple(size)
-        self.engine = engine
-        self.w_u = dt.type(_scalar(crf.effective_unary_weight()))
-        self.levels = {}
-        for spec in crf.kernels:
-            if spec.blur not in self.levels:
-                self.levels[spec.blur] = _Level(self.size, spec.blur, dt)
-        self.plans = {b: _LevelPlan() for b in self.levels}
-        Ks = self._kernels(crf, edge_feat, edge_kernel, dt, engine)
-        # W * K of the shared kernels, and the symmetric normalisers per group
-        WK = {}
-        for i, spec in enumerate(crf.kernels):
-            if spec.shared:
-                W = np.asarray(crf.messengers[i].weight.data, dtype=dt)
-                WK[i] = Ks[i] * W.reshape(1, 1, spec.kernel_size, spec.kernel_size, 1, 1)
-        norm_of = {}
-        for idx in norm_groups(crf.kernels).values():
-            total = None
-            for i in idx:
-                spec = crf.kernels[i]
-                W = np.abs(np.asarray(crf.messengers[i].weight.data, dtype=dt))
-                aWK = Ks[i] * W.reshape(1, 1, spec.kernel_size, spec.kernel_size, 1, 1)
-                ones = np.ones((aWK.shape[0], 1) + aWK.shape[-2:], dtype=dt)
-                S = ops.pac_pool(ones, None, spec.kernel_size, adapting=aWK,
-                                 padding=spec.padding, dilation=spec.dilation, engine=engine)
-                total = S if total is None else total + S
-            n = np.maximum(total, dt.type(1e-12)) ** dt.type(-0.5)
-            plan = self.plans[crf.kernels[idx[0]].blur]
-            plan.norms.append(n)
-            for i in idx:
-                norm_of[i] = (len(plan.norms), n)
-        for i, spec in enumerate(crf.kernels):
-            plan = self.plans[spec.blur]
-            weff = _scalar(crf.effective_pairwise_weight(i))
-            if not spec.shared:
-                W = np.asarray(crf.messengers[i].weight.data, dtype=dt)
-                plan.op_terms.append(_OpTerm(spec, Ks[i], np.ascontiguousarray(-weff * W)))
-                continue
-            Kw = WK[i]
-            g = 0
-            if i in norm_of:
-                g, n = norm_of[i]
-                Kw = Kw * n[:, :, None, None]
-            if spec.compat == "2d":
-                C = np.asarray(crf.compat[i].weight.data, dtype=dt)[:, :, 0, 0] * dt.type(-weff)
-                plan.compats.append(np.ascontiguousarray(C))
-                o = len(plan.compats)
-            else:
-                Kw = Kw * dt.type(-weff)
-                o = 0
-            W = np.asarray(crf.messengers[i].weight.data)[0, 0]
-            k, d = spec.kernel_size, spec.dilation
-            h, w = Kw.shape[-2:]
-            for a in range(k):
-                for c in range(k):
-                    dy, dx = (a - k // 2) * d, (c - k // 2) * d
-                    if W[a, c] == 0 or abs(dy) >= h or abs(dx) >= w:
-                        continue  # contributes exactly nothing
-                    plan.taps.append((Kw[:, 0, a, c], dy, dx, g, o))
-        for plan in self.plans.values():
-            plan.finalize(dt)
-
-    @staticmethod
-    def _kernels(crf, edge_feat, edge_kernel, dt, engine):
-        Ks = []
-        pooled = {}
-        for i, spec in enumerate(crf.kernels):
-            if not spec.adaptive:
-                Ks.append(None)
-                continue
-            if edge_kernel is not None:
-                K = edge_kernel[i] if isinstance(edge_kernel, (list, tuple)) else edge_kernel
-                Ks.append(np.asarray(getattr(K, "data", K), dtype=dt))
-                continue
-            b = spec.blur
-            if b not in pooled:
-                f = np.asarray(edge_feat, dtype=dt)
-                pooled[b] = f if b == 1 else F.avg_pool(
-                    f, b, b, ceil_pad(f.shape[2:], b), count_include_pad=False)
-            f = pooled[b]
-            scale = crf.feat_scales[i]
-            if scale is not None:
-                sc = np.asarray(scale.data, dtype=dt)
-                if not sc.any():  # zero-scaled guide: K = exp(0) = 1 on every tap
-                    k = spec.kernel_size
-                    Ks.append(np.ones((f.shape[0], 1, k, k) + f.shape[2:], dtype=dt))
-                    continue
-                f = f * (sc.reshape(1, -1, 1, 1) if sc.ndim == 1 else sc)
-            Ks.append(ops.adapting_kernel(f, spec.kernel_size, padding=spec.padding,
-                                          dilation=spec.dilation, engine=engine))
-        return Ks
-
-    def messages(self, pooled_q):
-        """Summed messages per blur level (weighted, sign included)."""
-        out = {}
-        for b, plan in self.plans.items():
-            out[b] = np.ascontiguousarray(plan.message(pooled_q[b], self.engine),
-                                          dtype=self.dtype)
-        return out
-
-
-def prepare(crf, unary_shape, dtype, edge_feat=None, edge_kernel=None, engine=None):
-    """Build the :class:`MeanFieldPlan` of ``crf`` for unaries of ``unary_shape``."""
-    return MeanFieldPlan(crf, unary_shape[2:], unary_shape[0], dtype, edge_feat, edge_kernel,
-                         engine)
-
-
 def _tabs(level):
     """The y-interpolation tables of a level."""
     return level.ytab
@@ -533,12 +340,12 @@ def _xinterp(level, M):
 
 
 def _blocks(level):
-    """(blur, pady, number of row blocks) of a level, for the block-wise kernels."""
-    return level.blur, level.pad[0], level.size[0]
+    """(y blur, pady, number of row blocks) of a level, for the block-wise kernels."""
+    return level.blurs[0], level.pad[0], level.size[0]
 
 
 def mean_field(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=None, engine=None,
-               logQ=None, plan=None):
+               logQ=None, plan=None, labels_last=False):
     """Mean-field inference of ``crf`` (a :class:`~pacnd.crf.PacCRF`) on arrays.
 
     Parameters
@@ -555,11 +362,23 @@ def mean_field(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=None, 
         Starting logQ (default: the unary).
     plan : MeanFieldPlan, optional
         Reuse a plan (same CRF, image and features).
+    labels_last : bool
+        Return softmax / log-Q / log-softmax with the label axis last,
+        (B, H, W, L) (a contiguous array: ``out.reshape(-1, L).T`` is the
+        Fortran-ordered (L, N) matrix pydensecrf returns).
 
     Returns
     -------
-    ndarray (B, L, H, W) float, or (B, H, W) int64 labels.
+    ndarray (B, L, H, W) float, or (B, H, W) int64 labels; with 3-D unaries
+    (B, L, D, H, W) the same with a depth axis (:mod:`pacnd.crf.fast3d`).
     """
+    if _serve_on_graph(crf, unary, edge_feat):
+        return _on_graph(crf, unary, edge_feat, edge_kernel, logQ, output, labels_last)
+    if unary.ndim == 5:
+        from .fast3d import mean_field_3d  # noqa: PLC0415
+
+        return mean_field_3d(crf, unary, edge_feat, output=output, edge_kernel=edge_kernel,
+                             engine=engine, logQ=logQ, plan=plan, labels_last=labels_last)
     dtype = np.result_type(unary.dtype, crf.dtype) if unary.dtype.kind == "f" else crf.dtype
     if edge_feat is not None:
         dtype = np.result_type(dtype, edge_feat.dtype)
@@ -585,19 +404,20 @@ def mean_field(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=None, 
             (b, lev), = levels.items()
             Qp = np.empty((B, L) + lev.size, dtype=dtype)
             M = msgs[b] if has else dummy
-            _fused_step(src, wu, M, has, *_tabs(lev), b, lev.pad[0], lev.pad[1], lev.cnt_y,
-                        lev.cnt_x, Qp)
+            _fused_step(src, wu, M, has, *_tabs(lev), lev.blurs[0], lev.pad[0], lev.blurs[1],
+                        lev.pad[1], lev.cnt_y, lev.cnt_x, Qp)
             pooled[b] = Qp
         else:
             logits = _full_logits(src, wu, msgs if has else None, levels, dtype)
             Q = np.empty_like(logits)
             _softmax_full(logits, Q)
             for b, lev in levels.items():
-                if b == 1:
+                if max(b) == 1:
                     pooled[b] = Q
                 else:
                     Qp = np.empty((B, L) + lev.size, dtype=dtype)
-                    _pool(Q, b, lev.pad[0], lev.pad[1], lev.cnt_y, lev.cnt_x, Qp)
+                    _pool(Q, lev.blurs[0], lev.pad[0], lev.blurs[1], lev.pad[1], lev.cnt_y,
+                          lev.cnt_x, Qp)
                     pooled[b] = Qp
         msgs = {b: _xinterp(levels[b], m) for b, m in plan.messages(pooled).items()}
     if crf.num_steps == 0:
@@ -616,18 +436,29 @@ def mean_field(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=None, 
         else:
             out = _full_logits(src, wu, msgs, levels, dtype).argmax(axis=1)
         return out
+    if output == "softmax" and (msgs is None or len(levels) == 1):
+        out = np.empty((B, H, W, L) if labels_last else (B, L, H, W), dtype=dtype)
+        if msgs is None:
+            lev = _Level((H, W), 1, dtype)
+            _softmax_out(src, wu, dummy, False, *_tabs(lev), *_blocks(lev), labels_last, out)
+        else:
+            (b, lev), = levels.items()
+            _softmax_out(src, wu, msgs[b], True, *_tabs(lev), *_blocks(lev), labels_last,
+                         out)
+        return out
     logits = _full_logits(src, wu, msgs, levels, dtype)
     if output == "log_Q":
-        return logits
-    if output == "softmax":
-        Q = np.empty_like(logits)
-        _softmax_full(logits, Q)
-        return Q
-    if output == "log_softmax":
+        res = logits
+    elif output == "softmax":
+        res = np.empty_like(logits)
+        _softmax_full(logits, res)
+    elif output == "log_softmax":
         m = logits.max(axis=1, keepdims=True)
-        return logits - (np.log(np.exp(logits - m).sum(axis=1, keepdims=True)) + m)
-    raise ValueError(f"output={output!r} is not supported; choose 'log_Q', 'softmax', "
-                     f"'log_softmax' or 'labels'")
+        res = logits - (np.log(np.exp(logits - m).sum(axis=1, keepdims=True)) + m)
+    else:
+        raise ValueError(f"output={output!r} is not supported; choose 'log_Q', 'softmax', "
+                         f"'log_softmax' or 'labels'")
+    return np.ascontiguousarray(np.moveaxis(res, 1, -1)) if labels_last else res
 
 
 def _full_logits(src, wu, msgs, levels, dtype):
@@ -708,17 +539,54 @@ def warm(dtype):
 
     dt = np.dtype(dtype)
     rng = np.random.default_rng(0)
-    U = rng.standard_normal((1, 2, 6, 7)).astype(dt)
-    f = rng.standard_normal((1, 3, 6, 7)).astype(dt)
     one = [dict(kernel_size=3, dilation=1, blur=1, compat="potts", normalize="symmetric")]
     two = one + [dict(kernel_size=3, dilation=2, blur=2, compat="2d")]
-    for kernels in (one, two):
-        crf = PacCRF(2, 1, kernels, dtype=dt)
-        for output in ("labels", "softmax"):
-            mean_field(crf, U, f, output=output)
+    for nd in (2, 3):   # the 2-D kernels here, the 3-D ones of .fast3d, the plan's (.plan)
+        shape = (6, 7) if nd == 2 else (4, 5, 6)
+        U = rng.standard_normal((1, 2) + shape).astype(dt)
+        f = rng.standard_normal((1, 3) + shape).astype(dt)
+        for kernels in (one, two):
+            crf = PacCRF(2, 1, kernels, dtype=dt, ndim=nd)
+            for output in ("labels", "softmax", "log_Q"):
+                mean_field(crf, U, f, output=output)
     for sdt in (np.float32, np.float64):
         scores_to_unary(np.full((4, 5, 2), 0.5, dtype=sdt), True)
         scores_to_unary(np.zeros((4, 5, 2), dtype=sdt), False)
+
+
+def _serve_on_graph(crf, unary, edge_feat):
+    """Whether this call runs on the graph path (its ops on the reference engine) because
+    the fast path's kernels (this module, :mod:`.plan`, :mod:`.fast3d`) are being compiled in
+    the background on an empty cache (:mod:`pacnd.engines.cpu.coldstart`). Calls too large
+    for that wait for the compile instead."""
+    taps = sum(int(k.kernel_size) ** crf.ndim for k in crf.kernels) or 1
+    cf = 0 if edge_feat is None else int(edge_feat.shape[1])
+    n = int(unary.size)
+    nbytes = 8 * n * (4 + len(crf.kernels)) + 8 * taps * (n // max(int(unary.shape[1]), 1))
+    flops = n * max(int(crf.num_steps), 1) * taps * 2 + taps * (n // max(int(unary.shape[1]), 1)) * cf
+    dt = unary.dtype if unary.dtype.kind == "f" else crf.dtype
+    return not _coldstart.use_numba(("crf",), dt, nbytes, flops)
+
+
+def _on_graph(crf, unary, edge_feat, edge_kernel, logQ, output, labels_last):
+    """:func:`mean_field` computed by the module's graph path (the same mean-field steps
+    through :mod:`pacnd.functional`; equal to rounding)."""
+    from ..autograd import no_grad  # noqa: PLC0415
+    from ..autograd.tensor import as_array  # noqa: PLC0415
+
+    dtype = np.result_type(unary.dtype, crf.dtype) if unary.dtype.kind == "f" else crf.dtype
+    if edge_feat is not None:
+        dtype = np.result_type(dtype, edge_feat.dtype)
+    dtype = np.dtype(np.float64 if dtype == np.float64 else np.float32)
+    U = np.ascontiguousarray(unary, dtype=dtype)
+    f = None if edge_feat is None else np.ascontiguousarray(edge_feat, dtype=dtype)
+    start = None if logQ is None else np.ascontiguousarray(logQ, dtype=dtype)
+    with no_grad():
+        out = as_array(crf._graph(U, f, edge_kernel, start, output))
+    if output == "labels":
+        return np.asarray(out, dtype=np.int64)
+    out = np.asarray(out, dtype=dtype)
+    return np.ascontiguousarray(np.moveaxis(out, 1, -1)) if labels_last else out
 
 
 def _with_twin(kernel, twin):
@@ -736,12 +604,4 @@ def _with_twin(kernel, twin):
 from ..engines.cpu import coldstart as _coldstart  # noqa: E402
 from . import fast_numpy as _twins  # noqa: E402
 
-_interp_x = _with_twin(_interp_x, _twins.interp_x)
-_fused_step = _with_twin(_fused_step, _twins.fused_step)
-_logits_full = _with_twin(_logits_full, _twins.logits_full)
-_add_up = _with_twin(_add_up, _twins.add_up)
-_softmax_full = _with_twin(_softmax_full, _twins.softmax_full)
-_pool = _with_twin(_pool, _twins.pool)
-_argmax_full = _with_twin(_argmax_full, _twins.argmax_full)
-_multi_tap = _with_twin(_multi_tap, _twins.multi_tap)
 _scores_to_planes = _with_twin(_scores_to_planes, _twins.scores_to_planes)

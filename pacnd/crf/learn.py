@@ -64,7 +64,8 @@ def learnable(crf, *, pairwise_weights=True, compat=None, channels=None):
             k["compat"] = "2d"
             state[f"pairwise_weights.{i}"] = -np.asarray(state[f"pairwise_weights.{i}"])
             L = crf.n_labels
-            state[f"compat.{i}.weight"] = (1.0 - np.eye(L)).reshape(L, L, 1, 1).astype(
+            state[f"compat.{i}.weight"] = (1.0 - np.eye(L)).reshape(
+                (L, L) + (1,) * crf.ndim).astype(
                 crf.dtype)
         elif compat not in (None, "2d"):
             raise ValueError(f"compat={compat!r}; use None or '2d'")
@@ -115,7 +116,7 @@ def load_crf(path):
         raise FileNotFoundError(f"no CRF parameter file at {p!r}")
     try:
         tree = load_tree(p)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except Exception as exc:  # noqa: BLE001 - empty/truncated/garbage files fail many ways
         raise ValueError(f"{p!r} is not a PAC-CRF parameter file saved by "
                          f"pacnd.crf.save_crf ({exc})") from None
     if not isinstance(tree, dict) or tree.get("format") != CRF_FORMAT:

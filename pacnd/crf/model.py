@@ -40,43 +40,51 @@ from .._validate import array_module
 from ..autograd import Tensor, no_grad
 from ..autograd.tensor import as_array, is_array
 from ..nn.module import Module, ModuleList, Parameter
-from .spec import PairwiseKernel, ceil_pad, check_groups, norm_groups, parse_kernels
+from .spec import (PairwiseKernel, blur_tuple, ceil_pad, check_groups, norm_groups,
+                   parse_kernels)
 
 __all__ = ["PacCRF", "crf_filter_init", "FINAL_OUTPUTS"]
 
 FINAL_OUTPUTS = ("log_Q", "softmax", "log_softmax", "labels")
+_LINEAR = {2: "bilinear", 3: "trilinear"}
 _NORM_EPS = 1e-12
 
 
-def crf_filter_init(kernel_size, n_labels=None, compat="potts"):
+def crf_filter_init(kernel_size, n_labels=None, compat="potts", ndim=2):
     """The reference's message-filter init, bit for bit.
 
     A truncated Gaussian (sigma = k/4) normalised to sum 1, times k^2, with
     the centre tap zeroed — computed in float32 exactly as the reference does,
     then returned as float64. ``compat='4d'``/``'none'``: a full
     ``(L, L, k, k)`` weight with a zero label diagonal (Potts ``1 - I``);
-    ``'2d'``/``'potts'``: one shared ``(1, 1, k, k)`` filter.
+    ``'2d'``/``'potts'``: one shared ``(1, 1, k, k)`` filter. ``ndim=3``
+    (volumes; a pacnd extension): the same separable Gaussian on a
+    ``(k, k, k)`` window, times k^3.
     """
     k = int(kernel_size)
     sigma = np.float32(k / 4.0)
     r = np.arange(-(k // 2), k // 2 + 1, dtype=np.float32)
     g1 = np.exp(np.float32(-0.5) * r * r / sigma / sigma)
     g = g1.reshape(-1, 1) * g1
+    if ndim == 3:
+        g = g[..., None] * g1
     g /= g.sum()
     g = g * np.float32(k) * np.float32(k)  # two products, as the reference
-    g[k // 2, k // 2] = 0
+    if ndim == 3:
+        g = g * np.float32(k)
+    g[(k // 2,) * ndim] = 0
     g = g.astype(np.float64)
     if compat in ("4d", "none"):
         if n_labels is None:
             raise ValueError(f"compat={compat!r} needs n_labels")
         compat_m = 1.0 - np.eye(n_labels, dtype=np.float32)
-        return (compat_m.reshape(n_labels, n_labels, 1, 1).astype(np.float64) * g)
-    return g.reshape(1, 1, k, k)
+        return (compat_m.reshape((n_labels, n_labels) + (1,) * ndim).astype(np.float64) * g)
+    return g.reshape((1, 1) + (k,) * ndim)
 
 
-def _box_filter(k):
-    w = np.ones((1, 1, k, k))
-    w[0, 0, k // 2, k // 2] = 0
+def _box_filter(k, ndim=2):
+    w = np.ones((1, 1) + (k,) * ndim)
+    w[(0, 0) + (k // 2,) * ndim] = 0
     return w
 
 
@@ -148,6 +156,10 @@ class PacCRF(Module):
         Parameter dtype (float32 or float64).
     rng : numpy Generator or int, optional
         For ``perturbed_init``.
+    ndim : {2, 3}
+        Spatial dimensions (pacnd extension): 2 for images, 3 for volumes
+        (unary ``(B, L, D, H, W)``, ``(k, k, k)`` message filters, trilinear
+        upsampling of blurred messages).
 
     Call ``crf(unary, edge_feat)`` with unary logits ``(B, L, H, W)`` and
     edge features ``(B, Cf, H, W)`` (arrays or Tensors); ``edge_kernel=`` may
@@ -157,8 +169,11 @@ class PacCRF(Module):
 
     def __init__(self, n_labels, num_steps=5, pairwise_kernels=None, *, final_output="log_Q",
                  unary_weight=1.0, fixed_weighting=False, learn_pairwise_weights=False,
-                 perturbed_init=False, dtype=np.float32, rng=None):
+                 perturbed_init=False, dtype=np.float32, rng=None, ndim=2):
         super().__init__()
+        if ndim not in (2, 3) or isinstance(ndim, bool):
+            raise ValueError(f"ndim={ndim!r}: PacCRF runs on images (2) or volumes (3)")
+        self.ndim = int(ndim)
         self.n_labels = _check_labels(n_labels)
         if not isinstance(num_steps, numbers.Integral) or isinstance(num_steps, bool) \
                 or num_steps < 0:
@@ -214,20 +229,21 @@ class PacCRF(Module):
         check_groups(tuple(self.kernels) + (spec,))
         i = len(self.kernels)
         self.kernels.append(spec)
+        nd = self.ndim
         if spec.compat in ("4d", "none"):
-            w = crf_filter_init(spec.kernel_size, L, spec.compat)
+            w = crf_filter_init(spec.kernel_size, L, spec.compat, ndim=nd)
             learnable = True
         elif spec.spatial_filter:
-            w = crf_filter_init(spec.kernel_size, compat=spec.compat)
+            w = crf_filter_init(spec.kernel_size, compat=spec.compat, ndim=nd)
             learnable = True
         else:
-            w = _box_filter(spec.kernel_size)
+            w = _box_filter(spec.kernel_size, nd)
             learnable = False
         if self.perturbed_init and learnable:
             w = w + (self._gen().random(w.shape) - 0.5) * 1e-3
         self.messengers.append(_Messenger(w.astype(dt), learnable))
         if spec.compat == "2d":
-            c = (1.0 - np.eye(L)).reshape(L, L, 1, 1)
+            c = (1.0 - np.eye(L)).reshape((L, L) + (1,) * nd)
             if self.perturbed_init:
                 c = c + (self._gen().random(c.shape) - 0.5) * 1e-3
             self.compat.append(_Compat(c.astype(dt)))
@@ -258,7 +274,8 @@ class PacCRF(Module):
         fresh = PacCRF(self.n_labels, self.num_steps, specs, final_output=self.final_output,
                        unary_weight=uw, fixed_weighting=self.fixed_weighting,
                        learn_pairwise_weights=self.learn_pairwise_weights,
-                       perturbed_init=self.perturbed_init, dtype=self.dtype, rng=self._rng)
+                       perturbed_init=self.perturbed_init, dtype=self.dtype, rng=self._rng,
+                       ndim=self.ndim)
         self.load_state_dict(fresh.state_dict())
         return self
 
@@ -271,6 +288,7 @@ class PacCRF(Module):
                        f"{k.dilation}_{k.blur}" + (f"_{k.normalize}" if k.normalize != "none"
                                                    else "") for k in self.kernels)
         return (f"n_labels={self.n_labels}, num_steps={self.num_steps}, "
+                + (f"ndim={self.ndim}, " if self.ndim != 2 else "") +
                 f"final_output={self.final_output}, pairwise_kernels=({ks})")
 
     # ------------------------------------------------------------- parameters
@@ -286,11 +304,14 @@ class PacCRF(Module):
 
     def config(self):
         """The constructor arguments as a JSON-serialisable dict."""
-        return {"n_labels": self.n_labels, "num_steps": self.num_steps,
-                "pairwise_kernels": [k.to_dict() for k in self.kernels],
-                "final_output": self.final_output, "unary_weight": self.init_unary_weight,
-                "fixed_weighting": self.fixed_weighting,
-                "learn_pairwise_weights": self.learn_pairwise_weights, "dtype": self.dtype.name}
+        cfg = {"n_labels": self.n_labels, "num_steps": self.num_steps,
+               "pairwise_kernels": [k.to_dict() for k in self.kernels],
+               "final_output": self.final_output, "unary_weight": self.init_unary_weight,
+               "fixed_weighting": self.fixed_weighting,
+               "learn_pairwise_weights": self.learn_pairwise_weights, "dtype": self.dtype.name}
+        if self.ndim != 2:
+            cfg["ndim"] = self.ndim
+        return cfg
 
     # ---------------------------------------------------------------- checks
     def _check_inputs(self, unary, edge_feat, edge_kernel):
@@ -298,9 +319,11 @@ class PacCRF(Module):
         if not (isinstance(unary, Tensor) or is_array(unary)):
             raise TypeError(f"unary must be an array or a Tensor (B, L, H, W), got "
                             f"{type(unary).__name__}")
-        if u.ndim != 4:
-            raise ValueError(f"unary has shape {tuple(u.shape)}; PacCRF needs (B, L, H, W) "
-                             f"logits (add a batch axis with unary[None])")
+        want = "(B, L, H, W)" if self.ndim == 2 else "(B, L, D, H, W)"
+        if u.ndim != 2 + self.ndim:
+            raise ValueError(f"unary has shape {tuple(u.shape)}; this PacCRF (ndim="
+                             f"{self.ndim}) needs {want} logits (add a batch axis with "
+                             f"unary[None])")
         if u.shape[1] != self.n_labels:
             raise ValueError(f"unary has {u.shape[1]} labels (axis 1) but the CRF was built for "
                              f"n_labels={self.n_labels}")
@@ -316,9 +339,10 @@ class PacCRF(Module):
         if not (isinstance(edge_feat, Tensor) or is_array(edge_feat)):
             raise TypeError(f"edge_feat must be an array or a Tensor, got "
                             f"{type(edge_feat).__name__}")
-        if f.ndim != 4 or f.shape[0] != u.shape[0] or f.shape[2:] != u.shape[2:]:
+        if f.ndim != u.ndim or f.shape[0] != u.shape[0] or f.shape[2:] != u.shape[2:]:
             raise ValueError(f"edge_feat has shape {tuple(f.shape)}; expected (B={u.shape[0]}, "
-                             f"Cf, {u.shape[2]}, {u.shape[3]}): same batch and size as unary")
+                             f"Cf, {', '.join(map(str, u.shape[2:]))}): same batch and size "
+                             f"as unary")
         for i, k in enumerate(self.kernels):
             if k.feat_scale is not None and np.ndim(k.feat_scale) == 1 \
                     and len(k.feat_scale) != f.shape[1]:
@@ -334,23 +358,25 @@ class PacCRF(Module):
             if not spec.adaptive:
                 out.append(None)
                 continue
-            b = spec.blur
+            b = blur_tuple(spec.blur, self.ndim)
             if b not in pooled:
-                pooled[b] = edge_feat if b == 1 else F.avg_pool(
+                pooled[b] = edge_feat if max(b) == 1 else F.avg_pool(
                     edge_feat, b, b, ceil_pad(as_array(edge_feat).shape[2:], b),
                     count_include_pad=False)
             f = pooled[b]
             scale = self.feat_scales[i]
             if scale is not None:
-                f = f * (scale.reshape(1, -1, 1, 1) if scale.ndim == 1 else scale)
+                f = f * (scale.reshape((1, -1) + (1,) * self.ndim) if scale.ndim == 1
+                         else scale)
             out.append(F.adapting_kernel(f, spec.kernel_size, padding=spec.padding,
                                          dilation=spec.dilation))
         return out
 
     def normalizers(self, kernels, size, like):
-        """Per kernel: None, or n = (sum_t |W_t| K_t)^(-1/2) over the in-image taps of every
-        kernel of its normalisation group (symmetric normalisation; |W| keeps it defined
-        for learned filters with negative taps)."""
+        """Per kernel: None, or ``(n_in, n_out)`` (each None or an array) from
+        ``S = sum_t |W_t| K_t`` over the in-image taps of every kernel of its normalisation
+        group (|W| keeps it defined for learned filters with negative taps): 'symmetric'
+        ``(S^-1/2, S^-1/2)``, 'before' ``(1/S, None)``, 'after' ``(None, 1/S)``."""
         norms = [None] * len(self.kernels)
         dtype = as_array(like).dtype
         B = as_array(like).shape[0]
@@ -359,29 +385,37 @@ class PacCRF(Module):
             total = None
             for i in idx:
                 spec = self.kernels[i]
-                psize = tuple(size) if spec.blur == 1 else tuple(as_array(kernels[i]).shape[-2:])
+                psize = (tuple(size) if blur_tuple(spec.blur, self.ndim) == (1,) * self.ndim
+                         else tuple(as_array(kernels[i]).shape[-self.ndim:]))
                 ones = xp.ones((B, 1) + psize, dtype=dtype)
                 s = F.pac_conv(ones, None, F.abs(self.messengers[i].weight),
                                adapting=kernels[i], padding=spec.padding,
                                dilation=spec.dilation, shared=True)
                 total = s if total is None else total + s
-            n = F.maximum(total, _NORM_EPS) ** -0.5
+            kind = self.kernels[idx[0]].normalize
+            if kind == "symmetric":
+                n = F.maximum(total, _NORM_EPS) ** -0.5
+                pair = (n, n)
+            else:
+                n = F.maximum(total, _NORM_EPS) ** -1.0
+                pair = (n, None) if kind == "before" else (None, n)
             for i in idx:
-                norms[i] = n
+                norms[i] = pair
         return norms
 
     def _message(self, i, Qb, K, norm):
         spec = self.kernels[i]
         w = self.messengers[i].weight
-        if norm is not None:
-            Qb = Qb * norm
+        n_in, n_out = norm if norm is not None else (None, None)
+        if n_in is not None:
+            Qb = Qb * n_in
         if spec.compat == "none":
             m = F.conv(Qb, w, padding=spec.padding, dilation=spec.dilation)
         else:
             m = F.pac_conv(Qb, None, w, adapting=K, padding=spec.padding,
                            dilation=spec.dilation, shared=spec.shared)
-        if norm is not None:
-            m = m * norm
+        if n_out is not None:
+            m = m * n_out
         if spec.compat == "2d":
             m = F.conv(m, self.compat[i].weight)
         return m
@@ -406,6 +440,10 @@ class PacCRF(Module):
         integer labels (B, H, W) for ``final_output='labels'``.
         """
         self._check_inputs(unary, edge_feat, edge_kernel)
+        return self._graph(unary, edge_feat, edge_kernel, logQ, self.final_output)
+
+    def _graph(self, unary, edge_feat, edge_kernel, logQ, output):
+        """The mean-field steps on the graph, ending in ``output`` (see :meth:`_final`)."""
         n = len(self.kernels)
         if edge_kernel is None:
             kernels = self.edge_kernels(edge_feat)
@@ -422,22 +460,24 @@ class PacCRF(Module):
             logQ = unary
         for _ in range(self.num_steps):
             Q = F.softmax(logQ, axis=1)
-            pooled = {1: Q}
+            pooled = {(1,) * self.ndim: Q}
             logQ = unary * w_u
             for i, spec in enumerate(self.kernels):
-                b = spec.blur
+                b = blur_tuple(spec.blur, self.ndim)
                 pad = ceil_pad(size, b)
                 if b not in pooled:
                     pooled[b] = F.avg_pool(Q, b, b, pad, count_include_pad=False)
                 m = self._message(i, pooled[b], kernels[i], norms[i])
-                if b > 1:
-                    m = F.interpolate(m, scale_factor=b, mode="bilinear", align_corners=False)
-                    m = m[:, :, pad[0]:pad[0] + size[0], pad[1]:pad[1] + size[1]]
+                if max(b) > 1:
+                    m = F.interpolate(m, scale_factor=b, mode=_LINEAR[self.ndim],
+                                      align_corners=False)
+                    m = m[(slice(None), slice(None))
+                          + tuple(slice(p, p + n) for p, n in zip(pad, size))]
                 logQ = logQ - m * self.effective_pairwise_weight(i)
-        return self._final(logQ)
+        return self._final(logQ, output)
 
-    def _final(self, logQ):
-        fo = self.final_output
+    def _final(self, logQ, output):
+        fo = output
         if fo == "softmax":
             return F.softmax(logQ, axis=1)
         if fo == "log_softmax":

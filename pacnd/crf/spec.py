@@ -20,7 +20,7 @@ import numpy as np
 from .._validate import check_int
 
 __all__ = ["PairwiseKernel", "COMPATS", "NORMALIZATIONS", "ceil_pad", "pooled_size",
-           "parse_kernels", "check_groups", "norm_groups"]
+           "parse_kernels", "check_groups", "norm_groups", "blur_tuple"]
 
 #: compatibility types: '4d' joint (L, L, k, k) PAC filter; '2d' shared spatial PAC filter +
 #: learnable 1x1 label compatibility; 'potts' shared spatial PAC filter, Potts compatibility
@@ -29,24 +29,38 @@ __all__ = ["PairwiseKernel", "COMPATS", "NORMALIZATIONS", "ceil_pad", "pooled_si
 COMPATS = ("4d", "2d", "potts", "none")
 _COMPAT_ALIASES = {"4d": "4d", "2d": "2d", "potts": "potts", "0d": "potts", "none": "none",
                    "na": "none"}
-#: message normalisation: 'none' (the reference's) or 'symmetric' (the fully-connected CRF's
-#: NORMALIZE_SYMMETRIC: msg_i = n_i sum_j k_ij n_j Q_j with n_i = 1/sqrt(sum_j k_ij)).
-NORMALIZATIONS = ("none", "symmetric")
+#: message normalisation: 'none' (the reference's) or the fully-connected CRF's kinds, with
+#: S_i = sum_j k_ij: 'symmetric' (NORMALIZE_SYMMETRIC: msg_i = S_i^-1/2 sum_j k_ij S_j^-1/2 Q_j),
+#: 'before' (NORMALIZE_BEFORE: msg_i = sum_j k_ij Q_j / S_j) and 'after' (NORMALIZE_AFTER:
+#: msg_i = sum_j k_ij Q_j / S_i).
+NORMALIZATIONS = ("none", "symmetric", "before", "after")
 
 _FIELDS = ("kernel_size", "dilation", "blur", "compat", "spatial_filter", "pairwise_weight",
            "feat_scale", "normalize", "group")
 
 
+def blur_tuple(blur, nd):
+    """A blur (one int, or one per axis) as a tuple of ``nd`` ints."""
+    if isinstance(blur, (tuple, list)):
+        if len(blur) != nd:
+            raise ValueError(f"blur={tuple(blur)} has {len(blur)} entries for a {nd}-D grid")
+        return tuple(int(b) for b in blur)
+    return (int(blur),) * nd
+
+
 def ceil_pad(size, factor):
     """The reference's padding for ``blur``: per dim ``((factor - n % factor) % factor + 1) // 2``
-    on each side of an average pooling with kernel and stride ``factor``."""
-    return tuple(((factor - n % factor) % factor + 1) // 2 for n in size)
+    on each side of an average pooling with kernel and stride ``factor`` (one per axis or
+    one for all)."""
+    fs = blur_tuple(factor, len(size))
+    return tuple(((f - n % f) % f + 1) // 2 for n, f in zip(size, fs))
 
 
 def pooled_size(size, factor):
     """Spatial size after the reference's blur pooling (``ceil(n / factor)``)."""
     pad = ceil_pad(size, factor)
-    return tuple((n + 2 * p - factor) // factor + 1 for n, p in zip(size, pad))
+    fs = blur_tuple(factor, len(size))
+    return tuple((n + 2 * p - f) // f + 1 for n, p, f in zip(size, pad, fs))
 
 
 @dataclass(frozen=True)
@@ -59,9 +73,10 @@ class PairwiseKernel:
         Odd window size k of the message filter.
     dilation : int
         Spacing d of the taps; the padding is ``(k // 2) * d`` ("same").
-    blur : int
+    blur : int or tuple of int
         Average-pool the edge features and Q by ``blur`` (ceil mode, the
-        reference's padding) and upsample the messages back bilinearly.
+        reference's padding) and upsample the messages back bilinearly; a
+        tuple gives one factor per axis (pacnd extension, anisotropic volumes).
     compat : {'4d', '2d', 'potts', 'none'}
         See :data:`COMPATS`. The reference's key ``compat_type`` and its name
         ``'na'`` are accepted too.
@@ -76,14 +91,16 @@ class PairwiseKernel:
         pacnd extension: multiply the edge features by this (per channel)
         before computing this kernel's K; a learnable parameter of the CRF.
         A scale of 0 on every channel makes K = 1 (a purely spatial term).
-    normalize : {'none', 'symmetric'}
-        pacnd extension (shared-filter kernels only): symmetric message
-        normalisation like the fully-connected CRF's,
-        ``msg_i = n_i sum_t W_t K_t(i) n_{i+t} Q_{i+t}`` with
-        ``n = (sum_t |W_t| K_t)^(-1/2)`` over the in-image taps (|W|: learned
-        filters may have negative taps; the fully-connected CRF's are >= 0).
+    normalize : {'none', 'symmetric', 'before', 'after'}
+        pacnd extension (shared-filter kernels only): message normalisation
+        like the fully-connected CRF's, with ``S = sum_t |W_t| K_t`` over the
+        in-image taps (|W|: learned filters may have negative taps; the
+        fully-connected CRF's are >= 0): 'symmetric'
+        ``msg_i = n_i sum_t W_t K_t(i) n_{i+t} Q_{i+t}`` with ``n = S^(-1/2)``;
+        'before' ``n_in = 1/S`` on the sending pixel only; 'after'
+        ``n_out = 1/S`` on the receiving pixel only.
     group : int, optional
-        pacnd extension: symmetric kernels with the same ``group`` share one
+        pacnd extension: normalised kernels with the same ``group`` share one
         normaliser (the sum over all their taps), as the dilated kernels that
         together approximate one fully-connected term do; they must have the
         same ``blur``. None: the kernel is its own group.
@@ -105,7 +122,14 @@ class PairwiseKernel:
             raise ValueError(f"kernel_size={k} must be odd (the window needs a centre tap); "
                              f"use {k + 1}")
         check_int(self.dilation, "dilation", 1, "it must be >= 1")
-        check_int(self.blur, "blur", 1, "it must be >= 1 (1 = no blur)")
+        if isinstance(self.blur, (tuple, list)):
+            bs = tuple(check_int(b, "blur", 1, "every entry must be >= 1 (1 = no blur)")
+                       for b in self.blur)
+            if not bs:
+                raise ValueError("blur=() is empty; give an int or one int per axis")
+            object.__setattr__(self, "blur", bs[0] if len(set(bs)) == 1 else bs)
+        else:
+            check_int(self.blur, "blur", 1, "it must be >= 1 (1 = no blur)")
         if not isinstance(self.compat, str) or self.compat not in _COMPAT_ALIASES:
             raise ValueError(f"compat={self.compat!r} is not supported; choose one of {COMPATS}")
         object.__setattr__(self, "compat", _COMPAT_ALIASES[self.compat])
@@ -165,8 +189,9 @@ class PairwiseKernel:
 
     @property
     def reach(self):
-        """How far (in input pixels) the kernel's outermost tap reaches: ``(k//2)*d*blur``."""
-        return self.padding * self.blur
+        """How far (in input pixels) the kernel's outermost tap reaches: ``(k//2)*d*blur``
+        (the largest over the axes)."""
+        return self.padding * (max(self.blur) if isinstance(self.blur, tuple) else self.blur)
 
     def to_dict(self):
         """Plain dict (JSON-serialisable) of the fields."""
@@ -216,23 +241,27 @@ def parse_kernels(pairwise_kernels):
 
 
 def check_groups(specs):
-    """Kernels sharing a normalisation group must share the blur."""
+    """Kernels sharing a normalisation group must share the blur and the normalisation."""
     blurs = {}
     for i, s in enumerate(specs):
         if s.group is None:
             continue
-        if blurs.setdefault(s.group, (s.blur, i))[0] != s.blur:
-            j = blurs[s.group][1]
+        b, norm, j = blurs.setdefault(s.group, (s.blur, s.normalize, i))
+        if b != s.blur:
             raise ValueError(f"pairwise kernels {j} and {i} share normalisation group {s.group} "
                              f"but have different blur ({specs[j].blur} vs {s.blur}); a group's "
                              f"normaliser lives at one resolution — give them the same blur")
+        if norm != s.normalize:
+            raise ValueError(f"pairwise kernels {j} and {i} share normalisation group {s.group} "
+                             f"but normalise differently ({norm!r} vs {s.normalize!r}); give "
+                             f"them the same normalize or different groups")
 
 
 def norm_groups(specs):
-    """``{group key: [kernel indices]}`` for the symmetric kernels (key: the group id, or
+    """``{group key: [kernel indices]}`` for the normalised kernels (key: the group id, or
     ``('own', i)`` for an ungrouped kernel)."""
     groups = {}
     for i, s in enumerate(specs):
-        if s.normalize == "symmetric":
+        if s.normalize != "none":
             groups.setdefault(s.group if s.group is not None else ("own", i), []).append(i)
     return groups

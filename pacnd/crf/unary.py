@@ -64,11 +64,11 @@ def labels_from_annotation(annotation):
 
 
 def unary_from_labels(labels, n_labels, gt_prob=0.7, *, unknown=-1, dtype=np.float32):
-    """Probabilities (H, W, L) from a label map (the "unary from labels" recipe).
+    """Probabilities (*S, L) from a label map (the "unary from labels" recipe).
 
     Parameters
     ----------
-    labels : ndarray (H, W) of int
+    labels : ndarray (H, W) or (D, H, W) of int
         Label per pixel; ``unknown`` (default -1, any negative value counts)
         where unknown.
     n_labels : int
@@ -79,12 +79,12 @@ def unary_from_labels(labels, n_labels, gt_prob=0.7, *, unknown=-1, dtype=np.flo
 
     Returns
     -------
-    ndarray (H, W, L)
+    ndarray (*S, L)
     """
     lab = np.asarray(labels)
-    if lab.ndim != 2:
-        raise ValueError(f"labels has shape {lab.shape}; expected an (H, W) map of label "
-                         f"indices")
+    if lab.ndim not in (2, 3):
+        raise ValueError(f"labels has shape {lab.shape}; expected an (H, W) map or a "
+                         f"(D, H, W) volume of label indices")
     if lab.dtype.kind not in "iu":
         raise TypeError(f"labels must hold integers, got dtype {lab.dtype}")
     if not isinstance(n_labels, numbers.Integral) or isinstance(n_labels, bool) or n_labels < 2:
@@ -100,8 +100,8 @@ def unary_from_labels(labels, n_labels, gt_prob=0.7, *, unknown=-1, dtype=np.flo
                          f"must be in [0, {n_labels}) or {unknown} for unknown")
     gt_prob = float(gt_prob)
     P = np.full(lab.shape + (n_labels,), (1.0 - gt_prob) / (n_labels - 1), dtype=dtype)
-    yy, xx = np.nonzero(~unk)
-    P[yy, xx, lab[yy, xx]] = gt_prob
+    idx = np.nonzero(~unk)
+    P[idx + (lab[idx],)] = gt_prob
     P[unk] = 1.0 / n_labels
     return P
 

@@ -6,7 +6,10 @@
   prefilter ``sigma = (factor-1)/2`` then linear interpolation at
   ``(i + 0.5)*factor - 0.5``, mirror boundaries — scikit-image's
   ``resize(order=1, anti_aliasing=True, mode='reflect')``, which the
-  reference implementation uses).
+  reference implementation uses);
+  ``'bicubic'`` antialiased bicubic downsampling (MATLAB ``imresize``; what
+  depth super-resolution papers after PAC use), sample ``i`` centred on
+  ``(i + 0.5)*factor - 0.5``.
 - :func:`fill_unknown`: NaN samples replaced by the nearest known one.
 - :func:`crop_to_multiple`: centre crop to a multiple of the factor.
 - :func:`minmax_range`, :func:`normalize_target`, :func:`denormalize_target`.
@@ -24,7 +27,34 @@ from ..models._interface import (check_factor, denormalize_target, minmax_range,
 __all__ = ["make_low_res", "fill_unknown", "crop_to_multiple", "minmax_range",
            "normalize_target", "denormalize_target", "LOWRES_MODES"]
 
-LOWRES_MODES = ("center", "last", "bilinear")
+LOWRES_MODES = ("center", "last", "bilinear", "bicubic")
+
+
+def _cubic(x, a=-0.5):
+    """Keys' cubic convolution kernel (``a = -0.5``: MATLAB's and Pillow's bicubic)."""
+    x = np.abs(x)
+    return np.where(x <= 1, (a + 2) * x ** 3 - (a + 3) * x ** 2 + 1,
+                    np.where(x < 2, a * x ** 3 - 5 * a * x ** 2 + 8 * a * x - 4 * a, 0.0))
+
+
+def _bicubic_matrix(n_in, factor):
+    """(n_in // factor, n_in) weights of antialiased bicubic downsampling by
+    ``factor`` (the kernel stretched by ``factor``, normalised to sum 1, mirror
+    boundaries; output ``i`` centred on input ``(i + 0.5) * factor - 0.5``) —
+    MATLAB's ``imresize(..., 1/factor, 'bicubic')``."""
+    n_out = n_in // factor
+    centre = (np.arange(n_out) + 0.5) * factor - 0.5
+    taps = np.arange(-2 * factor, 2 * factor + 1)
+    m = np.zeros((n_out, n_in))
+    for i, c in enumerate(centre):
+        pos = np.floor(c) + taps
+        w = _cubic((pos - c) / factor)
+        idx = pos.astype(np.int64)
+        idx = np.where(idx < 0, -idx - 1, idx)                     # mirror (symmetric)
+        idx = np.where(idx >= n_in, 2 * n_in - idx - 1, idx)
+        idx = np.clip(idx, 0, n_in - 1)
+        np.add.at(m[i], idx, w / w.sum())
+    return m
 
 
 def make_low_res(high, factor, mode="center"):
@@ -33,9 +63,10 @@ def make_low_res(high, factor, mode="center"):
     ``H`` and ``W`` must be multiples of ``factor`` (see
     :func:`crop_to_multiple`). ``mode``: ``'center'`` (nearest, the depth
     convention), ``'last'`` (nearest, last pixel of each block) or
-    ``'bilinear'`` (antialiased, the flow convention). NaN (unknown) samples
-    stay NaN with the nearest modes; with ``'bilinear'`` the filter is
-    normalised over known pixels (NaN only where none contributes).
+    ``'bilinear'`` (antialiased, the flow convention) or ``'bicubic'``
+    (antialiased, MATLAB's ``imresize``). NaN (unknown) samples stay NaN with
+    the nearest modes; with ``'bilinear'``/``'bicubic'`` the filter is
+    normalised over known pixels (NaN where too little of it is known).
     """
     factor = check_factor(factor)
     a = np.asarray(high)
@@ -51,6 +82,8 @@ def make_low_res(high, factor, mode="center"):
     if mode == "last":
         return np.ascontiguousarray(a[factor - 1::factor, factor - 1::factor]).astype(
             np.float32)
+    if mode == "bicubic":
+        return _bicubic_down(a, factor)
     if mode != "bilinear":
         raise ValueError(f"mode={mode!r}; choose one of {LOWRES_MODES}")
     from scipy import ndimage  # noqa: PLC0415
@@ -81,6 +114,29 @@ def make_low_res(high, factor, mode="center"):
             den = ndimage.map_coordinates(m, coords, order=1, mode="mirror")
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[..., c] = np.where(den > 1e-6, num / np.where(den > 1e-6, den, 1), np.nan)
+    return out[..., 0] if squeeze else out
+
+
+def _bicubic_down(a, factor):
+    """Antialiased bicubic downsampling; with unknown (NaN) samples the weights are
+    renormalised over known ones (NaN where they carry less than half the weight)."""
+    x = a.astype(np.float64)
+    squeeze = x.ndim == 2
+    if squeeze:
+        x = x[..., None]
+    H, W = x.shape[:2]
+    my, mx = _bicubic_matrix(H, factor), _bicubic_matrix(W, factor)
+    out = np.empty((H // factor, W // factor, x.shape[2]), np.float32)
+    for c in range(x.shape[2]):
+        v = x[..., c]
+        known = np.isfinite(v)
+        if known.all():
+            out[..., c] = my @ v @ mx.T
+        else:
+            num = my @ np.where(known, v, 0.0) @ mx.T
+            den = my @ known.astype(np.float64) @ mx.T
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[..., c] = np.where(den > 0.5, num / np.where(den > 0.5, den, 1), np.nan)
     return out[..., 0] if squeeze else out
 
 

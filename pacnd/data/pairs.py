@@ -54,12 +54,15 @@ def _as_rgb(guide):
     raise TypeError(f"guide must be uint8 or float in [0, 1], got {g.dtype}")
 
 
-def prepare_example(guide, target, factor, *, lowres_mode="center", low=None):
+def prepare_example(guide, target, factor, *, lowres_mode="center", low=None,
+                    value_range=None):
     """One high-res pair -> a batch of one (see the module docstring).
 
     ``guide`` (H, W, 3) uint8 or float in [0, 1]; ``target`` (H, W[, C]) in
     its units, NaN where unknown; ``H``, ``W`` multiples of ``factor``.
-    ``low`` overrides the generated low-res input.
+    ``low`` overrides the generated low-res input; ``value_range`` ``(lo, hi)``
+    (per channel) the normalisation range (default: the low-res input's
+    min-max range, :func:`pacnd.data.minmax_range`).
     """
     g = _as_rgb(guide)
     t = _as_target(target)
@@ -71,7 +74,14 @@ def prepare_example(guide, target, factor, *, lowres_mode="center", low=None):
     if not np.isfinite(low).any():
         raise ValueError("every low-res sample is unknown")
     low = fill_unknown(low)
-    lo, hi = minmax_range(low)
+    if value_range is None:
+        lo, hi = minmax_range(low)
+    else:
+        lo, hi = (np.broadcast_to(np.asarray(v, dtype=np.float64), (low.shape[2],)).copy()
+                  for v in value_range)
+        if not (np.isfinite(lo).all() and np.isfinite(hi).all() and (hi > lo).all()):
+            raise ValueError(f"value_range={value_range!r} must be finite with hi > lo per "
+                             f"channel")
     scale = (hi - lo).astype(np.float32)
     lo32 = lo.astype(np.float32)
     low_n = (low - lo32) / scale

@@ -95,6 +95,22 @@ def minmax_range(low, axis=(0, 1)):
     return lo, hi
 
 
+def _given_range(value_range, C):
+    """``(lo, hi, flat)`` of a given per-channel ``(min, max)`` (as :func:`minmax_range`)."""
+    try:
+        vmin, vmax = (np.asarray(v, dtype=np.float64).reshape(-1) for v in value_range)
+    except (TypeError, ValueError):
+        raise ValueError(f"value_range must be (min, max) with one value per channel, got "
+                         f"{value_range!r}") from None
+    if vmin.shape != (C,) or vmax.shape != (C,) or not (np.isfinite(vmin).all()
+                                                         and np.isfinite(vmax).all()) \
+            or (vmax < vmin).any():
+        raise ValueError(f"value_range must be finite (min, max) with min <= max and one value "
+                         f"per channel ({C}), got {value_range!r}")
+    flat = vmax == vmin
+    return np.where(flat, vmin - 0.5, vmin), np.where(flat, vmax + 0.5, vmax), flat
+
+
 def normalize_target(x, lo, hi):
     """``(x - lo) / (hi - lo)`` with per-channel (last axis) ``lo``, ``hi``."""
     return ((x - lo) / (hi - lo)).astype(np.float32)
@@ -143,7 +159,7 @@ class JointUpsampler(Module):
         least 8 high-res pixels), 0 for the training-free baselines."""
         return 1 + -(-8 // self.factor) if self.pad_borders else 0
 
-    def upsample(self, low_res, guide, *, pad=None, engine=None):
+    def upsample(self, low_res, guide, *, pad=None, engine=None, value_range=None):
         """Upsample one low-res target guided by a high-res RGB image.
 
         Parameters
@@ -162,12 +178,19 @@ class JointUpsampler(Module):
             is (the evaluation protocol).
         engine : str, optional
             PAC engine (default: the configured one).
+        value_range : (array, array), optional
+            Per-channel ``(min, max)`` of the low-res target that sets the
+            min-max normalisation (default: ``low_res``'s own). A part of a
+            larger image passes the whole image's, so that it is normalised
+            like the whole (:mod:`pacnd.dask.upsample` does).
 
         Returns
         -------
         ndarray of float32, shape (factor*h, factor*w) or (factor*h, factor*w, C)
             The result in the target's units (NumPy; a model whose parameters
             were moved to the GPU with ``map_arrays(cupy.asarray)`` runs there).
+            Dask arrays in: a lazy Dask array, computed block by block
+            (:func:`pacnd.dask.upsample.upsample`).
 
         Notes
         -----
@@ -176,6 +199,11 @@ class JointUpsampler(Module):
         convention). A constant channel is returned constant (no network
         call): there is nothing to upsample.
         """
+        from ..dask import any_dask  # noqa: PLC0415
+
+        if any_dask(low_res, guide):  # lazy, block by block (pacnd.dask.upsample)
+            from ..dask.upsample import upsample  # noqa: PLC0415
+            return upsample(self, low_res, guide, pad=pad, engine=engine)
         x, had_channels = as_target(low_res)
         g = as_guide(guide)
         h, w, C = x.shape
@@ -190,8 +218,11 @@ class JointUpsampler(Module):
                 f"needs a {f * h}x{f * w} guide, got {H}x{W}{implied}; crop the guide to a "
                 f"multiple of {f} and subsample the target to match, or use a model for the "
                 f"right factor")
-        lo, hi = minmax_range(x)
-        flat = np.max(x, axis=(0, 1)) == np.min(x, axis=(0, 1))
+        if value_range is None:
+            lo, hi = minmax_range(x)
+            flat = np.max(x, axis=(0, 1)) == np.min(x, axis=(0, 1))
+        else:
+            lo, hi, flat = _given_range(value_range, C)
         out = np.empty((H, W, C), np.float32)
         if pad is None:
             pad = self.border_pad()

@@ -30,8 +30,8 @@ from ..nn import init as _init
 from ._interface import JointUpsampler, check_factor
 
 __all__ = ["PacJointUpsample", "PacJointUpsampleLite", "DJF", "JointBilateralUpsample",
-           "Bilinear", "Bicubic", "LITE_CONFIGS", "fold_channels", "unfold_channels",
-           "repeat_for_channels"]
+           "Bilinear", "Bicubic", "LITE_CONFIGS", "RESIDUAL_BASES", "fold_channels",
+           "unfold_channels", "repeat_for_channels"]
 
 
 # ------------------------------------------------------------------ channel folding
@@ -91,8 +91,98 @@ def _conv_stack(widths, ksize, rng, relu_last=False, paddings=None):
     return Sequential(OrderedDict(layers))
 
 
+# ----------------------------------------------------------------------- residual base
+#: what a learned network's output can be added to (``residual=``)
+RESIDUAL_BASES = (None, "jbu", "bicubic", "bilinear")
+
+
+class _ResidualMixin:
+    """``residual=`` for the learned networks: the output is ``base(x, guide) +
+    net(x, guide)``, the base a training-free upsampler (JBU, bicubic or bilinear,
+    with the sampling convention of the low-res protocol). The base has no
+    parameters and is not part of the module tree (state dicts are unchanged);
+    with ``zero_last=True`` the net's last conv starts at zero, so the untrained
+    model *is* the base and training only has to learn the correction."""
+
+    def _setup_residual(self, residual, residual_sampling, residual_sigmas):
+        if residual not in RESIDUAL_BASES:
+            raise ValueError(f"residual={residual!r}; choose one of {RESIDUAL_BASES}")
+        if residual_sampling not in _SAMPLINGS:
+            raise ValueError(f"residual_sampling={residual_sampling!r}; choose one of "
+                             f"{_SAMPLINGS}")
+        self.residual = residual
+        self.residual_sampling = residual_sampling
+        self.residual_sigmas = None if residual_sigmas is None else tuple(
+            float(v) for v in residual_sigmas)
+        base = None
+        if residual == "jbu":
+            ss, sc = self.residual_sigmas or (0.75, 0.1)
+            base = JointBilateralUpsample(self.factor, sigma_spatial=ss, sigma_color=sc)
+        elif residual == "bicubic":
+            base = Bicubic(self.factor, sampling=residual_sampling)
+        elif residual == "bilinear":
+            base = Bilinear(self.factor, sampling=residual_sampling)
+        object.__setattr__(self, "_base", base)     # not a submodule: no state
+
+    def residual_config(self):
+        """The ``residual*`` keyword arguments that rebuild this model."""
+        return {"residual": self.residual, "residual_sampling": self.residual_sampling,
+                "residual_sigmas": None if self.residual_sigmas is None
+                else list(self.residual_sigmas)}
+
+    def _add_base(self, y, target_low, guide):
+        if self._base is None:
+            return y
+        from ..autograd import no_grad  # noqa: PLC0415
+
+        with no_grad():
+            b = as_array(self._base(as_array(target_low), as_array(guide)))
+        return y + b.astype(as_array(y).dtype, copy=False)
+
+
+def _zero_conv(conv):
+    conv.weight.data[...] = 0
+    if conv.bias is not None:
+        conv.bias.data[...] = 0
+
+
+def _he_init(layer, rng, transposed=False):
+    """Variance-preserving ("He") init for a layer followed by ReLU: weights
+    N(0, 2 / fan_in), biases 0. A stride-s transposed layer reaches each output
+    through only ``prod(k) / s**d`` of its taps, so that is its fan-in per input
+    channel. (The reference's PyTorch-default init shrinks the signal ~0.4x per
+    layer: through the ~10 layers of these networks the output barely depends on
+    the input at the start, and a short run spends its steps undoing that.)"""
+    w = layer.weight.data
+    k = int(np.prod(w.shape[2:]))
+    if transposed:
+        s = int(np.prod(layer.stride))
+        fan_in = w.shape[0] * max(1.0, k / s)
+    else:
+        fan_in = w.shape[1] * k
+    std = math.sqrt(2.0 / fan_in)
+    w[...] = on_device_of(rng.standard_normal(w.shape).astype(w.dtype) * w.dtype.type(std), w)
+    if layer.bias is not None:
+        layer.bias.data[...] = 0
+
+
+def _apply_init(model, init, rng, out_branch, extra_convs=()):
+    """``init='he'``: He init for every conv of the networks' main path (target
+    branch, PAC^T layers, output branch) and the guide branch's hidden layers; the
+    guide branch's last conv keeps the reference init (small features: K starts
+    close to 1, an ordinary transposed convolution that learns to adapt); the last
+    conv of the output branch starts at zero (with ``residual`` the untrained
+    model is its base). ``'zero_last'``: the reference init, last conv zeroed."""
+    last = [m for m in out_branch if isinstance(m, Conv2d)][-1]
+    if init == "he":
+        for conv in extra_convs:
+            _he_init(conv, rng, transposed=isinstance(conv, PacConvTranspose2d))
+    if init in ("he", "zero_last"):
+        _zero_conv(last)
+
+
 # ------------------------------------------------------------------------- PAC network
-class PacJointUpsample(JointUpsampler):
+class PacJointUpsample(_ResidualMixin, JointUpsampler):
     """The PAC joint-upsampling network (Su et al. 2019, Sec. 4).
 
     Target branch: ``n_t_layers`` 5x5 convolutions on the low-res target;
@@ -137,7 +227,18 @@ class PacJointUpsample(JointUpsampler):
         the guide's kernel); the other channels
         start random and learn the correction. Same architecture and
         parameters — only a warm start for short training runs (see
-        :meth:`init_bilinear_path`).
+        :meth:`init_bilinear_path`). ``'zero_last'``: the random init with
+        the last conv zeroed (the network outputs 0: with ``residual`` the
+        untrained model is its base). ``'he'``: variance-preserving init of the
+        main path, last conv zeroed (see :func:`_apply_init`).
+    residual : {None, 'jbu', 'bicubic', 'bilinear'}, optional
+        Add a training-free upsampler's result to the output (the network
+        learns the residual); no parameters are added.
+    residual_sampling : {'center', 'area'}, optional
+        Low-res sample positions of a bicubic/bilinear base (``'center'``:
+        nearest-subsampled depth; ``'area'``: area-like downsampling).
+    residual_sigmas : (float, float), optional
+        JBU base ``(sigma_spatial [low-res px], sigma_color)``.
     """
 
     kind = "pac"
@@ -145,9 +246,11 @@ class PacJointUpsample(JointUpsampler):
 
     def __init__(self, factor, channels=1, guide_channels=3, *, n_t_layers=3, n_g_layers=3,
                  n_f_layers=2, n_t_filters=32, n_g_filters=32, n_f_filters=32, k_ch=16,
-                 f_sz_1=5, f_sz_2=5, rng=None, init="reference"):
+                 f_sz_1=5, f_sz_2=5, rng=None, init="reference", residual=None,
+                 residual_sampling="center", residual_sigmas=None):
         factor = _check_pow2_factor(factor)
         super().__init__(factor, channels)
+        self._setup_residual(residual, residual_sampling, residual_sigmas)
         if n_g_layers < 1 or n_f_layers < 1 or n_t_layers < 1:
             raise ValueError("every branch needs at least one layer")
         if f_sz_1 % 2 != 1 or f_sz_2 % 2 != 1:
@@ -175,8 +278,14 @@ class PacJointUpsample(JointUpsampler):
         self.branch_f = _conv_stack(fw[num_ups:], f_sz_1, rng)
         if init == "bilinear":
             self.init_bilinear_path()
+        elif init in ("he", "zero_last"):
+            g_hidden = [m for m in self.branch_g if isinstance(m, Conv2d)][:-1]
+            main = ([m for m in self.branch_t if isinstance(m, Conv2d)] + list(self.up_convts)
+                    + [m for m in self.branch_f if isinstance(m, Conv2d)])
+            _apply_init(self, init, rng, self.branch_f, main + g_hidden)
         elif init != "reference":
-            raise ValueError(f"init={init!r}; choose 'reference' or 'bilinear'")
+            raise ValueError(f"init={init!r}; choose 'reference', 'bilinear', 'he' or "
+                             f"'zero_last'")
 
     def init_bilinear_path(self):
         """Make channel 0 a pass-through from the input to the output
@@ -224,7 +333,7 @@ class PacJointUpsample(JointUpsampler):
             gi = repeat_for_channels(gi, C)
             x = F.relu(up(x, gi))
         x = self.branch_f(x)
-        return unfold_channels(x, C)
+        return self._add_base(unfold_channels(x, C), target_low, guide)
 
 
 #: the reference's lite configurations (DESIGN.md section 3)
@@ -243,16 +352,18 @@ class PacJointUpsampleLite(PacJointUpsample):
 
     kind = "pac_lite"
 
-    def __init__(self, factor, channels=1, guide_channels=3, *, rng=None, init="reference"):
+    def __init__(self, factor, channels=1, guide_channels=3, *, rng=None, init="reference",
+                 residual=None, residual_sampling="center", residual_sigmas=None):
         if factor not in LITE_CONFIGS:
             raise ValueError(f"factor={factor!r}: the lite network exists for factors "
                              f"{sorted(LITE_CONFIGS)} only")
         super().__init__(factor, channels, guide_channels, rng=rng, init=init,
-                         **LITE_CONFIGS[factor])
+                         residual=residual, residual_sampling=residual_sampling,
+                         residual_sigmas=residual_sigmas, **LITE_CONFIGS[factor])
 
 
 # ------------------------------------------------------------------------------- DJF
-class DJF(JointUpsampler):
+class DJF(_ResidualMixin, JointUpsampler):
     """Deep joint image filter (Li et al., ECCV 2016) as the reference builds it.
 
     The low-res target is bilinearly upsampled (``align_corners=False``);
@@ -260,16 +371,19 @@ class DJF(JointUpsampler):
     so the size is kept overall) process target and guide; their outputs are
     concatenated and a joint 3-conv branch (9x9 -> 64, 1x1 -> 32, 5x5 -> 1,
     "same" padding) predicts the result. ReLU between convs. 56,323
-    parameters.
+    parameters. ``init``, ``residual``, ``residual_sampling``,
+    ``residual_sigmas`` as in :class:`PacJointUpsample`.
     """
 
     kind = "djf"
     pad_borders = True
 
     def __init__(self, factor, channels=1, guide_channels=3, *, fs=(9, 1, 5), ns_tg=(96, 48, 1),
-                 ns_f=(64, 32), rng=None):
+                 ns_f=(64, 32), rng=None, init="reference", residual=None,
+                 residual_sampling="center", residual_sigmas=None):
         factor = check_factor(factor)
         super().__init__(factor, channels)
+        self._setup_residual(residual, residual_sampling, residual_sigmas)
         rng = _init.resolve_rng(rng)
         pads = tuple(k // 2 for k in fs)
         s = sum(pads)
@@ -280,6 +394,12 @@ class DJF(JointUpsampler):
                                     paddings=pads_tg)
         self.branch_joint = _conv_stack((2 * ns_tg[-1],) + tuple(ns_f) + (1,), fs, rng,
                                         paddings=pads)
+        if init in ("he", "zero_last"):
+            convs = [m for seq in (self.branch_t, self.branch_g, self.branch_joint)
+                     for m in seq if isinstance(m, Conv2d)]
+            _apply_init(self, init, rng, self.branch_joint, convs)
+        elif init != "reference":
+            raise ValueError(f"init={init!r}; choose 'reference', 'he' or 'zero_last'")
 
     def forward(self, target_low, guide):
         x, C = fold_channels(target_low)
@@ -289,7 +409,7 @@ class DJF(JointUpsampler):
         x = self.branch_t(x)
         g = repeat_for_channels(self.branch_g(guide), C)
         x = self.branch_joint(F.concat([x, g], axis=1))
-        return unfold_channels(x, C)
+        return self._add_base(unfold_channels(x, C), target_low, guide)
 
 
 # ------------------------------------------------------------------------------- JBU
@@ -318,6 +438,10 @@ class JointBilateralUpsample(JointUpsampler):
     """
 
     kind = "jbu"
+    #: high-res coordinates (y, x) of the guide's first pixel in the spatial features; a
+    #: block of a larger image (:mod:`pacnd.dask.upsample`) sets its own, so that its
+    #: features equal the whole image's (float32 coordinates round as they do there)
+    coord_origin = (0, 0)
 
     def __init__(self, factor, channels=1, *, kernel_size=None, scale_space=None,
                  scale_color=None, sigma_spatial=0.75, sigma_color=0.1):
@@ -349,8 +473,9 @@ class JointBilateralUpsample(JointUpsampler):
         g = as_array(guide)
         xp = array_module(g)
         B, _, H, W = g.shape
-        yy = xp.broadcast_to(xp.arange(H, dtype=g.dtype)[:, None], (B, 1, H, W))
-        xx = xp.broadcast_to(xp.arange(W, dtype=g.dtype)[None, :], (B, 1, H, W))
+        oy, ox = self.coord_origin
+        yy = xp.broadcast_to(xp.arange(oy, oy + H, dtype=g.dtype)[:, None], (B, 1, H, W))
+        xx = xp.broadcast_to(xp.arange(ox, ox + W, dtype=g.dtype)[None, :], (B, 1, H, W))
         feats = xp.concatenate([g * g.dtype.type(self.scale_color),
                                 yy * g.dtype.type(self.scale_space),
                                 xx * g.dtype.type(self.scale_space)], axis=1)

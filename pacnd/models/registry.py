@@ -19,7 +19,8 @@ import numpy as np
 from .networks import (DJF, Bicubic, Bilinear, JointBilateralUpsample, PacJointUpsample,
                        PacJointUpsampleLite)
 
-__all__ = ["MODELS", "JBU_PARAMS", "baseline", "build_model", "save_upsampler", "load_upsampler", "pretrained",
+__all__ = ["MODELS", "JBU_PARAMS", "PROTOCOL_SAMPLING", "default_protocol", "baseline",
+           "build_model", "save_upsampler", "load_upsampler", "pretrained",
            "pretrained_path", "available_pretrained", "model_config"]
 
 #: name -> class
@@ -45,16 +46,28 @@ JBU_PARAMS = {
 }
 
 
-def baseline(name, task, factor):
+#: low-res protocols -> sample-position convention of the interpolation baselines
+PROTOCOL_SAMPLING = {"center": "center", "bicubic": "area", "bilinear": "area"}
+
+
+def default_protocol(task):
+    """The paper's low-res protocol of a task: 'center' (depth), 'bilinear' (flow)."""
+    return "center" if task == "depth" else "bilinear"
+
+
+def baseline(name, task, factor, protocol=None):
     """A training-free baseline set up for a task: ``'bicubic'`` /
-    ``'bilinear'`` with the task's sampling convention (``'center'`` for
-    depth, ``'area'`` for flow) or ``'jbu'`` with :data:`JBU_PARAMS`."""
+    ``'bilinear'`` with the sampling convention of the low-res ``protocol``
+    (default the task's: ``'center'`` for depth, ``'area'`` for flow) or
+    ``'jbu'`` with :data:`JBU_PARAMS`."""
     if task not in ("depth", "flow"):
         raise ValueError(f"task={task!r}; choose 'depth' or 'flow'")
+    protocol = protocol or default_protocol(task)
+    if protocol not in PROTOCOL_SAMPLING:
+        raise ValueError(f"protocol={protocol!r}; choose one of {sorted(PROTOCOL_SAMPLING)}")
     channels = 2 if task == "flow" else 1
     if name in ("bicubic", "bilinear"):
-        return build_model(name, factor, channels,
-                           sampling="center" if task == "depth" else "area")
+        return build_model(name, factor, channels, sampling=PROTOCOL_SAMPLING[protocol])
     if name == "jbu":
         ss, sc = JBU_PARAMS[task].get(factor, (0.75, 0.1))
         return JointBilateralUpsample(factor, channels, sigma_spatial=ss, sigma_color=sc)
@@ -92,7 +105,7 @@ def model_config(model):
         c = dict(model.config)
         cfg["kwargs"] = {k: (list(v) if isinstance(v, tuple) else v) for k, v in c.items()}
         cfg["kwargs"]["guide_channels"] = model.guide_channels
-    elif isinstance(model, DJF):
+    elif isinstance(model, (PacJointUpsampleLite, DJF)):
         cfg["kwargs"] = {"guide_channels": model.guide_channels}
     elif isinstance(model, JointBilateralUpsample):
         cfg["kwargs"] = {"kernel_size": model.kernel_size, "scale_space": model.scale_space,
@@ -101,6 +114,8 @@ def model_config(model):
         cfg["kwargs"] = {"sampling": model.sampling}
     else:
         cfg["kwargs"] = {}
+    if isinstance(model, (PacJointUpsample, DJF)) and model.residual is not None:
+        cfg["kwargs"].update(model.residual_config())
     return cfg
 
 
@@ -196,16 +211,21 @@ def pretrained_path(task, factor=8, *, variant="standard"):
     return p
 
 
-def pretrained(task="depth", factor=8, *, variant="standard"):
+def pretrained(task="depth", factor=8, *, variant="standard", protocol=None):
     """A PAC joint-upsampling network with the weights shipped in pacnd.
 
     Parameters
     ----------
     task : {'depth', 'flow'}
     factor : int
-        4, 8 or 16 for depth; 8 for flow.
+        4, 8 or 16.
     variant : str, optional
-        ``'standard'`` (the paper's network).
+        ``'standard'`` (the paper's network), ``'pac_lite'``, ``'djf'``.
+    protocol : {'center', 'bicubic', 'bilinear'}, optional
+        How the low-res input was made: depth ``'center'`` (nearest
+        subsampling, the paper's; default) or ``'bicubic'`` (antialiased
+        bicubic downsampling, later depth super-resolution papers'); flow
+        ``'bilinear'``. Weights are trained per protocol.
 
     Returns
     -------
@@ -220,6 +240,9 @@ def pretrained(task="depth", factor=8, *, variant="standard"):
     >>> model.factor, model.num_parameters()
     (8, 221937)
     """
+    protocol = protocol or default_protocol(task)
+    if protocol != default_protocol(task):
+        variant = protocol if variant == "standard" else f"{variant}_{protocol}"
     p = pretrained_path(task, factor, variant=variant)
     with resources.as_file(p) as f:
         return load_upsampler(f)

@@ -119,7 +119,7 @@ def _float(v):
 
 def fit(model, loss_fn, optimizer, data, *, steps, scheduler=None, rng=0, eval_fn=None,
         eval_every=0, log_dir=None, checkpoint_every=0, resume=False, log_every=1,
-        progress=True, plot=True, desc="train"):
+        progress=True, plot=True, desc="train", checkpoint_seconds=0, on_checkpoint=None):
     """Train ``model`` for ``steps`` optimizer steps.
 
     Parameters
@@ -146,6 +146,12 @@ def fit(model, loss_fn, optimizer, data, *, steps, scheduler=None, rng=0, eval_f
         without it).
     checkpoint_every : int
         Save ``log_dir/checkpoint.npz`` every that many steps (and at the end).
+    checkpoint_seconds : float
+        Also save it when this many seconds have passed since the last save
+        (long runs that must survive the end of a session; the trajectory does
+        not depend on when checkpoints are taken).
+    on_checkpoint : callable, optional
+        ``on_checkpoint(step)`` after every save (e.g. export the weights).
     resume : bool
         Continue from ``log_dir/checkpoint.npz`` if it exists.
     log_every : int
@@ -179,7 +185,10 @@ def fit(model, loss_fn, optimizer, data, *, steps, scheduler=None, rng=0, eval_f
         rng = np.random.default_rng(int(rng))
     elif not isinstance(rng, np.random.Generator):
         raise TypeError(f"rng must be a numpy Generator or an int seed, got {rng!r}")
-    if (resume or checkpoint_every) and log_dir is None:
+    if not isinstance(checkpoint_seconds, numbers.Real) or checkpoint_seconds < 0:
+        raise ValueError(f"checkpoint_seconds={checkpoint_seconds!r} must be a non-negative "
+                         f"number")
+    if (resume or checkpoint_every or checkpoint_seconds) and log_dir is None:
         raise ValueError("resume and checkpoint_every need a log_dir for the checkpoint")
 
     ckpt_path = None if log_dir is None else os.path.join(os.fspath(log_dir), "checkpoint.npz")
@@ -208,9 +217,14 @@ def fit(model, loss_fn, optimizer, data, *, steps, scheduler=None, rng=0, eval_f
         evlog.log(row)
         return row
 
+    last_save = [time.monotonic()]
+
     def save(step):
         save_checkpoint(ckpt_path, model=model, optimizer=optimizer, scheduler=scheduler,
                         rng=rng, step=step)
+        last_save[0] = time.monotonic()
+        if on_checkpoint is not None:
+            on_checkpoint(step)
 
     def draw():
         if log_dir is not None and plot:
@@ -248,8 +262,11 @@ def fit(model, loss_fn, optimizer, data, *, steps, scheduler=None, rng=0, eval_f
             if eval_fn is not None and ((eval_every and step % eval_every == 0) or last):
                 evaluate(step)
                 draw()
-            if ckpt_path is not None and ((checkpoint_every and step % checkpoint_every == 0)
-                                          or (last and checkpoint_every)):
+            periodic = checkpoint_every or checkpoint_seconds
+            if ckpt_path is not None and (
+                    (checkpoint_every and step % checkpoint_every == 0) or (last and periodic)
+                    or (checkpoint_seconds
+                        and time.monotonic() - last_save[0] >= checkpoint_seconds)):
                 save(step)
         if start >= steps and eval_fn is not None and not evlog.rows:
             evaluate(step)
@@ -258,5 +275,6 @@ def fit(model, loss_fn, optimizer, data, *, steps, scheduler=None, rng=0, eval_f
     finally:
         bar.close()
     return TrainResult(step=max(step, start), history=log.rows, eval_history=evlog.rows,
-                       checkpoint=ckpt_path if checkpoint_every else None,
+                       checkpoint=ckpt_path if (checkpoint_every or checkpoint_seconds)
+                       else None,
                        resumed_from=resumed_from)

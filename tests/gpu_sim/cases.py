@@ -110,6 +110,22 @@ CONFIGS = {
                        padding=1),
     "plain_convT": dict(op="plainT", B=1, cin=2, cout=2, size=(3, 3), k=(3, 3), stride=2,
                         padding=1, output_padding=1),
+    # geometry that reaches far past the image (memory safety: every tap of a window
+    # can miss the input, windows start and end outside it)
+    "far_conv2d_dilation_past_image": dict(op="conv", B=1, cin=2, cout=2, size=(5, 6),
+                                           k=(3, 3), cg=2, padding=9, dilation=9,
+                                           normalize=True, mask=True),
+    "far_conv2d_padding_stride": dict(op="conv", B=1, cin=2, cout=3, size=(4, 5), k=(5, 3),
+                                      cg=1, padding=(11, 7), stride=3, dilation=(1, 4)),
+    "far_conv3d_dilation": dict(op="conv", B=1, cin=1, cout=2, size=(3, 4, 3), k=(3, 3, 3),
+                                cg=1, padding=4, dilation=4),
+    "far_convT2d_dilation": dict(op="convT", B=1, cin=2, cout=2, size=(3, 2), k=(3, 3), cg=1,
+                                 stride=2, padding=(0, 1), dilation=5, output_padding=(1, 0),
+                                 mask=True),
+    "far_pool2d": dict(op="pool", B=1, cin=2, size=(4, 4), k=(3, 3), cg=1, stride=2,
+                       padding=6, dilation=5, normalize=True),
+    "far_plain_conv": dict(op="plain", B=1, cin=2, cout=2, size=(3, 4), k=(3, 3), padding=8,
+                           dilation=7),
 }
 
 #: the larger problems the tiled CUDA C kernels are meant for (several 64-wide tiles)
@@ -124,6 +140,10 @@ TILED_CONFIGS = {
                            adapting=1),
     "tiled_plain_conv3d": dict(op="plain", B=1, cin=8, cout=9, size=(3, 5, 4), k=(3, 3, 3),
                                padding=1),
+    "tiled_far_conv2d": dict(op="conv", B=1, cin=20, cout=18, size=(6, 5), k=(3, 3), cg=2,
+                             padding=10, dilation=10, normalize=True, mask=True),
+    "tiled_far_convT2d": dict(op="convT", B=1, cin=12, cout=10, size=(3, 4), k=(5, 5), cg=1,
+                              stride=2, padding=0, dilation=4, output_padding=1),
 }
 
 

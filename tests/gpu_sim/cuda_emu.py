@@ -47,6 +47,14 @@ def _source():
 _LIB = {}
 
 
+def sanitize_flags():
+    """Extra compiler flags: AddressSanitizer when ``PACND_EMU_SANITIZE=1`` (the process
+    must then run with ``LD_PRELOAD`` of libasan: see tests/test_memory_safety.py)."""
+    if os.environ.get("PACND_EMU_SANITIZE") == "1":
+        return ("-fsanitize=address", "-fno-omit-frame-pointer", "-g")
+    return ()
+
+
 def build(defines=()):
     """ctypes handle of the emulated kernels (compiled once per source version and
     set of ``-D`` defines, e.g. ``("PAC_PIPELINE=0",)``)."""
@@ -54,7 +62,7 @@ def build(defines=()):
     if defines in _LIB:
         return _LIB[defines]
     kdir = kernels_dir()
-    h = hashlib.sha256((_source() + repr(defines)).encode())
+    h = hashlib.sha256((_source() + repr(defines) + repr(sanitize_flags())).encode())
     for p in sorted(kdir.glob("*.cu*")) + [HERE / "cuda_host_emu.h"]:
         h.update(p.read_bytes())
     out_dir = Path(tempfile.gettempdir()) / "pacnd_cuda_emu"
@@ -65,8 +73,8 @@ def build(defines=()):
         src.write_text(_source())
         tmp = so.with_suffix(f".{os.getpid()}.tmp")
         cmd = [compiler(), "-std=c++20", "-O1", "-shared", "-fPIC", "-pthread",
-               "-Wno-unknown-pragmas", *(f"-D{d}" for d in defines), f"-I{HERE}", f"-I{kdir}",
-               str(src), "-o", str(tmp)]
+               "-Wno-unknown-pragmas", *sanitize_flags(), *(f"-D{d}" for d in defines),
+               f"-I{HERE}", f"-I{kdir}", str(src), "-o", str(tmp)]
         res = subprocess.run(cmd, capture_output=True, text=True)
         if res.returncode != 0:
             raise RuntimeError(f"host build of the CUDA C kernels failed:\n{' '.join(cmd)}\n"

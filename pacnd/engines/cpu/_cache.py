@@ -21,7 +21,7 @@ from pathlib import Path
 _PKG = Path(__file__).resolve().parents[2]          # .../pacnd
 
 #: Sources whose code ends up in compiled kernels (folders: every .py in them).
-DEPENDENCIES = ("engines/cpu", "crf/fast.py", "_kernelspec.py")
+DEPENDENCIES = ("engines/cpu", "crf/fast.py", "crf/fast3d.py", "crf/plan.py", "_kernelspec.py")
 
 
 def source_files():

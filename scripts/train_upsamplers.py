@@ -1,0 +1,71 @@
+"""Train (or resume) the shipped upsamplers' runs on the real pool, one run folder each.
+
+    python scripts/train_upsamplers.py RUN [RUN ...] --pool ../shared/data/train [--threads N]
+    python scripts/train_upsamplers.py --list
+
+Each run (:data:`RUNS`: task, factor, model, recipe changes) trains into
+``runs/<RUN>/`` with :func:`pacnd.models.recipe.train_from_pool` and resumes
+from its ``checkpoint.npz`` when there is one (bit for bit: a run may span
+sessions; ``scripts/commit_runs.sh`` commits the folders every ~20 minutes).
+``runs/<RUN>/model.npz`` holds the weights of the last checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+#: run name -> (task, factor, model, recipe changes)
+RUNS = {
+    "depth_x8_pac": ("depth", 8, "pac", dict(steps=8000, crop=192, batch_size=2)),
+    "flow_x8_pac": ("flow", 8, "pac", dict(steps=8000, crop=192, batch_size=2)),
+    "depth_x4_pac": ("depth", 4, "pac", dict(steps=6000, crop=128, batch_size=2)),
+    "depth_x16_pac": ("depth", 16, "pac", dict(steps=6000, crop=384, batch_size=1)),
+    "flow_x4_pac": ("flow", 4, "pac", dict(steps=6000, crop=128, batch_size=2)),
+    "flow_x16_pac": ("flow", 16, "pac", dict(steps=6000, crop=384, batch_size=1)),
+    "depth_x8_pac_lite": ("depth", 8, "pac_lite", dict(steps=8000, crop=192, batch_size=2)),
+    "depth_x8_djf": ("depth", 8, "djf", dict(steps=8000, crop=192, batch_size=2)),
+    "flow_x8_pac_lite": ("flow", 8, "pac_lite", dict(steps=8000, crop=192, batch_size=2)),
+    "flow_x8_djf": ("flow", 8, "djf", dict(steps=8000, crop=192, batch_size=2)),
+}
+
+
+def recipe_of(name):
+    from pacnd.models.recipe import default_recipe
+
+    task, factor, model, changes = RUNS[name]
+    return default_recipe(task, factor, model, **changes)
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("runs", nargs="*")
+    ap.add_argument("--pool", default=os.path.join(os.path.dirname(REPO), "shared", "data",
+                                                   "train"))
+    ap.add_argument("--out", default=os.path.join(REPO, "runs"))
+    ap.add_argument("--list", action="store_true")
+    ap.add_argument("--no-progress", action="store_true")
+    args = ap.parse_args(argv)
+    if args.list or not args.runs:
+        for n, (t, f, m, c) in RUNS.items():
+            print(f"{n:20s} {t} x{f} {m} {c}")
+        return 0
+    bad = [r for r in args.runs if r not in RUNS]
+    if bad:
+        ap.error(f"unknown runs {bad}; see --list")
+    from pacnd.models.recipe import train_from_pool
+
+    for name in args.runs:
+        d = os.path.join(args.out, name)
+        res = train_from_pool(recipe_of(name), args.pool, d, resume=True,
+                              progress=not args.no_progress)
+        print(f"{name}: step {res.step} (resumed from {res.resumed_from})", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

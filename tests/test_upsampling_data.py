@@ -1,0 +1,313 @@
+"""Readers of the training pool's encodings, the pool catalogue and splits, the mixed
+sampler, the bicubic low-res protocol, the residual networks and the recipe runner."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pacnd.data import encodings as E
+from pacnd.data.lowres import make_low_res
+from pacnd.data.mixture import MixedPairs
+from pacnd.data.pool import HELD_OUT, group_of, scan_pool, source_of, split
+
+POOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
+
+
+# --------------------------------------------------------------------------- PNG encoder
+def _png_bytes(a, filters):
+    """An independent PNG writer: ``a`` (H, W, C) uint16/uint8, row filter ``filters[y]``."""
+    a = np.asarray(a)
+    H, W, C = a.shape
+    depth = 16 if a.dtype == np.uint16 else 8
+    ctype = {1: 0, 2: 4, 3: 2, 4: 6}[C]
+    if depth == 16:
+        raw = a.astype(">u2").tobytes()
+    else:
+        raw = a.astype(np.uint8).tobytes()
+    row = W * C * depth // 8
+    bpp = C * depth // 8
+    rows = [np.frombuffer(raw[y * row:(y + 1) * row], dtype=np.uint8).astype(np.int64)
+            for y in range(H)]
+    out = bytearray()
+    prev = np.zeros(row, dtype=np.int64)
+    for y, cur in enumerate(rows):
+        f = filters[y % len(filters)]
+        left = np.concatenate([np.zeros(bpp, np.int64), cur[:-bpp]])
+        upleft = np.concatenate([np.zeros(bpp, np.int64), prev[:-bpp]])
+        if f == 0:
+            enc = cur
+        elif f == 1:
+            enc = cur - left
+        elif f == 2:
+            enc = cur - prev
+        elif f == 3:
+            enc = cur - (left + prev) // 2
+        else:
+            p = left + prev - upleft
+            pa, pb, pc = np.abs(p - left), np.abs(p - prev), np.abs(p - upleft)
+            pred = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, prev, upleft))
+            enc = cur - pred
+        out.append(f)
+        out += (enc & 0xFF).astype(np.uint8).tobytes()
+        prev = cur
+
+    def chunk(kind, body):
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+
+    ihdr = struct.pack(">IIBBBBB", W, H, depth, ctype, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(bytes(out)))
+            + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("channels", [3, 4])
+def test_read_png_decodes_16bit_colour_with_every_filter(tmp_path, channels):
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 65536, (9, 13, channels)).astype(np.uint16)
+    p = tmp_path / "x.png"
+    p.write_bytes(_png_bytes(a, [0, 1, 2, 3, 4]))
+    np.testing.assert_array_equal(E.read_png(p), a)
+
+
+def test_read_png_rejects_garbage(tmp_path):
+    p = tmp_path / "bad.png"
+    p.write_bytes(b"not a png")
+    with pytest.raises(ValueError, match="not a PNG"):
+        E.read_png(p)
+    with pytest.raises(FileNotFoundError):
+        E.read_png(tmp_path / "missing.png")
+
+
+def test_kitti_flow_decoding(tmp_path):
+    u = np.array([[0.0, -1.5], [100.25, 3.0]])
+    v = np.array([[2.0, 0.5], [-7.0, 0.0]])
+    valid = np.array([[1, 1], [1, 0]])
+    a = np.stack([u * 64 + 2 ** 15, v * 64 + 2 ** 15, valid], axis=-1).astype(np.uint16)
+    p = tmp_path / "flow.png"
+    p.write_bytes(_png_bytes(a, [4, 1]))
+    f = E.read_kitti_flow(p)
+    np.testing.assert_array_equal(f[..., 0][valid == 1], u[valid == 1])
+    np.testing.assert_array_equal(f[..., 1][valid == 1], v[valid == 1])
+    assert np.isnan(f[1, 1]).all()
+
+
+def test_depth_encodings(tmp_path):
+    from PIL import Image
+
+    mm = np.array([[0, 1000], [2345, 65535]], dtype=np.uint16)
+    rot = ((mm << 3) | (mm >> 13)).astype(np.uint16)      # SUN RGB-D stores mm rotated left
+    Image.fromarray(rot).save(tmp_path / "sun.png")
+    d = E.read_sunrgbd_depth(tmp_path / "sun.png")
+    assert np.isnan(d[0, 0])
+    np.testing.assert_allclose(d[0, 1], 1.0)
+    np.testing.assert_allclose(d[1, 0], 2.345, rtol=1e-6)
+    Image.fromarray(mm).save(tmp_path / "tum.png")
+    np.testing.assert_allclose(E.read_tum_depth(tmp_path / "tum.png")[0, 1], 0.2)
+    d = E.read_mm_depth(tmp_path / "tum.png", invalid=(0, 65535))
+    assert np.isnan(d[0, 0]) and np.isnan(d[1, 1]) and d[1, 0] == np.float32(2.345)
+    Image.fromarray(mm).save(tmp_path / "k.png")
+    np.testing.assert_allclose(E.read_kitti_disparity(tmp_path / "k.png")[0, 1], 1000 / 256)
+    pal = Image.fromarray(np.array([[0, 80], [160, 16]], dtype=np.uint8), mode="P")
+    pal.putpalette([i % 256 for i in range(768)][::-1])          # colours unrelated to indices
+    pal.save(tmp_path / "tsukuba.png")
+    d = E.read_palette_disparity(tmp_path / "tsukuba.png")
+    assert np.isnan(d[0, 0]) and d[0, 1] == 5 and d[1, 0] == 10 and d[1, 1] == 1
+    Image.fromarray(np.array([[0.0, 1.5], [np.inf, 3.25]], np.float32), mode="F").save(
+        tmp_path / "d.tiff")
+    d = E.read_float_tiff(tmp_path / "d.tiff")
+    assert np.isnan(d[0, 0]) and np.isnan(d[1, 0]) and d[1, 1] == np.float32(3.25)
+
+
+# --------------------------------------------------------------------------- pool
+def test_groups_keep_physical_scenes_together():
+    assert group_of("depth", "rgbdd_20200517164450", "rgbdd/20200517164450") == "rgbdd/20200517"
+    assert group_of("depth", "mb2006_bowling1", "x") == "middlebury2006/bowling"
+    assert group_of("depth", "mb2006_rocks2_dct", "x") == "middlebury2006/rocks"
+    assert group_of("depth", "nyu_test1001", "nyuv2/test_1001") == "nyuv2/test1000-1002"
+    assert group_of("flow", "sintel_ambush_4_f0006", "x") == "sintel/ambush"
+    assert group_of("flow", "sintel_ambushX_f0003", "x") == "sintel/ambush"
+    assert group_of("flow", "mbflow_urban3", "x") == "middleburyflow/urban"
+    assert source_of("depth", "mb2006_wood1_dct")[1] == "png3"
+    assert source_of("depth", "mb2006_aloe")[1] == "png2"
+    with pytest.raises(ValueError, match="no known source"):
+        source_of("depth", "mystery_scene")
+
+
+@pytest.mark.skipif(not POOL.is_dir(), reason=f"no training pool at {POOL}")
+@pytest.mark.parametrize("task", ["depth", "flow"])
+def test_real_pool_split_is_by_group_and_decodes(task):
+    items = scan_pool(POOL, task)
+    train, test = split(items, task)
+    assert {it.group for it in train}.isdisjoint({it.group for it in test})
+    assert {it.group for it in test} == set(HELD_OUT[task])
+    assert not any(it.source == "kitti" for it in train + test)
+    for it in (test[0], train[0], train[-1]):
+        rgb, t = it.load()
+        assert rgb.dtype == np.uint8 and rgb.shape[2] == 3 and rgb.shape[:2] == t.shape[:2]
+        known = np.isfinite(t)
+        assert known.mean() > 0.5 and (np.nanmin(t) >= 0 if task == "depth" else True)
+
+
+# --------------------------------------------------------------------------- sampler
+def _sources(kind):
+    rng = np.random.default_rng(1)
+    out = {}
+    for s, n in (("a", 2), ("b", 1)):
+        pairs = []
+        for _ in range(n):
+            g = rng.integers(0, 256, (40, 56, 3)).astype(np.uint8)
+            t = rng.random((40, 56, 2 if kind == "flow" else 1)).astype(np.float32) * 10 - 3
+            t[:3, :5] = np.nan
+            pairs.append((g, t if kind == "flow" else t[..., 0]))
+        out[s] = pairs
+    return out
+
+
+def test_mixed_pairs_is_deterministic_and_normalises_by_image():
+    mp = MixedPairs(_sources("depth"), 4, crop=32, batch_size=3, weights={"a": 1, "b": 0})
+    b1 = mp(np.random.default_rng(5))
+    b2 = mp(np.random.default_rng(5))
+    for k in b1:
+        np.testing.assert_array_equal(b1[k], b2[k])
+    assert b1["low"].shape == (3, 1, 8, 8) and b1["guide"].shape == (3, 3, 32, 32)
+    # weight 0: never source b; per-image ranges: every item uses its image's range
+    ranges = [tuple(np.round(np.ravel(r), 6)) for r in mp.ranges["a"]]
+    for lo, hi in zip(b1["lo"][:, 0], b1["hi"][:, 0]):
+        assert (round(float(lo), 6), round(float(hi), 6)) in ranges
+    known = b1["mask"] > 0
+    t = b1["raw"][known]
+    np.testing.assert_allclose(b1["target"][known],
+                               ((t - b1["lo"][:, :, None, None].repeat(32, 2).repeat(32, 3)[known])
+                                / (b1["hi"] - b1["lo"])[:, :, None, None].repeat(32, 2)
+                                .repeat(32, 3)[known]), rtol=1e-5, atol=1e-6)
+
+
+def test_mixed_pairs_flow_flip_negates_u_and_its_range():
+    src = _sources("flow")
+    mp = MixedPairs(src, 4, kind="flow", crop=32, scale=(1.0, 1.0), color_jitter=0,
+                    weights={"b": 1, "a": 0})
+    g, t = src["b"][0]
+    lo, hi = mp.ranges["b"][0]
+    seen = set()
+    for seed in range(12):
+        b = mp(np.random.default_rng(seed))
+        flipped = b["lo"][0, 0] != lo[0]
+        seen.add(bool(flipped))
+        if flipped:
+            np.testing.assert_allclose([b["lo"][0, 0], b["hi"][0, 0]], [-hi[0], -lo[0]])
+            assert b["lo"][0, 1] == lo[1]
+            # the crop's u values are negated image values
+            u = b["raw"][0, 0][np.isfinite(b["raw"][0, 0])]
+            assert np.isin(u, -t[..., 0]).all()
+    assert seen == {True, False}
+
+
+def test_mixed_pairs_validates():
+    with pytest.raises(ValueError, match="unknown sources"):
+        MixedPairs(_sources("depth"), 4, crop=32, weights={"zzz": 1})
+    with pytest.raises(ValueError, match="multiple of factor"):
+        MixedPairs(_sources("depth"), 8, crop=36)
+    with pytest.raises(ValueError, match="normalize"):
+        MixedPairs(_sources("depth"), 4, crop=32, normalize="per-pixel")
+
+
+# --------------------------------------------------------------------------- bicubic
+def test_bicubic_low_res_reproduces_constants_and_ramps():
+    H, W, f = 64, 48, 8
+    np.testing.assert_allclose(make_low_res(np.full((H, W), 2.5), f, "bicubic"), 2.5,
+                               rtol=1e-6)
+    yy, xx = np.mgrid[:H, :W].astype(np.float64)
+    ramp = 0.3 * yy - 0.7 * xx + 4
+    lo = make_low_res(ramp, f, "bicubic")
+    cy = (np.arange(H // f) + 0.5) * f - 0.5
+    cx = (np.arange(W // f) + 0.5) * f - 0.5
+    want = 0.3 * cy[:, None] - 0.7 * cx[None, :] + 4
+    # away from the mirrored borders a cubic kernel reproduces linear functions exactly
+    np.testing.assert_allclose(lo[2:-2, 2:-2], want[2:-2, 2:-2], rtol=1e-5, atol=1e-4)
+    holes = ramp.copy()
+    holes[10:12, 10:12] = np.nan
+    lo_h = make_low_res(holes, f, "bicubic")
+    assert np.isfinite(lo_h).all()
+    np.testing.assert_allclose(lo_h[3:, 3:], lo[3:, 3:], rtol=1e-6)
+
+
+# --------------------------------------------------------------------------- models
+@pytest.mark.parametrize("name", ["pac", "pac_lite", "djf"])
+def test_residual_network_starts_as_its_base(name, tmp_path):
+    from pacnd.models import baseline, build_model, load_upsampler, save_upsampler
+    from pacnd.models.networks import LITE_CONFIGS  # noqa: F401
+
+    plain = build_model(name, 8, rng=0)
+    m = build_model(name, 8, rng=0, init="zero_last", residual="jbu")
+    assert m.num_parameters() == plain.num_parameters()
+    assert set(m.state_dict()) == set(plain.state_dict())
+    rng = np.random.default_rng(2)
+    x = rng.random((2, 1, 6, 5)).astype(np.float32)
+    g = rng.random((2, 3, 48, 40)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(m(x, g)), np.asarray(baseline("jbu", "depth", 8)(x, g)))
+    save_upsampler(tmp_path / "m.npz", m)
+    m2 = load_upsampler(tmp_path / "m.npz")
+    assert m2.residual == "jbu" and type(m2) is type(m)
+    np.testing.assert_array_equal(np.asarray(m2(x, g)), np.asarray(m(x, g)))
+
+
+def test_cosine_schedule():
+    from pacnd import nn
+    from pacnd.optim import CosineLR, SGD
+
+    opt = SGD(nn.Conv2d(1, 1, 1).parameters(), lr=2.0)
+    s = CosineLR(opt, 10, warmup=2, final=0.1)
+    lrs = [opt.param_groups[0]["lr"]]
+    for _ in range(12):
+        s.step()
+        lrs.append(opt.param_groups[0]["lr"])
+    np.testing.assert_allclose(lrs[:3], [1.0, 2.0, 2.0])
+    assert all(a >= b for a, b in zip(lrs[2:], lrs[3:]))
+    np.testing.assert_allclose(lrs[10:], 0.2)
+    with pytest.raises(ValueError, match="warmup"):
+        CosineLR(opt, 5, warmup=5)
+
+
+def test_recipe_runs_resume_bit_for_bit(tmp_path, monkeypatch):
+    """A run killed after two of four steps and resumed ends where the uninterrupted
+    run ends, bit for bit; a different recipe does not resume."""
+    from pacnd.models import load_upsampler
+    from pacnd.models import recipe as R
+    from pacnd.models import registry
+
+    monkeypatch.setattr(R, "pool_sources", lambda root, task, items=None: _sources("depth"))
+    r = R.default_recipe("depth", 4, "pac_lite", steps=4, warmup=1, crop=32, batch_size=2,
+                         eval_every=0, weights={"a": 1.0, "b": 1.0}, checkpoint_seconds=1e-9)
+    R.train_from_pool(r, "unused", tmp_path / "straight", progress=False, eval_per_group=0)
+
+    real_save = registry.save_upsampler
+
+    def killed_after_two(path, model, meta=None):
+        real_save(path, model, meta=meta)
+        if meta["step"] == 2:
+            raise KeyboardInterrupt("session ended")
+
+    monkeypatch.setattr(registry, "save_upsampler", killed_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        R.train_from_pool(r, "unused", tmp_path / "split", progress=False, eval_per_group=0)
+    monkeypatch.setattr(registry, "save_upsampler", real_save)
+    other = R.Recipe(**{**r.to_json(), "lr": 5e-4})
+    with pytest.raises(ValueError, match="another recipe"):
+        R.train_from_pool(other, "unused", tmp_path / "split", resume=True, progress=False,
+                          eval_per_group=0)
+    res = R.train_from_pool(r, "unused", tmp_path / "split", resume=True, progress=False,
+                            eval_per_group=0)
+    assert res.resumed_from == 2 and res.step == 4
+    a = np.load(tmp_path / "straight" / "checkpoint.npz")
+    b = np.load(tmp_path / "split" / "checkpoint.npz")
+    assert sorted(a.files) == sorted(b.files)
+    for k in a.files:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    m = load_upsampler(tmp_path / "straight" / "model.npz")
+    assert m.meta["step"] == 4 and m.meta["recipe"]["model"] == "pac_lite"
