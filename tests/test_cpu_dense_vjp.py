@@ -201,3 +201,30 @@ def test_phases_keep_concurrent_units_apart(shape):
         covered = sorted(r for bl in dense_vjp.phases(nrows, reach) for a, z in bl
                          for r in range(a, z))
         assert covered == list(range(nrows))
+
+
+@pytest.mark.parametrize("groups", [1, 6])       # dense path; depthwise (the K tile backward)
+def test_gradients_are_bit_identical_for_any_thread_count_and_run(groups):
+    """Weight and alpha/lam gradients are sums over work units that threads claim
+    dynamically; per-slot partial sums added in slot order (threads.SLOTS) make them
+    bit-identical from run to run and for 1 or 2 threads (training resumes bit for bit)."""
+    import numba
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 6, 9, 150)).astype(np.float32)
+    f = rng.standard_normal((2, 3, 9, 150)).astype(np.float32)
+    w = rng.standard_normal((6, 6 // groups, 3, 3)).astype(np.float32)
+    g = rng.standard_normal((2, 6, 9, 150)).astype(np.float32)
+    kw = dict(padding=1, groups=groups, kernel="inverse", alpha=0.3, lam=-1.2, normalize=True,
+              engine="numba", wrt=("input", "weight", "guide", "alpha", "lam"))
+    before = numba.get_num_threads()
+    runs = []
+    try:
+        for nt in (2, 1, 2, 2, 1, 2):
+            numba.set_num_threads(min(nt, numba.config.NUMBA_NUM_THREADS))
+            runs.append(pacnd.pac_conv_vjp(g, x, f, w, **kw))
+    finally:
+        numba.set_num_threads(before)
+    for r in runs[1:]:
+        for n in runs[0]:
+            np.testing.assert_array_equal(np.asarray(r[n]), np.asarray(runs[0][n]), err_msg=n)

@@ -15,7 +15,6 @@ for the public full-K call) walk all tiles and write or read the full K.
 Options and constants: see :mod:`.kernel_rows`.
 """
 
-import numba
 import numpy as np
 from numba import njit
 
@@ -23,7 +22,7 @@ from ..._kernelspec import EPS
 from .indexing import COL_BLOCK, unit_of
 from .kernel_rows import kernel_rows, kernel_rows_vjp, guide_grad_rows
 from .layout import Workspace, layout_of, row_segments, tiles
-from .threads import claim, parallel_for
+from .threads import SLOTS, claim, parallel_for
 
 __all__ = ["adapting_kernel", "adapting_kernel_vjp", "kernel_tile", "kernel_tile_vjp",
            "constants", "options", "params"]
@@ -75,14 +74,15 @@ def kernel_tile(guide, mask, geo, cls, taps, r0, r1, c0, c1, opt, alpha, lam, cs
 
 
 @njit(nogil=True, cache=True)
-def _kernel_vjp_units(tid, ctl, n, nblk, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
+def _kernel_vjp_units(tid, ctl, nslots, n, nblk, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam, cst,
                       Kt, Krt, D2t, gKt, part, need_guide, need_alpha, need_lam):
-    u = claim(ctl, tid)
-    while u < n:
-        r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
-        kernel_rows_vjp(r, ja, jb, pb, mask, geo, cls, taps, opt, alpha, lam, cst, Kt, Krt, D2t,
-                        gKt, part[tid], need_guide, need_alpha, need_lam)
-        u = claim(ctl, tid)
+    slot = claim(ctl, tid)     # slot s: units s, s + nslots, ... into part[s] (threads.SLOTS)
+    while slot < nslots:
+        for u in range(slot, n, nslots):
+            r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
+            kernel_rows_vjp(r, ja, jb, pb, mask, geo, cls, taps, opt, alpha, lam, cst, Kt, Krt,
+                            D2t, gKt, part[slot], need_guide, need_alpha, need_lam)
+        slot = claim(ctl, tid)
 
 
 @njit(nogil=True, cache=True)
@@ -106,10 +106,11 @@ def kernel_tile_vjp(guide, mask, geo, cls, taps, r0, r1, c0, c1, opt, alpha, lam
 
     ``gKt`` (Ck, T_r, npix): gradient w.r.t. the tile's final K; overwritten.
     ``grad_guide`` (B, Cg, *guide): accumulated, one guide channel per thread.
-    ``part`` (threads, 2, Ck) float64: per-thread alpha and lam partial sums (added to).
+    ``part`` (slots, 2, Ck) float64: per-slot alpha and lam partial sums (added to;
+    :data:`.threads.SLOTS`).
     """
     nblk = (c1 - c0 + COL_BLOCK - 1) // COL_BLOCK
-    parallel_for(_kernel_vjp_units, (r1 - r0) * nblk, nblk, mask, geo, cls, taps, r0, c0, c1, opt,
+    parallel_for(_kernel_vjp_units, part.shape[0], (r1 - r0) * nblk, nblk, mask, geo, cls, taps, r0, c0, c1, opt,
                  alpha, lam, cst, Kt, Krt, D2t, gKt, part, need_guide, need_alpha, need_lam)
     if need_guide:
         parallel_for(_guide_grad_channels, guide.shape[1], nblk, guide, geo, cls, taps, r0, r1,
@@ -158,7 +159,7 @@ class KernelContext:
 
     def backward(self, tc, tile, Kt, Krt, D2t, gKt, grad_guide, needs):
         r0, r1, c0, c1 = tile
-        part = np.zeros((numba.get_num_threads(), 2, self.ck), dtype=np.float64)
+        part = np.zeros((SLOTS, 2, self.ck), dtype=np.float64)
         gg = grad_guide if grad_guide is not None else self.guide5[:1, :1, :1, :1, :1]
         kernel_tile_vjp(self.guide5, self.mask5, self.geo, tc.cls, tc.taps, r0, r1, c0, c1,
                         self.opt, self.alpha, self.lam, self.cst, Kt, Krt, D2t, gKt, gg,

@@ -333,12 +333,13 @@ def _vjp_unit(r, ja, jb, tid, xf, x_shape, goutf, out_shape, WtP, nobt, groups, 
 
 
 @njit(nogil=True, cache=True)
-def _vjp_blocks(tid, ctl, n, blocks, per_row, width, ncol, xf, x_shape, goutf, out_shape, WtP,
+def _vjp_blocks(tid, ctl, nslots, n, blocks, per_row, width, ncol, xf, x_shape, goutf, out_shape, WtP,
                 nobt, groups, co_pad, ck, ksrc, kmode, guide, mask, geo, opt, alpha, lam, cst,
                 Kfull, tap_ids, cls, taps, gxf, gWT, gKfull, grad_guide, part, need_x, need_w,
                 need_k, need_guide, need_alpha, need_lam):
-    """Units of the row blocks ``blocks[u]`` claimed by this thread (scratch allocated
-    once per thread)."""
+    """The row blocks ``blocks[u]`` of the slots claimed by this thread: slot ``s`` runs
+    ``u = s, s + nslots, ...`` in order into ``gWT[s]`` / ``part[s]`` (deterministic sums,
+    :data:`pacnd.engines.cpu.threads.SLOTS`); scratch allocated once per thread."""
     dt = xf.dtype
     vw = lanes(xf)
     nrp = NR_VECS * vw
@@ -370,18 +371,20 @@ def _vjp_blocks(tid, ctl, n, blocks, per_row, width, ncol, xf, x_shape, goutf, o
     f0 = np.empty(mp, dtype=dt)
     acc = np.empty(mp, dtype=dt)
     buf = np.empty(mp, dtype=dt)
-    u = claim(ctl, tid)
-    while u < n:
-        for r in range(blocks[u, 0], blocks[u, 1]):
-            for s in range(per_row):
-                ja = s * width
-                jb = min(ja + width, ncol)
-                _vjp_unit(r, ja, jb, tid, xf, x_shape, goutf, out_shape, WtP, nobt, groups,
-                          co_pad, ck, ksrc, kmode, guide, mask, geo, opt, alpha, lam, cst, Kfull,
-                          tap_ids, cls, taps, gxf, gWT, gKfull, grad_guide, part, need_x, need_w,
-                          need_k, need_guide, need_alpha, need_lam, rows, grows, Ku, Kr, D2, gKu,
-                          Gp, goutT, Bb, Gbuf, tab, tap_tab, f0, acc, buf)
-        u = claim(ctl, tid)
+    slot = claim(ctl, tid)
+    while slot < nslots:
+        for u in range(slot, n, nslots):
+            for r in range(blocks[u, 0], blocks[u, 1]):
+                for s in range(per_row):
+                    ja = s * width
+                    jb = min(ja + width, ncol)
+                    _vjp_unit(r, ja, jb, slot, xf, x_shape, goutf, out_shape, WtP, nobt, groups,
+                              co_pad, ck, ksrc, kmode, guide, mask, geo, opt, alpha, lam, cst,
+                              Kfull, tap_ids, cls, taps, gxf, gWT, gKfull, grad_guide, part,
+                              need_x, need_w, need_k, need_guide, need_alpha, need_lam, rows,
+                              grows, Ku, Kr, D2, gKu, Gp, goutT, Bb, Gbuf, tab, tap_tab, f0, acc,
+                              buf)
+        slot = claim(ctl, tid)
 
 
 def dense_vjp_class(tc, xf, x_shape, goutf, out_shape, WtP, nobt, groups, co_pad, ksrc_args,
@@ -392,8 +395,8 @@ def dense_vjp_class(tc, xf, x_shape, goutf, out_shape, WtP, nobt, groups, co_pad
     (:func:`pacnd.engines.cpu.gemm.pack_rows` of ``W_g^T``); ``co_pad``: output
     channels per group rounded up to whole weight-gradient blocks;
     ``ksrc_args`` as in :func:`pacnd.engines.cpu.dense.dense_forward`; ``gWT``
-    (threads, groups, kd_pad, co_pad): per-thread weight-gradient sums
-    (transposed); ``part`` (threads, 2, Ck) float64: alpha/lam sums; ``flags``
+    (slots, groups, kd_pad, co_pad): per-slot weight-gradient sums
+    (transposed); ``part`` (slots, 2, Ck) float64: alpha/lam sums (same slots); ``flags``
     = (need_x, need_w, need_k, need_guide, need_alpha, need_lam).
     """
     need_x, need_w, need_k, need_guide = flags[:4]
@@ -403,6 +406,6 @@ def dense_vjp_class(tc, xf, x_shape, goutf, out_shape, WtP, nobt, groups, co_pad
     reach = row_reach(tc, need_x, need_k and need_guide)
     for blocks in phases(nrows, reach):
         if len(blocks):
-            parallel_for(_vjp_blocks, len(blocks), blocks, per_row, width, ncol, xf, x_shape,
+            parallel_for(_vjp_blocks, gWT.shape[0], len(blocks), blocks, per_row, width, ncol, xf, x_shape,
                          goutf, out_shape, WtP, nobt, groups, co_pad, *ksrc_args, tc.cls, tc.taps,
                          gxf, gWT, gKfull, grad_guide, part, *flags)

@@ -15,7 +15,6 @@ buffers (:data:`pacnd.engines.cpu.TILE_BYTES`, depthwise), independent of the
 image size; no full-size K, columns or zero-inserted input.
 """
 
-import numba
 import numpy as np
 
 from . import adapting as _ad
@@ -24,6 +23,7 @@ from .dense_vjp import dense_vjp_class
 from .depthwise import dw_backward, dw_forward, dw_forward_fused
 from .gemm import MRW, nr, nrw, pack_rows, pack_weights
 from .layout import Workspace, layout_of, tiles
+from .threads import sum_slots
 
 __all__ = ["pac_forward", "pac_vjp", "UNIT_BYTES"]
 
@@ -157,8 +157,8 @@ def _dense_vjp(op, tc, gout5, gx5, gW3, gKfull, grad_guide, part, flags):
     blk = nrw(dt)
     co_pad = -(-op.cout_g // blk) * blk
     kd_pad = -(-kdim // MRW) * MRW
-    nt = numba.get_num_threads()
-    gWT = np.zeros((nt, op.groups) + ((kd_pad, co_pad) if need_w else (1, 1)), dtype=dt)
+    gWT = np.zeros((part.shape[0], op.groups) + ((kd_pad, co_pad) if need_w else (1, 1)),
+                   dtype=dt)
     dense_vjp_class(tc, op.x5.reshape(-1), op.x5.shape, gout5.reshape(-1), gout5.shape, WtP,
                     nobt, op.groups, co_pad, op.k_args(tc), op.unit_width(tc, 4),
                     gx5.reshape(-1), gWT, gKfull, grad_guide, part, flags)
@@ -198,7 +198,12 @@ def pac_vjp(grad_out, x, weight, geom, groups, *, K=None, guide=None, spec=None,
         need_guide = grad_guide is not None
         flags = (bool(need_x), bool(need_w), bool(need_k), need_guide, "alpha" in needs,
                  "lam" in needs)
-        part = np.zeros((numba.get_num_threads(), 2, max(op.ck, 1)))
+        # per-slot sums (deterministic, threads.SLOTS): as many as the largest weight
+        # gradient's memory allows
+        gw_bytes = max([op.groups * -(-op.cin_g * tc.ntaps // MRW) * MRW
+                        * -(-op.cout_g // nrw(dt)) * nrw(dt) * item if need_w else 0
+                        for tc in lay.classes] or [0])
+        part = np.zeros((sum_slots(gw_bytes), 2, max(op.ck, 1)))
         gg = grad_guide if need_guide else np.zeros((1,) * 5, dtype=dt)
         gKf = gKfull if gKfull is not None else np.zeros((1,) * 6, dtype=dt)
         for tc in lay.classes:

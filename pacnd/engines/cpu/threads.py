@@ -33,7 +33,15 @@ import numpy as np
 from numba import njit, types
 from numba.extending import intrinsic
 
-__all__ = ["start_threads", "parallel_for", "claim", "fetch_add"]
+__all__ = ["start_threads", "parallel_for", "claim", "fetch_add", "SLOTS", "sum_slots"]
+
+#: Accumulating kernels (weight gradients, alpha/lam sums) claim *slots* rather than
+#: units: slot ``s`` processes units ``s, s + S, s + 2 S, ...`` in that order into its own
+#: partial sums, and the slots are added in slot order. Which thread runs which slot
+#: changes from call to call; the result does not -- every sum is bit-identical from run to
+#: run and for any thread count (training resumes bit for bit). ``S`` is this many (fewer
+#: when one slot's sums are large, see :func:`sum_slots`).
+SLOTS = 16
 
 _WAIT_VARS = ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT")
 
@@ -120,6 +128,13 @@ def claim(ctl, tid):
     if ctl[1 + tid] == 0:
         fetch_add(ctl, 1 + tid, 1)
     return fetch_add(ctl, 0, 1)
+
+
+def sum_slots(nbytes, budget=16 * 2**20):
+    """Slots for per-slot partial sums of ``nbytes`` each: :data:`SLOTS`, fewer (at least
+    one) when they would exceed ``budget`` bytes together. Depends on the shapes only, never
+    on the thread count, so results do not either."""
+    return int(max(1, min(SLOTS, budget // max(int(nbytes), 1))))
 
 
 def parallel_for(fn, n, *args):
