@@ -54,6 +54,10 @@ import tempfile
 import time
 from pathlib import Path
 
+# time the compiled kernels: compile them in-process at the first (warm-up) call instead
+# of serving first calls with the reference engine (pacnd/engines/cpu/coldstart.py)
+os.environ.setdefault("PACND_JIT", "eager")
+
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]

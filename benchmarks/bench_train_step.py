@@ -40,6 +40,10 @@ import sys
 import time
 import tracemalloc
 
+# time the compiled kernels: compile them in-process at the first (warm-up) call instead
+# of serving first calls with the reference engine (pacnd/engines/cpu/coldstart.py)
+os.environ.setdefault("PACND_JIT", "eager")
+
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -35,6 +35,10 @@ import subprocess
 import sys
 import time
 
+# time the compiled kernels: compile them in-process at the first (warm-up) call instead
+# of serving first calls with the reference engine (pacnd/engines/cpu/coldstart.py)
+os.environ.setdefault("PACND_JIT", "eager")
+
 import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))

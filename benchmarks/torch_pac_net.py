@@ -19,6 +19,31 @@ import torch
 import torch.nn.functional as F
 
 
+def gaussian_kernel(g, k, padding, dilation=1):
+    """The reference's adapting kernel from a zero-padded guide: exp(-||g(y + t) - g(y)||^2 / 2),
+    the centre feature at the window centre; (B, 1, k*k, L)."""
+    B, C = g.shape[:2]
+    gcols = F.unfold(g, k, dilation=dilation, padding=padding).view(B, C, k * k, -1)
+    centre = gcols[:, :, (k * k) // 2:(k * k) // 2 + 1]
+    return torch.exp(-0.5 * ((gcols - centre) ** 2).sum(1, keepdim=True))
+
+
+def pac_conv2d(x, g, w, b, *, padding=2):
+    """Reference-style PAC (the authors' ``pacconv2d`` with ``native_impl=False``): the
+    input unfolded into full-size columns ``(B, C*k*k, H*W)``, multiplied by the adapting
+    kernel and contracted with the filter in one matmul; autograd does the backward.
+
+    x (B, C, H, W), g (B, Cg, H, W), w (Cout, C, k, k), stride 1."""
+    B, C, H, W = x.shape
+    k = w.shape[-1]
+    cols = F.unfold(x, k, padding=padding).view(B, C, k * k, -1)
+    K = gaussian_kernel(g, k, padding)
+    cols = (cols * K).view(B, C * k * k, -1)
+    out = w.view(w.shape[0], -1) @ cols + b.view(1, -1, 1)
+    Ho = H + 2 * padding - k + 1
+    return out.view(B, w.shape[0], Ho, -1)
+
+
 def pac_conv_transpose2d(x, g, w, b, *, stride=2, padding=2, output_padding=1):
     """Reference-style PAC^T with a Gaussian adapting kernel.
 

@@ -1,10 +1,12 @@
 """Compile the CPU engine's kernels ahead of time (``pacnd warmup``).
 
 Numba compiles each kernel the first time it runs and caches it on disk next
-to the installed package. On an empty cache the first call of an operation
-therefore takes seconds (about 15 s for ``pac_conv`` on 2 cores); every later
-process loads the cached kernels in well under a second. Run this once after
-installing (or when building an image) so that no real call pays that cost.
+to the installed package; every later process loads the cached kernels in
+well under a second. Without this command, first calls on an empty cache are
+served by the NumPy reference engine while a background process compiles the
+kernels (:mod:`pacnd.engines.cpu.coldstart`), so nothing waits long, but the
+first calls run slower than compiled code. Run this once after installing (or
+when building an image) to compile every CPU code path up front.
 """
 
 from __future__ import annotations

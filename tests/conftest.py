@@ -26,6 +26,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# The tests exercise the Numba kernels themselves: compile them in-process at their
+# first call instead of serving first calls with the reference engine while a background
+# process compiles them (pacnd/engines/cpu/coldstart.py; tests/test_coldstart.py tests
+# that mode in child processes).
+os.environ["PACND_JIT"] = "eager"
+
 ENGINE_INTERFACE = ("adapting_kernel", "adapting_kernel_vjp", "pac_forward", "pac_vjp")
 CPU_ENGINES = {"numpy": "pacnd.engines.reference", "numba": "pacnd.engines.cpu"}
 GPU_ENGINES = {"cuda": "pacnd.engines.cuda", "cupy": "pacnd.engines.cupy"}

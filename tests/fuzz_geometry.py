@@ -19,8 +19,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+# the Numba kernels themselves: compiled in-process at their first call, never served by
+# the reference engine while a background process compiles them (engines/cpu/coldstart.py)
+os.environ["PACND_JIT"] = "eager"
 
 import numpy as np
 

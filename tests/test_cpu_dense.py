@@ -69,7 +69,7 @@ def test_pack_weights_layout_and_padding():
     assert nob == 1
     P = Wp.reshape(groups, nob, cin_g * len(taps), gemm.MR)
     for g in range(groups):
-        Wg = W3[g * 3:(g + 1) * 3][:, :, taps].reshape(3, -1)
+        Wg = W3[g * 3:(g + 1) * 3][:, :, taps].transpose(0, 2, 1).reshape(3, -1)  # tap-major
         np.testing.assert_array_equal(P[g, 0, :, :3].T, Wg)
         assert (P[g, 0, :, 3] == 0).all()
 
@@ -178,21 +178,26 @@ def test_parallel_for_runs_every_unit_once(n):
     import numba
     from numba import njit
 
-    from pacnd.engines.cpu.threads import parallel_for
+    from pacnd.engines.cpu.threads import claim, parallel_for
 
     @njit(nogil=True)
-    def mark(u0, u1, hits):
-        for u in range(u0, u1):
+    def mark(tid, ctl, n, hits, who):
+        u = claim(ctl, tid)
+        while u < n:
             hits[u] += 1
+            who[u] = tid
+            u = claim(ctl, tid)
 
     hits = np.zeros(n, dtype=np.int64)
-    parallel_for(mark, n, hits)
+    who = np.full(n, -1, dtype=np.int64)
+    parallel_for(mark, n, hits, who)
     assert (hits == 1).all()
+    assert ((who >= 0) & (who < max(1, min(numba.get_num_threads(), n)))).all()
     old = numba.get_num_threads()
     numba.set_num_threads(1)
     try:
         hits[:] = 0
-        parallel_for(mark, n, hits)
+        parallel_for(mark, n, hits, who)
         assert (hits == 1).all()
     finally:
         numba.set_num_threads(old)
@@ -216,12 +221,14 @@ def test_parallel_for_works_in_a_forked_child():
 
     from numba import njit
 
-    from pacnd.engines.cpu.threads import parallel_for
+    from pacnd.engines.cpu.threads import claim, parallel_for
 
     @njit(nogil=True)
-    def mark(u0, u1, hits):
-        for u in range(u0, u1):
+    def mark(tid, ctl, n, hits):
+        u = claim(ctl, tid)
+        while u < n:
             hits[u] += 1
+            u = claim(ctl, tid)
 
     hits = np.zeros(8, dtype=np.int64)
     parallel_for(mark, 8, hits)                 # the parent's pool exists now

@@ -372,6 +372,8 @@ def mean_field(crf, unary, edge_feat=None, *, output="log_Q", edge_kernel=None, 
     ndarray (B, L, H, W) float, or (B, H, W) int64 labels; with 3-D unaries
     (B, L, D, H, W) the same with a depth axis (:mod:`pacnd.crf.fast3d`).
     """
+    if _serve_on_graph(crf, unary, edge_feat):
+        return _on_graph(crf, unary, edge_feat, edge_kernel, logQ, output, labels_last)
     if unary.ndim == 5:
         from .fast3d import mean_field_3d  # noqa: PLC0415
 
@@ -527,3 +529,79 @@ def scores_to_unary(scores, is_prob, clip=1e-5):
     if is_prob:
         np.log(out, out=out)
     return out, (int(stats[:, 0].sum()), float(stats[:, 1].min()), float(stats[:, 2].max()))
+
+
+# --------------------------------------------------------------------------- first calls
+def warm(dtype):
+    """Run every Numba kernel of this module once for ``dtype`` (compiles or loads them;
+    :mod:`pacnd.engines.cpu.coldstart` runs this in its background process)."""
+    from .model import PacCRF  # noqa: PLC0415
+
+    dt = np.dtype(dtype)
+    rng = np.random.default_rng(0)
+    one = [dict(kernel_size=3, dilation=1, blur=1, compat="potts", normalize="symmetric")]
+    two = one + [dict(kernel_size=3, dilation=2, blur=2, compat="2d")]
+    for nd in (2, 3):   # the 2-D kernels here, the 3-D ones of .fast3d, the plan's (.plan)
+        shape = (6, 7) if nd == 2 else (4, 5, 6)
+        U = rng.standard_normal((1, 2) + shape).astype(dt)
+        f = rng.standard_normal((1, 3) + shape).astype(dt)
+        for kernels in (one, two):
+            crf = PacCRF(2, 1, kernels, dtype=dt, ndim=nd)
+            for output in ("labels", "softmax", "log_Q"):
+                mean_field(crf, U, f, output=output)
+    for sdt in (np.float32, np.float64):
+        scores_to_unary(np.full((4, 5, 2), 0.5, dtype=sdt), True)
+        scores_to_unary(np.zeros((4, 5, 2), dtype=sdt), False)
+
+
+def _serve_on_graph(crf, unary, edge_feat):
+    """Whether this call runs on the graph path (its ops on the reference engine) because
+    the fast path's kernels (this module, :mod:`.plan`, :mod:`.fast3d`) are being compiled in
+    the background on an empty cache (:mod:`pacnd.engines.cpu.coldstart`). Calls too large
+    for that wait for the compile instead."""
+    taps = sum(int(k.kernel_size) ** crf.ndim for k in crf.kernels) or 1
+    cf = 0 if edge_feat is None else int(edge_feat.shape[1])
+    n = int(unary.size)
+    nbytes = 8 * n * (4 + len(crf.kernels)) + 8 * taps * (n // max(int(unary.shape[1]), 1))
+    flops = n * max(int(crf.num_steps), 1) * taps * 2 + taps * (n // max(int(unary.shape[1]), 1)) * cf
+    dt = unary.dtype if unary.dtype.kind == "f" else crf.dtype
+    return not _coldstart.use_numba(("crf",), dt, nbytes, flops)
+
+
+def _on_graph(crf, unary, edge_feat, edge_kernel, logQ, output, labels_last):
+    """:func:`mean_field` computed by the module's graph path (the same mean-field steps
+    through :mod:`pacnd.functional`; equal to rounding)."""
+    from ..autograd import no_grad  # noqa: PLC0415
+    from ..autograd.tensor import as_array  # noqa: PLC0415
+
+    dtype = np.result_type(unary.dtype, crf.dtype) if unary.dtype.kind == "f" else crf.dtype
+    if edge_feat is not None:
+        dtype = np.result_type(dtype, edge_feat.dtype)
+    dtype = np.dtype(np.float64 if dtype == np.float64 else np.float32)
+    U = np.ascontiguousarray(unary, dtype=dtype)
+    f = None if edge_feat is None else np.ascontiguousarray(edge_feat, dtype=dtype)
+    start = None if logQ is None else np.ascontiguousarray(logQ, dtype=dtype)
+    with no_grad():
+        out = as_array(crf._graph(U, f, edge_kernel, start, output))
+    if output == "labels":
+        return np.asarray(out, dtype=np.int64)
+    out = np.asarray(out, dtype=dtype)
+    return np.ascontiguousarray(np.moveaxis(out, 1, -1)) if labels_last else out
+
+
+def _with_twin(kernel, twin):
+    """``kernel`` once its code is compiled, its NumPy twin (:mod:`.fast_numpy`) while it is
+    being compiled in the background on an empty cache."""
+    def run(*args):
+        if _coldstart.use_numba(("crf",), args[0].dtype):
+            return kernel(*args)
+        return twin(*args)
+    run.kernel = kernel
+    run.__name__, run.__doc__ = kernel.__name__, kernel.__doc__
+    return run
+
+
+from ..engines.cpu import coldstart as _coldstart  # noqa: E402
+from . import fast_numpy as _twins  # noqa: E402
+
+_scores_to_planes = _with_twin(_scores_to_planes, _twins.scores_to_planes)

@@ -440,6 +440,10 @@ class PacCRF(Module):
         integer labels (B, H, W) for ``final_output='labels'``.
         """
         self._check_inputs(unary, edge_feat, edge_kernel)
+        return self._graph(unary, edge_feat, edge_kernel, logQ, self.final_output)
+
+    def _graph(self, unary, edge_feat, edge_kernel, logQ, output):
+        """The mean-field steps on the graph, ending in ``output`` (see :meth:`_final`)."""
         n = len(self.kernels)
         if edge_kernel is None:
             kernels = self.edge_kernels(edge_feat)
@@ -470,10 +474,10 @@ class PacCRF(Module):
                     m = m[(slice(None), slice(None))
                           + tuple(slice(p, p + n) for p, n in zip(pad, size))]
                 logQ = logQ - m * self.effective_pairwise_weight(i)
-        return self._final(logQ)
+        return self._final(logQ, output)
 
-    def _final(self, logQ):
-        fo = self.final_output
+    def _final(self, logQ, output):
+        fo = output
         if fo == "softmax":
             return F.softmax(logQ, axis=1)
         if fo == "log_softmax":

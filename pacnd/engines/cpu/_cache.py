@@ -21,18 +21,23 @@ from pathlib import Path
 _PKG = Path(__file__).resolve().parents[2]          # .../pacnd
 
 #: Sources whose code ends up in compiled kernels (folders: every .py in them).
-DEPENDENCIES = ("engines/cpu", "crf/fast.py", "_kernelspec.py")
+DEPENDENCIES = ("engines/cpu", "crf/fast.py", "crf/fast3d.py", "crf/plan.py", "_kernelspec.py")
+
+
+def source_files():
+    """The files of :data:`DEPENDENCIES` (folders expanded, in sorted order)."""
+    files = []
+    for dep in DEPENDENCIES:
+        p = _PKG / dep
+        files.extend(sorted(p.glob("*.py")) if p.is_dir() else [p])
+    return files
 
 
 @functools.lru_cache(maxsize=None)
 def source_hash():
     """SHA-1 over the kernel sources (name and bytes of each file, in sorted order)."""
     h = hashlib.sha1()
-    files = []
-    for dep in DEPENDENCIES:
-        p = _PKG / dep
-        files.extend(sorted(p.glob("*.py")) if p.is_dir() else [p])
-    for f in files:
+    for f in source_files():
         h.update(str(f.relative_to(_PKG)).encode())
         h.update(f.read_bytes())
     return h.hexdigest()

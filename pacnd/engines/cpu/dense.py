@@ -1,71 +1,101 @@
 """Dense-groups PAC forward (Numba): K-weighted panels and a register-blocked product.
 
-The caller computes K tile by tile (:mod:`pacnd.engines.cpu.adapting`, mask
-and normalisation fused; or copies it from a precomputed K; or has none for a
-plain convolution). One parallel work unit is a segment of one output row of
-the tile, at most :data:`pacnd.engines.cpu.indexing.COL_BLOCK` pixels. Per
-unit:
+One parallel work unit is a segment of one output row of a tap class, at most
+:data:`pacnd.engines.cpu.indexing.COL_BLOCK` pixels. Per unit:
 
+0. K of the segment into the unit's own buffer
+   (:func:`pacnd.engines.cpu.kernel_rows.segment_k`: from the guide with mask
+   and normalisation fused, or copied from a precomputed K; none for a plain
+   convolution) -- no K tile exists;
 1. per tap, where its input row is (or that it is absent);
 2. per group: the input rows the segment reads are staged, zero-padded, into
    a small buffer (:func:`_stage_rows`; unit input stride only);
 3. per panel of :func:`pacnd.engines.cpu.gemm.nr` pixels and block of
    :data:`pacnd.engines.cpu.gemm.KC` rows: pack
-   ``Bp[cl*T_r + ti, j] = K[kc, ti, j] * x[b, c, in(j, ti)]`` (0 off the
-   input) and run :func:`pacnd.engines.cpu.gemm.micro_kernel` for every block
-   of ``MR`` output channels; then write ``result + bias`` to the output.
+   ``Bp[ti*Cin/g + cl, j] = K[kc, ti, j] * x[b, c, in(j, ti)]`` (0 off the
+   input; rows tap-major, so the tap's K stays in registers over its channels)
+   and run :func:`pacnd.engines.cpu.gemm.micro_kernel` for every block of
+   ``MR`` output channels; then write ``result + bias`` to the output.
 
-Working memory per thread is the staged rows, one panel block and the result
-block, independent of the image; no column matrix exists.
+Working memory per thread is the segment's K, the staged rows, one panel
+block and the result block, independent of the image; no column matrix exists.
+
+``kmode`` (here and in :mod:`.dense_vjp`, :mod:`.depthwise`): 0 no K, 1 one K
+channel for all input channels, 2 one K channel per input channel.
 """
 
 import numpy as np
 from numba import njit
 
 from .gemm import KC, MR, NR_VECS, micro_kernel
-from .indexing import COL_BLOCK, FASTMATH, decode_row, jrange, load_row
-from .simd import lanes, vload, vmul, vstore, vzeros
-from .threads import parallel_for
-from .tiles import tap_of
+from .indexing import COL_BLOCK, FASTMATH, decode_row, jrange, load_row, tap_of
+from .kernel_rows import segment_k
+from .simd import lanes, vadd, vload, vmul, vsplat, vstore, vzeros
+from .threads import claim, parallel_for
 
 __all__ = ["dense_forward", "chunking"]
 
 
-def chunking(ncol, panel):
-    """(units per row, columns per unit): balanced segments of at most ``COL_BLOCK``
-    columns, whole panels where possible."""
-    per_row = -(-ncol // COL_BLOCK)
+def chunking(ncol, panel, max_width=COL_BLOCK):
+    """(units per row, columns per unit): balanced segments of at most ``max_width``
+    (at least one ``panel``) columns, whole panels where possible."""
+    max_width = max(panel, min(COL_BLOCK, max_width))
+    per_row = -(-ncol // max_width)
     width = -(-ncol // per_row)
-    width = min(COL_BLOCK, -(-width // panel) * panel)
+    width = min(max_width, -(-width // panel) * panel)
     return -(-ncol // width), width
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _pack_interior(Bp, xf, Ktf, kmode, j0, tab, k0, k1):
-    """Rows ``[k0, k1)`` of the panel of columns ``j0 + j`` from staged rows (see
-    :func:`_stage_rows`: every column readable, the padding holds the zeros):
-    ``Bp[k - k0, j] = K * x`` as three vector loads, multiplies and stores per
-    row; absent rows are zeros."""
+def _pack_staged(Bp, rows, ldb, Ktf, ldk, kmode, kc0, j0, ja, tap_tab, cin_g, t_n, k0, k1):
+    """Rows ``[k0, k1)`` (``k = ti*cin_g + cl``) of the panel of columns ``j0 + j`` from the
+    staged rows (:func:`_stage_rows`: every column readable, the padding holds the zeros;
+    channel ``cl`` of tap ``ti`` at ``tap_tab[ti, 0] + cl*ldb``): ``Bp[k - k0, j] = K * x``,
+    three vector loads, multiplies and stores per row, the tap's K vectors loaded once
+    per tap; absent taps give zero rows."""
     vw = lanes(Bp)
     n = NR_VECS * vw
     z = vzeros(Bp)
-    for k in range(k0, k1):
+    k = k0
+    while k < k1:
+        ti = k // cin_g
+        c_lo = k - ti * cin_g
+        c_hi = min(cin_g, k1 - ti * cin_g)
         d = (k - k0) * n
-        if tab[k, 2] < tab[k, 3]:
-            s = tab[k, 0] + j0
-            if kmode != 0:
-                q = tab[k, 1] + j0
-                vstore(Bp, d, vmul(vload(xf, s), vload(Ktf, q)))
-                vstore(Bp, d + vw, vmul(vload(xf, s + vw), vload(Ktf, q + vw)))
-                vstore(Bp, d + 2 * vw, vmul(vload(xf, s + 2 * vw), vload(Ktf, q + 2 * vw)))
-            else:
-                vstore(Bp, d, vload(xf, s))
-                vstore(Bp, d + vw, vload(xf, s + vw))
-                vstore(Bp, d + 2 * vw, vload(xf, s + 2 * vw))
-        else:
-            vstore(Bp, d, z)
-            vstore(Bp, d + vw, z)
-            vstore(Bp, d + 2 * vw, z)
+        s = tap_tab[ti, 0] + j0 + c_lo * ldb
+        if tap_tab[ti, 1] >= tap_tab[ti, 2]:            # the tap's row is off the input
+            for cl in range(c_lo, c_hi):
+                vstore(Bp, d, z)
+                vstore(Bp, d + vw, z)
+                vstore(Bp, d + 2 * vw, z)
+                d += n
+        elif kmode == 1:
+            q = ti * ldk + j0 - ja
+            k0v = vload(Ktf, q)
+            k1v = vload(Ktf, q + vw)
+            k2v = vload(Ktf, q + 2 * vw)
+            for cl in range(c_lo, c_hi):
+                vstore(Bp, d, vmul(vload(rows, s), k0v))
+                vstore(Bp, d + vw, vmul(vload(rows, s + vw), k1v))
+                vstore(Bp, d + 2 * vw, vmul(vload(rows, s + 2 * vw), k2v))
+                s += ldb
+                d += n
+        elif kmode == 0:
+            for cl in range(c_lo, c_hi):
+                vstore(Bp, d, vload(rows, s))
+                vstore(Bp, d + vw, vload(rows, s + vw))
+                vstore(Bp, d + 2 * vw, vload(rows, s + 2 * vw))
+                s += ldb
+                d += n
+        else:                                           # one K per input channel
+            for cl in range(c_lo, c_hi):
+                q = ((kc0 + cl) * t_n + ti) * ldk + j0 - ja
+                vstore(Bp, d, vmul(vload(rows, s), vload(Ktf, q)))
+                vstore(Bp, d + vw, vmul(vload(rows, s + vw), vload(Ktf, q + vw)))
+                vstore(Bp, d + 2 * vw, vmul(vload(rows, s + 2 * vw), vload(Ktf, q + 2 * vw)))
+                s += ldb
+                d += n
+        k = ti * cin_g + c_hi
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -136,12 +166,12 @@ def _stage_rows(rows, rstride, xf, x_shape, b, c_start, cin_g, cls, taps, jd, jh
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _dense_unit(u, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode, Ktf, npix,
-                cls, taps, groups, outf, out_shape):
-    rr = u // per_row
-    r = r0 + rr
-    ja = c0 + (u - rr * per_row) * width
-    jb = min(ja + width, c1)
+def _dense_unit(u, per_row, width, ncol, xf, x_shape, Wp, nob, bias, ck, ksrc, kmode, guide, mask,
+                geo, opt, alpha, lam, cst, Kfull, tap_ids, cls, taps, groups, outf, out_shape,
+                Kbuf, rows, tap_tab, tab, Bp, cbuf):
+    r = u // per_row
+    ja = (u - r * per_row) * width
+    jb = min(ja + width, ncol)
     m = jb - ja
     td_n, th_n, tw_n = cls[0, 3], cls[1, 3], cls[2, 3]
     t_n = td_n * th_n * tw_n
@@ -152,6 +182,15 @@ def _dense_unit(u, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode
     cin_g = x_shape[1] // groups
     cout_g = out_shape[1] // groups
     kdim = cin_g * t_n
+    # 0. K of the segment (columns past m: unused values, never written to the output)
+    ldk = mp
+    Ktf = Kbuf[:ck * t_n * ldk if kmode != 0 else 1]
+    if kmode != 0:
+        K3 = Ktf.reshape((ck, t_n, ldk))
+        # run-time values, not constants, for save and the panel offset below: a literal
+        # argument would make Numba compile one more specialisation of the callee
+        segment_k(ksrc, r, ja, jb, guide, mask, geo, cls, taps, opt, alpha, lam, cst, Kfull,
+                  tap_ids, K3, K3, K3, ksrc < 0)
     # 1. where each tap reads: staged rows (unit input stride) or the input itself
     b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
     in_d, in_h, in_w = x_shape[2], x_shape[3], x_shape[4]
@@ -163,10 +202,11 @@ def _dense_unit(u, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode
         wmin = min(wmin, taps[2, twi, 1])
         wmax = max(wmax, taps[2, twi, 1])
     rstride = -(-(mp + wmax - wmin) // vw) * vw + vw
-    rows = np.empty(cin_g * td_n * th_n * rstride if staged else 0, dtype=dt)
     src = rows if staged else xf
-    tap_tab = np.zeros((t_n, 3), dtype=np.int64)   # offset of column 0, columns [lo, hi)
-    for ti in range(t_n):
+    for ti in range(t_n):      # tap_tab: offset of column 0, columns [lo, hi)
+        tap_tab[ti, 0] = 0
+        tap_tab[ti, 1] = 0
+        tap_tab[ti, 2] = 0
         tdi, thi, twi = tap_of(ti, th_n, tw_n)
         idd = taps[0, tdi, 1] + jd * cls[0, 4]
         ihh = taps[1, thi, 1] + jh * cls[1, 4]
@@ -189,66 +229,93 @@ def _dense_unit(u, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode
     cout = out_shape[1]
     ostride = out_shape[2] * out_shape[3] * out_shape[4]
     orow = ((b * cout * out_shape[2] + od) * out_shape[3] + oh) * out_shape[4] + o0w
-    tab = np.empty((kdim, 4), dtype=np.int64)
-    Bp = np.empty(min(kdim, KC) * n, dtype=dt)
-    cbuf = np.empty(nob * MR * n, dtype=dt)
+    ldb = td_n * th_n * rstride
     for g in range(groups):
         if staged:
             _stage_rows(rows, rstride, xf, x_shape, b, g * cin_g, cin_g, cls, taps, jd, jh,
                         ja + wmin)
-        for cl in range(cin_g):
+        for cl in range(cin_g if not staged else 0):   # rows k = ti*cin_g + cl, read in place
             c = g * cin_g + cl
             kc = c if kmode == 2 else 0
-            cbase = cl * td_n * th_n * rstride if staged else c * cstride
             for ti in range(t_n):
-                k = cl * t_n + ti
-                tab[k, 0] = tap_tab[ti, 0] + cbase
-                tab[k, 1] = (kc * t_n + ti) * npix + rr * (c1 - c0) - c0
+                k = ti * cin_g + cl
+                tab[k, 0] = tap_tab[ti, 0] + c * cstride
+                tab[k, 1] = (kc * t_n + ti) * ldk - ja
                 tab[k, 2] = tap_tab[ti, 1]
                 tab[k, 3] = tap_tab[ti, 2]
         for j0 in range(ja, jb, n):
             for k0 in range(0, kdim, KC):
                 k1 = min(kdim, k0 + KC)
                 if staged:
-                    _pack_interior(Bp, src, Ktf, kmode, j0, tab, k0, k1)
+                    _pack_staged(Bp, rows, ldb, Ktf, ldk, kmode, g * cin_g, j0, ja, tap_tab, cin_g,
+                                 t_n, k0, k1)
                 else:
                     _pack_panel(Bp, src, Ktf, kmode, j0, tab, k0, k1, isw)
                 for ob in range(nob):
-                    micro_kernel(Wp, ((g * nob + ob) * kdim + k0) * MR, Bp, 0, n, k1 - k0, cbuf,
-                                 ob * MR * n, n, k0 > 0)
+                    micro_kernel(Wp, ((g * nob + ob) * kdim + k0) * MR, Bp, k0 - k0, n, k1 - k0,
+                                 cbuf, ob * MR * n, n, k0 > 0)
             ncols = min(n, jb - j0)
+            full = ncols == n and osw == 1
             for ob in range(nob):
                 for i in range(min(MR, cout_g - ob * MR)):
                     oc = g * cout_g + ob * MR + i
                     bv = bias[oc]
                     dst = orow + oc * ostride + j0 * osw
                     cb = (ob * MR + i) * n
-                    for j in range(ncols):
-                        outf[dst + j * osw] = cbuf[cb + j] + bv
+                    if full:            # a whole panel of contiguous outputs: vector stores
+                        bb = vsplat(bv)
+                        vstore(outf, dst, vadd(vload(cbuf, cb), bb))
+                        vstore(outf, dst + vw, vadd(vload(cbuf, cb + vw), bb))
+                        vstore(outf, dst + 2 * vw, vadd(vload(cbuf, cb + 2 * vw), bb))
+                    else:
+                        for j in range(ncols):
+                            outf[dst + j * osw] = cbuf[cb + j] + bv
 
 
 @njit(nogil=True, cache=True)
-def _dense_units(u0, u1, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode, Ktf,
-                 npix, cls, taps, groups, outf, out_shape):
-    for u in range(u0, u1):
-        _dense_unit(u, per_row, width, r0, c0, c1, xf, x_shape, Wp, nob, bias, kmode, Ktf, npix,
-                    cls, taps, groups, outf, out_shape)
+def _dense_units(tid, ctl, n, per_row, width, ncol, xf, x_shape, Wp, nob, bias, ck, ksrc, kmode,
+                 guide, mask, geo, opt, alpha, lam, cst, Kfull, tap_ids, cls, taps, groups, outf,
+                 out_shape):
+    """The units this thread claims; its buffers are allocated once per call."""
+    dt = xf.dtype
+    vw = lanes(xf)
+    nrp = NR_VECS * vw
+    mp = -(-width // nrp) * nrp
+    td_n, th_n, tw_n = cls[0, 3], cls[1, 3], cls[2, 3]
+    t_n = td_n * th_n * tw_n
+    cin_g = x_shape[1] // groups
+    kdim = cin_g * t_n
+    wspan = 0
+    for twi in range(tw_n):
+        for twj in range(tw_n):
+            wspan = max(wspan, taps[2, twi, 1] - taps[2, twj, 1])
+    rstride = -(-(mp + wspan) // vw) * vw + vw
+    rows = np.empty(cin_g * td_n * th_n * rstride if cls[2, 4] == 1 else 1, dtype=dt)
+    Kbuf = np.empty(ck * t_n * mp if kmode != 0 else 1, dtype=dt)
+    tap_tab = np.empty((t_n, 3), dtype=np.int64)
+    tab = np.empty((kdim, 4), dtype=np.int64)
+    Bp = np.empty(min(kdim, KC) * nrp, dtype=dt)
+    cbuf = np.empty(nob * MR * nrp, dtype=dt)
+    u = claim(ctl, tid)
+    while u < n:
+        _dense_unit(u, per_row, width, ncol, xf, x_shape, Wp, nob, bias, ck, ksrc, kmode, guide,
+                    mask, geo, opt, alpha, lam, cst, Kfull, tap_ids, cls, taps, groups, outf,
+                    out_shape, Kbuf, rows, tap_tab, tab, Bp, cbuf)
+        u = claim(ctl, tid)
 
 
-def dense_forward(xf, x_shape, Wp, nob, bias, kmode, Ktf, cls, taps, r0, r1, c0, c1, groups,
-                  width, outf, out_shape):
-    """Forward of one tile of a tap class into the flat output ``outf`` (see module doc).
+def dense_forward(xf, x_shape, Wp, nob, bias, ksrc_args, cls, taps, nrows, ncol, groups, width,
+                  outf, out_shape):
+    """Forward of one tap class into the flat output ``outf`` (see module doc).
 
     ``xf``/``outf``: the flat C-contiguous 5-D input and output, shapes
     ``x_shape``/``out_shape``; ``Wp``/``nob`` from
-    :func:`pacnd.engines.cpu.gemm.pack_weights`; ``kmode`` 0 (no K), 1 (one
-    K channel), 2 (one per input channel); ``Ktf`` the tile's K
-    ``(Ck, T_r, npix)`` flat, followed by at least ``nr`` elements of slack
-    (a last partial panel reads past the row, into columns it never writes);
-    the tile is rows ``[r0, r1)`` x columns ``[c0, c1)``, ``width`` columns
-    per unit (:func:`chunking`). Units run on :func:`.threads.parallel_for`.
+    :func:`pacnd.engines.cpu.gemm.pack_weights`; ``ksrc_args`` the K source
+    ``(ck, ksrc, kmode, guide, mask, geo, opt, alpha, lam, cst, Kfull, tap_ids)``
+    (see :func:`pacnd.engines.cpu.kernel_rows.segment_k`); the class has
+    ``nrows`` rows of ``ncol`` columns, ``width`` columns per unit
+    (:func:`chunking`). Units run on :func:`.threads.parallel_for`.
     """
-    per_row = (c1 - c0 + width - 1) // width
-    parallel_for(_dense_units, (r1 - r0) * per_row, per_row, width, r0, c0, c1, xf, x_shape, Wp,
-                 nob, bias, kmode, Ktf, (r1 - r0) * (c1 - c0), cls, taps, groups, outf,
-                 out_shape)
+    per_row = (ncol + width - 1) // width
+    parallel_for(_dense_units, nrows * per_row, per_row, width, ncol, xf, x_shape, Wp, nob, bias,
+                 *ksrc_args, cls, taps, groups, outf, out_shape)

@@ -5,17 +5,16 @@ direct loops over contiguous output rows with K fused per tile (one K per
 pixel and tap, reused across channels when K has one channel).
 
 ``Wc`` is the weight restricted to the class taps, ``(C, T_r)``. ``kmode`` as
-in :mod:`pacnd.engines.cpu.tiles` (0 plain, 1 shared K, 2 per-channel K).
+as in :mod:`pacnd.engines.cpu.dense` (0 plain, 1 shared K, 2 per-channel K).
 """
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-from .adapting import centre_features, phi_row, tap_d2, tap_validity
-from .indexing import (COL_BLOCK, FASTMATH, add_row, decode_row, jrange, load_row, store_row,
-                       unit_of)
-from .threads import parallel_for
-from .tiles import input_row, output_row, tap_of
+from .indexing import (COL_BLOCK, FASTMATH, add_row, decode_row, input_row, jrange, load_row,
+                       output_row, store_row, tap_of, unit_of)
+from .kernel_rows import centre_features, phi_row, tap_d2, tap_validity
+from .threads import claim, parallel_for
 
 __all__ = ["dw_forward", "dw_forward_fused", "dw_backward"]
 
@@ -57,9 +56,11 @@ def _dw_row(it, x, Wc, bias, Kt, kmode, out, geo, cls, taps, r0, r1, c0, c1):
 
 
 @njit(nogil=True, cache=True)
-def _dw_rows(u0, u1, x, Wc, bias, Kt, kmode, out, geo, cls, taps, r0, r1, c0, c1):
-    for it in range(u0, u1):
+def _dw_rows(tid, ctl, n, x, Wc, bias, Kt, kmode, out, geo, cls, taps, r0, r1, c0, c1):
+    it = claim(ctl, tid)
+    while it < n:
         _dw_row(it, x, Wc, bias, Kt, kmode, out, geo, cls, taps, r0, r1, c0, c1)
+        it = claim(ctl, tid)
 
 
 def dw_forward(x, Wc, bias, Kt, kmode, out, geo, cls, taps, r0, r1, c0, c1):
@@ -83,7 +84,7 @@ def _fused_unit(u, nblk, x, Wc, bias, guide, mask, geo, cls, taps, r0, c0, c1, o
     r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
     m = jb - ja
     b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
-    f0, dedge2 = centre_features(guide, b, jd, jh, cls, geo, ja, jb, floor, 0)
+    f0, dedge2 = centre_features(guide, b, jd, jh, cls, geo, ja, jb, floor, opt[2])
     dedge = dedge2[0]
     d2 = np.empty(m, dtype=out.dtype)
     k = np.empty(m, dtype=out.dtype)
@@ -114,8 +115,8 @@ def _fused_unit(u, nblk, x, Wc, bias, guide, mask, geo, cls, taps, r0, c0, c1, o
                         wsum += abs(Wc[c, ti])
                     if wsum == 0:
                         continue    # zero weight (e.g. a round window): it adds nothing
-                tap_d2(d2, f0, dedge, guide, b, 0, cg_n, gd, gh, taps[2, twi, 2], gsw, geo, ja,
-                       jb, floor)
+                tap_d2(d2, f0, dedge, guide, b, cg_n - cg_n, cg_n, gd, gh, taps[2, twi, 2], gsw,
+                       geo, ja, jb, floor)   # (c_first a run-time 0: tap_d2 compiles once)
                 phi_row(k, d2, kind, a0, hl, cst)
                 if masked:
                     tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh, tdi, thi, twi,
@@ -152,11 +153,13 @@ def _fused_unit(u, nblk, x, Wc, bias, guide, mask, geo, cls, taps, r0, c0, c1, o
 
 
 @njit(nogil=True, cache=True)
-def _fused_units(u0, u1, nblk, x, Wc, bias, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha,
-                 lam, cst, out):
-    for u in range(u0, u1):
+def _fused_units(tid, ctl, n, nblk, x, Wc, bias, guide, mask, geo, cls, taps, r0, c0, c1, opt,
+                 alpha, lam, cst, out):
+    u = claim(ctl, tid)
+    while u < n:
         _fused_unit(u, nblk, x, Wc, bias, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha,
                     lam, cst, out)
+        u = claim(ctl, tid)
 
 
 def dw_forward_fused(x, Wc, bias, guide, mask, geo, cls, taps, r0, r1, c0, c1, opt, alpha,
@@ -166,8 +169,7 @@ def dw_forward_fused(x, Wc, bias, guide, mask, geo, cls, taps, r0, r1, c0, c1, o
     For every row segment and tap, K is computed once (mask and the
     normaliser accumulated alongside) and applied to every channel while it
     is in registers/L1; nothing tile-sized is stored. Units (row segments of
-    ``COL_BLOCK`` columns) run on :func:`.threads.parallel_for` (a ``prange``
-    wrapper costs seconds of compile time on a cold cache).
+    ``COL_BLOCK`` columns) run on :func:`.threads.parallel_for`.
     """
     nblk = (c1 - c0 + COL_BLOCK - 1) // COL_BLOCK
     parallel_for(_fused_units, (r1 - r0) * nblk, nblk, x, Wc, bias, guide, mask, geo, cls, taps,
@@ -239,22 +241,36 @@ def _dw_k_row(it, gout, x, Wc, kmode, gKt, geo, cls, taps, r0, r1, c0, c1):
             gk[j] += w * gs[j] * xs[j]
 
 
-@njit(parallel=True, cache=True)
+@njit(nogil=True, cache=True)
+def _dw_channels(tid, ctl, n, gout, x, Wc, Kt, kmode, gx, gWc, need_x, need_w, geo, cls, taps,
+                 r0, r1, c0, c1):
+    c = claim(ctl, tid)
+    while c < n:
+        _dw_channel_grads(c, gout, x, Wc, Kt, kmode, gx, gWc, need_x, need_w,
+                          geo, cls, taps, r0, r1, c0, c1)
+        c = claim(ctl, tid)
+
+
+@njit(nogil=True, cache=True)
+def _dw_k_rows(tid, ctl, n, gout, x, Wc, kmode, gKt, geo, cls, taps, r0, r1, c0, c1):
+    it = claim(ctl, tid)
+    while it < n:
+        _dw_k_row(it, gout, x, Wc, kmode, gKt, geo, cls, taps, r0, r1, c0, c1)
+        it = claim(ctl, tid)
+
+
 def dw_backward(gout, x, Wc, Kt, kmode, gx, gWc, gKt, need_x, need_w, need_k,
                 geo, cls, taps, r0, r1, c0, c1):
     """Input, weight and K gradients of :func:`dw_forward` for one tile.
 
     ``gx`` (B, C, *in) and ``gWc`` (C, T_r, float64) accumulate, one channel
-    per thread; ``gKt`` (Ck, T_r, npix) accumulates, one (tap, row) per
-    iteration.
+    per work unit; ``gKt`` (Ck, T_r, npix) accumulates, one (tap, row) per
+    work unit.
     """
     if need_x or need_w:
-        for c_ in prange(x.shape[1]):
-            c = np.int64(c_)  # one body specialisation (prange indices are unsigned)
-            _dw_channel_grads(c, gout, x, Wc, Kt, kmode, gx, gWc, need_x, need_w,
-                              geo, cls, taps, r0, r1, c0, c1)
+        parallel_for(_dw_channels, x.shape[1], gout, x, Wc, Kt, kmode, gx, gWc, need_x, need_w,
+                     geo, cls, taps, r0, r1, c0, c1)
     if need_k:
-        t_n = cls[0, 3] * cls[1, 3] * cls[2, 3]
-        for it_ in prange(t_n * (r1 - r0)):
-            it = np.int64(it_)  # one body specialisation (prange indices are unsigned)
-            _dw_k_row(it, gout, x, Wc, kmode, gKt, geo, cls, taps, r0, r1, c0, c1)
+        t_n = int(cls[0, 3] * cls[1, 3] * cls[2, 3])
+        parallel_for(_dw_k_rows, t_n * (r1 - r0), gout, x, Wc, kmode, gKt, geo, cls, taps,
+                     r0, r1, c0, c1)

@@ -6,8 +6,8 @@ See :mod:`pacnd.engines.cpu.layout` for the meaning of ``cls``/``taps``/``geo``.
 import numpy as np
 from numba import njit
 
-__all__ = ["FASTMATH", "COL_BLOCK", "decode_row", "next_row", "jrange", "unit_of", "load_row", "store_row",
-           "add_row"]
+__all__ = ["FASTMATH", "COL_BLOCK", "decode_row", "next_row", "jrange", "unit_of", "load_row",
+           "store_row", "add_row", "tap_of", "input_row", "output_row"]
 
 #: LLVM fast-math flags of every kernel: reassociation/contraction for
 #: vectorisation, but no ``nnan``/``ninf`` (zero-padding tests compare with 0).
@@ -118,3 +118,41 @@ def add_row(row, base, step, lo, vals):
         p = base + lo * step
         for j in range(n):
             row[p + j * step] += vals[j]
+
+
+# Class rows and taps (see :mod:`pacnd.engines.cpu.layout` for ``cls`` / ``taps`` / ``geo``).
+@njit(cache=True)
+def tap_of(ti, th_n, tw_n):
+    """Class tap ``ti`` -> its per-dim indices (C order)."""
+    tdi = ti // (th_n * tw_n)
+    rem = ti - tdi * th_n * tw_n
+    thi = rem // tw_n
+    return tdi, thi, rem - thi * tw_n
+
+
+@njit(cache=True)
+def input_row(geo, cls, taps, r, tdi, thi, twi, c0, c1):
+    """(b, input d, input h, input w base, w step, lo, hi) of class row ``r`` and a tap.
+
+    ``[lo, hi)`` are the columns whose input sample exists (empty when the
+    row misses the input).
+    """
+    b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
+    idd = taps[0, tdi, 1] + jd * cls[0, 4]
+    ihh = taps[1, thi, 1] + jh * cls[1, 4]
+    ibw = taps[2, twi, 1]
+    isw = cls[2, 4]
+    lo, hi = c0, c0
+    ok = 0 <= idd < geo[0, 0] and 0 <= ihh < geo[0, 1]
+    if ok:
+        lo, hi = jrange(ibw, isw, geo[0, 2], c0, c1)
+    else:
+        idd, ihh = 0, 0
+    return b, idd, ihh, ibw, isw, lo, hi
+
+
+@njit(cache=True)
+def output_row(cls, r):
+    """(b, output d, output h, output w base, w step) of class row ``r``."""
+    b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
+    return b, cls[0, 0] + jd * cls[0, 1], cls[1, 0] + jh * cls[1, 1], cls[2, 0], cls[2, 1]

@@ -1,35 +1,36 @@
 """PAC forward and vector-Jacobian products on the Numba engine (orchestration).
 
-Forward, per tap class (:mod:`pacnd.engines.cpu.layout`):
+Per tap class (:mod:`pacnd.engines.cpu.layout`):
 
-* dense groups: per tile, K (from the guide with mask and normalisation
-  fused, :func:`adapting.kernel_tile`; or copied from a precomputed K; or none
-  for a plain convolution), then :func:`dense.dense_forward` — per output-row
-  segment, K-weighted input panels multiplied by the weights with a
-  register-blocked micro-kernel (:mod:`gemm`), no column matrix;
+* dense groups: :func:`dense.dense_forward` and :func:`dense_vjp.dense_vjp_class`
+  -- per output-row segment, K computed in the unit (from the guide with mask
+  and normalisation fused, or read from a precomputed K, or none for a plain
+  convolution) and the products run by register-blocked micro-kernels
+  (:mod:`gemm`) on one thread pool; no column matrix, no K tile, no BLAS;
 * depthwise (Cin/g == Cout/g == 1): direct loops (:mod:`depthwise`), K
-  computed on the fly when it comes from a guide.
+  computed on the fly when it comes from a guide (forward) or per tile.
 
-Backward per tile: ``gW += gout_tile @ cols^T``, ``G = W^T @ gout_tile``,
-grad input by col2im scatter of ``G*K`` (one input channel per thread),
-``gK[t, p] = sum_c G * x``, then through normalisation/mask/phi to the guide
-(:func:`adapting.kernel_tile_vjp`).
-
-Working memory is a few tile-sized buffers (:data:`pacnd.engines.cpu.TILE_BYTES`),
-independent of the image size; no full-size K, columns or zero-inserted input.
+Working memory is a few row-sized buffers per thread (dense) or tile-sized
+buffers (:data:`pacnd.engines.cpu.TILE_BYTES`, depthwise), independent of the
+image size; no full-size K, columns or zero-inserted input.
 """
 
-import numba
 import numpy as np
 
 from . import adapting as _ad
 from .dense import chunking, dense_forward
+from .dense_vjp import dense_vjp_class
 from .depthwise import dw_backward, dw_forward, dw_forward_fused
-from .gemm import nr, pack_weights
-from .layout import Workspace, layout_of, row_segments, tiles
-from .tiles import gather_cols, scatter_input
+from .gemm import MRW, nr, nrw, pack_rows, pack_weights
+from .layout import Workspace, layout_of, tiles
+from .threads import sum_slots
 
-__all__ = ["pac_forward", "pac_vjp"]
+__all__ = ["pac_forward", "pac_vjp", "UNIT_BYTES"]
+
+#: Byte budget of one dense work unit's K buffers (K, phi, d2 and K's gradient of
+#: the unit's row segment): the segment gets narrower when K has many taps and
+#: channels.
+UNIT_BYTES = 1 << 20
 
 
 class _Op:
@@ -61,55 +62,47 @@ class _Op:
         self._dummy = np.zeros((1, 1, 1), dtype=self.dtype)
         self.ws = Workspace(self.dtype)
 
+    def k_args(self, tc):
+        """The K source of the dense kernels: ``(ck, ksrc, kmode, guide, mask, geo, opt,
+        alpha, lam, cst, Kfull, tap_ids)`` (dummies where unused; one specialisation)."""
+        dt = self.dtype
+        d5 = np.zeros((1,) * 5, dtype=dt)
+        if self.ctx is not None:
+            c = self.ctx
+            return (self.ck, 1, self.kmode, c.guide5, c.mask5, self.lay.geo, c.opt, c.alpha,
+                    c.lam, c.cst, np.zeros((1,) * 6, dtype=dt), tc.tap_ids)
+        opt = np.zeros(6, dtype=np.int64)
+        one = np.zeros(1, dtype=dt)
+        cst = np.zeros(6, dtype=dt)
+        K = self.Kfull if self.Kfull is not None else np.zeros((1,) * 6, dtype=dt)
+        return (self.ck, 2 if self.Kfull is not None else 0, self.kmode, d5, d5, self.lay.geo,
+                opt, one, one, cst, K, tc.tap_ids)
+
+    def unit_width(self, tc, arrays):
+        """Columns per dense work unit: ``COL_BLOCK`` at most, fewer when ``arrays`` K-sized
+        buffers of the segment would pass :data:`UNIT_BYTES`."""
+        per_col = self.dtype.itemsize * max(self.ck, 1) * tc.ntaps * arrays
+        return chunking(tc.n[2], nr(self.dtype), UNIT_BYTES // per_col)[1]
+
     def class_weights(self, tc):
-        """Per group: W of the class taps as (Cout/g, Cin/g*T_r), and its transpose."""
-        W = self.W3[:, :, tc.tap_ids]
-        if self.depthwise:
-            return np.ascontiguousarray(W[:, 0, :])
-        mats = []
-        for g in range(self.groups):
-            Wg = W[g * self.cout_g:(g + 1) * self.cout_g].reshape(self.cout_g, -1)
-            mats.append((np.ascontiguousarray(Wg), np.ascontiguousarray(Wg.T)))
-        return mats
+        """Depthwise: W of the class taps as (C, T_r)."""
+        return np.ascontiguousarray(self.W3[:, 0, tc.tap_ids])
 
     def k_tile(self, tc, tile, save=False):
-        """(Kt, Krt, D2t) of the tile; dummies where not needed."""
+        """(Kt, Krt, D2t) of a tile (the depthwise path); dummies where not needed."""
         if self.kmode == 0:
             return self._dummy, None, None
+        shape = (self.ck, tc.ntaps, (tile[1] - tile[0]) * (tile[3] - tile[2]))
+        Kt = self.ws.get("K", shape)
         if save:
-            shape = self._k_shape(tc, tile)
-            Kt = self.ws.get("K", shape)
             Krt, D2t = self.ws.get("Kraw", shape), self.ws.get("D2", shape)
             self.ctx.compute(tc, tile, Kt, Krt, D2t)
             return Kt, Krt, D2t
-        shape = self._k_shape(tc, tile)
-        return self.k_tile_flat(tc, tile)[:int(np.prod(shape))].reshape(shape), None, None
-
-    def _k_shape(self, tc, tile):
-        return (self.ck, tc.ntaps, (tile[1] - tile[0]) * (tile[3] - tile[2]))
-
-    def k_tile_flat(self, tc, tile, slack=0):
-        """K of the tile, flat (Ck * T_r * npix values), then ``slack`` more elements;
-        one element when there is no K."""
-        if self.kmode == 0:
-            return self._dummy.reshape(-1)
-        shape = self._k_shape(tc, tile)
-        size = int(np.prod(shape))
-        flat = self.ws.get("K", (size + slack,))
-        Kt = flat[:size].reshape(shape)
         if self.ctx is None:
             _ad.take_taps(self.Kfull, Kt, tc, tile)
         else:
             self.ctx.compute(tc, tile, Kt)
-        return flat
-
-
-def _gather_out(gout5, dst, tc, tile, o_start):
-    """``dst[o, p] = gout[b, o_start + o, pixel]`` for the tile's pixels."""
-    cg = dst.shape[0]
-    for p0, p1, b, idx in row_segments(tc, tile):
-        blk = gout5[b, o_start:o_start + cg][idx]
-        dst[:, p0:p1].reshape(blk.shape)[...] = blk
+        return Kt, None, None
 
 
 def _budget():
@@ -145,17 +138,33 @@ def pac_forward(x, weight, bias, geom, groups, *, K=None, guide=None, spec=None,
 
 
 def _dense_class(op, tc, bias, out):
-    """Forward of one tap class on the dense path (:mod:`.dense`), tile by tile."""
+    """Forward of one tap class on the dense path (:mod:`.dense`)."""
     Wp, nob = pack_weights(op.W3, op.groups, tc.tap_ids)
-    n = nr(op.dtype)
-    _, width = chunking(tc.n[2], n)
-    x5 = np.ascontiguousarray(op.x5)
     bias = np.ascontiguousarray(bias, dtype=op.dtype)
-    bpp = op.dtype.itemsize * max(op.ck, 1) * tc.ntaps
-    for tile in tiles(tc, op.B, bpp, _budget()):
-        Kf = op.k_tile_flat(tc, tile, slack=n)
-        dense_forward(x5.reshape(-1), x5.shape, Wp, nob, bias, op.kmode, Kf, tc.cls, tc.taps,
-                      *tile, op.groups, width, out.reshape(-1), out.shape)
+    nrows = op.B * tc.n[0] * tc.n[1]
+    dense_forward(op.x5.reshape(-1), op.x5.shape, Wp, nob, bias, op.k_args(tc), tc.cls, tc.taps,
+                  nrows, tc.n[2], op.groups, op.unit_width(tc, 1), out.reshape(-1), out.shape)
+
+
+def _dense_vjp(op, tc, gout5, gx5, gW3, gKfull, grad_guide, part, flags):
+    """Backward of one tap class on the dense path (:mod:`.dense_vjp`)."""
+    dt = op.dtype
+    t_r = tc.ntaps
+    kdim = op.cin_g * t_r
+    need_w = flags[1]
+    W = op.W3[:, :, tc.tap_ids].reshape(op.groups, op.cout_g, kdim)
+    WtP, nobt = pack_rows(np.ascontiguousarray(W.transpose(0, 2, 1)))
+    blk = nrw(dt)
+    co_pad = -(-op.cout_g // blk) * blk
+    kd_pad = -(-kdim // MRW) * MRW
+    gWT = np.zeros((part.shape[0], op.groups) + ((kd_pad, co_pad) if need_w else (1, 1)),
+                   dtype=dt)
+    dense_vjp_class(tc, op.x5.reshape(-1), op.x5.shape, gout5.reshape(-1), gout5.shape, WtP,
+                    nobt, op.groups, co_pad, op.k_args(tc), op.unit_width(tc, 4),
+                    gx5.reshape(-1), gWT, gKfull, grad_guide, part, flags)
+    if need_w:
+        gw = gWT.sum(axis=0)[:, :kdim, :op.cout_g].transpose(0, 2, 1)
+        gW3[:, :, tc.tap_ids] += gw.reshape(op.cout, op.cin_g, t_r)
 
 
 def pac_vjp(grad_out, x, weight, geom, groups, *, K=None, guide=None, spec=None, mask=None,
@@ -184,64 +193,42 @@ def pac_vjp(grad_out, x, weight, geom, groups, *, K=None, guide=None, spec=None,
     grad_guide = (np.zeros(op.ctx.guide5.shape, dtype=dt)
                   if need_guide_k and "guide" in needs else None)
     sums = np.zeros((2, max(op.ck, 1)))
-    for tc in lay.classes:
+    if not op.depthwise:
+        gout5 = np.ascontiguousarray(gout5)
+        need_guide = grad_guide is not None
+        flags = (bool(need_x), bool(need_w), bool(need_k), need_guide, "alpha" in needs,
+                 "lam" in needs)
+        # per-slot sums (deterministic, threads.SLOTS): as many as the largest weight
+        # gradient's memory allows
+        gw_bytes = max([op.groups * -(-op.cin_g * tc.ntaps // MRW) * MRW
+                        * -(-op.cout_g // nrw(dt)) * nrw(dt) * item if need_w else 0
+                        for tc in lay.classes] or [0])
+        part = np.zeros((sum_slots(gw_bytes), 2, max(op.ck, 1)))
+        gg = grad_guide if need_guide else np.zeros((1,) * 5, dtype=dt)
+        gKf = gKfull if gKfull is not None else np.zeros((1,) * 6, dtype=dt)
+        for tc in lay.classes:
+            _dense_vjp(op, tc, gout5, gx5, gW3, gKf, gg, part, flags)
+        sums += part.sum(axis=0)
+    for tc in lay.classes if op.depthwise else ():
         t_r = tc.ntaps
         mats = op.class_weights(tc)
-        # K-sized tile arrays: K, its gradient, phi and d2 (guide), partial K gradients
-        kt_arrays = (1 + need_k + 2 * need_guide_k
-                     + (numba.get_num_threads() if need_k and op.kmode == 1 else 0))
-        if op.depthwise:
-            bpp = item * op.ck * t_r * kt_arrays
-            gWc = np.zeros((op.cout, t_r), dtype=np.float64) if need_w else None
-        else:
-            bpp = item * (op.cin_g * t_r * (need_w + (need_x or need_k))
-                          + op.ck * t_r * kt_arrays + op.cout_g)
-            gWacc = [np.zeros((op.cout_g, op.cin_g * t_r), dtype=dt) for _ in range(groups)] \
-                if need_w else None
+        # K-sized tile arrays: K, its gradient, phi and d2 (guide)
+        bpp = item * op.ck * t_r * (1 + need_k + 2 * need_guide_k)
+        gWc = np.zeros((op.cout, t_r), dtype=np.float64) if need_w else None
         for tile in tiles(tc, op.B, bpp, _budget()):
             npix = (tile[1] - tile[0]) * (tile[3] - tile[2])
             Kt, Krt, D2t = op.k_tile(tc, tile, save=need_guide_k)
             gKt = op.ws.get("gK", (op.ck, t_r, npix), zero=True) if need_k else op._dummy
-            if op.depthwise:
-                dw_backward(gout5, op.x5, mats, Kt, op.kmode, gx5,
-                            gWc if need_w else np.zeros((1, 1)), gKt, need_x, need_w, need_k,
-                            lay.geo, tc.cls, tc.taps, *tile)
-            else:
-                gt = op.ws.get("gout", (op.cout_g, npix))
-                cols = op.ws.get("cols", (op.cin_g * t_r, npix)) if need_w else None
-                G = op.ws.get("G", (op.cin_g * t_r, npix)) if (need_x or need_k) else None
-                for g in range(groups):
-                    cs = g * op.cin_g
-                    _gather_out(gout5, gt, tc, tile, g * op.cout_g)
-                    if need_w:
-                        gather_cols(op.x5, Kt, lay.geo, tc.cls, tc.taps, *tile, cs, op.cin_g,
-                                    op.kmode, cols)
-                        gWacc[g] += gt @ cols.T
-                    if need_x or need_k:
-                        np.matmul(mats[g][1], gt, out=G)
-                        if need_k and op.kmode == 1:
-                            nchunk = max(1, min(op.cin_g, numba.get_num_threads()))
-                            gKp = op.ws.get("gKpart", (nchunk, t_r, npix), zero=True)
-                        else:
-                            nchunk = max(1, op.cin_g)
-                            gKp = op.ws.get("gKpart", (nchunk, 1, 1))
-                        scatter_input(G, Kt, op.x5, gx5, gKt, gKp, lay.geo, tc.cls, tc.taps,
-                                      *tile, cs, op.cin_g, op.kmode, need_x, need_k)
-                        if need_k and op.kmode == 1:
-                            gKt[0] += gKp.sum(axis=0)
+            dw_backward(gout5, op.x5, mats, Kt, op.kmode, gx5,
+                        gWc if need_w else np.zeros((1, 1)), gKt, need_x, need_w, need_k,
+                        lay.geo, tc.cls, tc.taps, *tile)
             if need_k:
                 if op.ctx is None:
                     _ad.put_taps(gKt, gKfull, tc, tile)
                 else:
                     sums += op.ctx.backward(tc, tile, Kt, Krt, D2t, gKt, grad_guide, needs)
         if need_w:
-            ids = tc.tap_ids
-            if op.depthwise:
-                gW3[:, 0, ids] += gWc
-            else:
-                for g in range(groups):
-                    sl = slice(g * op.cout_g, (g + 1) * op.cout_g)
-                    gW3[sl][:, :, ids] += gWacc[g].reshape(op.cout_g, op.cin_g, t_r)
+            gW3[:, 0, tc.tap_ids] += gWc
     if need_x:
         res["input"] = gx5.reshape(x.shape)
     if need_w:

@@ -16,7 +16,8 @@ code stays portable; ``fmuladd`` fuses only where the CPU has FMA.
   callers guarantee the range);
 * :func:`vsplat` — a scalar broadcast to every lane; :func:`vbroadcast` — an
   array element broadcast; :func:`vzeros` — zeros;
-* :func:`vfma` — ``a * b + c`` (``llvm.fmuladd``); :func:`vmul`, :func:`vadd`.
+* :func:`vfma` — ``a * b + c`` (``llvm.fmuladd``); :func:`vmul`, :func:`vadd`,
+  :func:`vsub`, :func:`vmax`.
 """
 
 from llvmlite import ir
@@ -24,7 +25,8 @@ from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
-__all__ = ["Vec", "VEC_BYTES", "lanes", "vload", "vstore", "vsplat", "vbroadcast", "vzeros", "vfma", "vmul", "vadd"]
+__all__ = ["Vec", "VEC_BYTES", "lanes", "vload", "vstore", "vsplat", "vbroadcast", "vzeros",
+           "vfma", "vmul", "vadd", "vsub", "vmax"]
 
 #: Width of one vector in bytes (AVX2 registers).
 VEC_BYTES = 32
@@ -174,6 +176,30 @@ def vadd(typingctx, a, b):
     if not (isinstance(a, Vec) and a == b):
         return None
     return a(a, b), _binop_codegen("fadd")
+
+
+@intrinsic
+def vsub(typingctx, a, b):
+    """``a - b`` lane-wise."""
+    if not (isinstance(a, Vec) and a == b):
+        return None
+    return a(a, b), _binop_codegen("fsub")
+
+
+@intrinsic
+def vmax(typingctx, a, b):
+    """``max(a, b)`` lane-wise (``llvm.maxnum``: a NaN lane takes the other operand)."""
+    if not (isinstance(a, Vec) and a == b):
+        return None
+
+    def codegen(context, builder, sig, args):
+        vty = context.get_value_type(sig.return_type)
+        suffix = "v%df%d" % (sig.return_type.width, sig.return_type.dtype.bitwidth)
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(vty, [vty] * 2),
+                                            "llvm.maxnum." + suffix)
+        return builder.call(fn, list(args))
+
+    return a(a, b), codegen
 
 
 @intrinsic

@@ -10,6 +10,12 @@ from .adapting import adapting_kernel, adapting_kernel_vjp
 from .taps import gather, scatter_add, tap_index
 
 
+def _contract(Wm, a):
+    """``out[b, o, ...] = sum_c Wm[o, c] a[b, c, ...]`` (a matrix product per batch item)."""
+    B, c = a.shape[:2]
+    return np.matmul(Wm, a.reshape(B, c, -1)).reshape((B, Wm.shape[0]) + a.shape[2:])
+
+
 def _flat_kernel(x, geom, K, guide, spec, mask):
     """K as (B, Ck, T, *out), or None for a plain convolution."""
     if K is None and guide is not None:
@@ -30,9 +36,12 @@ def pac_forward(x, weight, bias, geom, groups, *, K=None, guide=None, spec=None,
         xt = gather(x, tap_index(geom.input_index, tap))
         if Kf is not None:
             xt = xt * Kf[:, :, ti]
+        if cin_g == 1 and cout_g == 1:                  # depthwise: one weight per channel
+            out += W[:, 0, ti].reshape((1, cout) + (1,) * geom.ndim) * xt
+            continue
         for g in range(groups):
             o, c = slice(g * cout_g, (g + 1) * cout_g), slice(g * cin_g, (g + 1) * cin_g)
-            out[:, o] += np.einsum("oc,bc...->bo...", W[o, :, ti], xt[:, c])
+            out[:, o] += _contract(W[o, :, ti], xt[:, c])
     if bias is not None:
         out += bias.reshape((1, cout) + (1,) * geom.ndim)
     return out
@@ -66,12 +75,14 @@ def pac_vjp(grad_out, x, weight, geom, groups, *, K=None, guide=None, spec=None,
         if need_w:
             xk = xt if kt is None else xt * kt
             for o, c in groups_sl:
-                gW[o, :, ti] = np.einsum("bop,bcp->oc", grad_out[:, o].reshape(B, cout_g, -1),
-                                         xk[:, c].reshape(B, cin_g, -1))
+                # sum_b gout_b (Cout/g, P) @ xk_b^T (P, Cin/g)
+                gW[o, :, ti] = np.matmul(grad_out[:, o].reshape(B, cout_g, -1),
+                                         xk[:, c].reshape(B, cin_g, -1).transpose(0, 2, 1)
+                                         ).sum(axis=0)
         if need_x or need_k:
             G = np.empty_like(xt)
             for o, c in groups_sl:
-                G[:, c] = np.einsum("oc,bo...->bc...", W[o, :, ti], grad_out[:, o])
+                G[:, c] = _contract(W[o, :, ti].T, grad_out[:, o])
             if need_x:
                 scatter_add(gx, G if kt is None else G * kt, idx)
             if need_k:

@@ -8,8 +8,9 @@ def gather(a, idx):
 
     ``a`` has shape (B, C, *S); ``idx`` is one int array per spatial dim.
     """
-    safe = [np.where(i < 0, 0, i) for i in idx]
-    out = a[(Ellipsis,) + np.ix_(*safe)]
+    out = a
+    for d, i in enumerate(idx):         # one axis at a time (np.take is far faster than np.ix_)
+        out = np.take(out, np.where(i < 0, 0, i), axis=2 + d)
     valid = valid_of(idx)
     if not valid.all():
         out = out * valid
