@@ -192,3 +192,22 @@ def test_train_step_benchmark_smoke():
     rep = bench.run(size=12, repeat=2, subprocesses=False, quiet=True)
     assert rep["graph"]["loss"] == pytest.approx(rep["direct"]["loss"], rel=1e-5)
     assert rep["graph"]["median_s"] > 0 and rep["direct"]["traced_peak_bytes"] > 0
+
+
+def test_fit_runs_every_step_on_compiled_kernels(tmp_path, monkeypatch):
+    """While kernels compile in the background, small calls are served by the reference
+    engine (other rounding): fit switches to eager compiles for its duration, so a resumed
+    run repeats the uninterrupted one whatever the cache held, and restores the mode."""
+    from pacnd.engines.cpu import coldstart
+
+    seen = []
+    monkeypatch.setattr(coldstart, "_mode", "background")
+
+    def loss(model, batch):
+        seen.append(coldstart.get_mode())
+        return denoise_loss(model, batch)
+
+    model, opt, sched = make_run(0)
+    train.fit(model, loss, opt, crop_sampler, steps=2, scheduler=sched, rng=7, progress=False)
+    assert seen and set(seen) == {"eager"}
+    assert coldstart.get_mode() == "background"

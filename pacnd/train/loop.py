@@ -165,6 +165,26 @@ def fit(model, loss_fn, optimizer, data, *, steps, scheduler=None, rng=0, eval_f
     -------
     TrainResult
     """
+    from ..engines.cpu import coldstart  # noqa: PLC0415
+
+    # every step on the compiled kernels: while they compile in the background, calls would
+    # be served by the reference engine (other rounding), and a resumed run would not repeat
+    # the uninterrupted one bit for bit
+    before = coldstart.get_mode()
+    coldstart.set_mode("eager")
+    try:
+        return _fit(model, loss_fn, optimizer, data, steps=steps, scheduler=scheduler, rng=rng,
+                    eval_fn=eval_fn, eval_every=eval_every, log_dir=log_dir,
+                    checkpoint_every=checkpoint_every, resume=resume, log_every=log_every,
+                    progress=progress, plot=plot, desc=desc,
+                    checkpoint_seconds=checkpoint_seconds, on_checkpoint=on_checkpoint)
+    finally:
+        coldstart.set_mode(before)
+
+
+def _fit(model, loss_fn, optimizer, data, *, steps, scheduler, rng, eval_fn, eval_every, log_dir,
+         checkpoint_every, resume, log_every, progress, plot, desc, checkpoint_seconds,
+         on_checkpoint):
     from ..nn import Module
 
     if not isinstance(model, Module):
