@@ -178,7 +178,12 @@ def main(argv=None):
     ap.add_argument("--protocols", nargs="+", default=None)
     ap.add_argument("--per-group", type=int, default=4)
     ap.add_argument("--figures", action="store_true")
+    ap.add_argument("--results", default=None, help="folder for the .md/.json/.png outputs "
+                    "(default benchmarks/results)")
     args = ap.parse_args(argv)
+    if args.results:
+        global RESULTS
+        RESULTS = args.results
     from pacnd.models.recipe import heldout_scenes
 
     results = {}

@@ -3,10 +3,8 @@ sampler, the bicubic low-res protocol, the residual networks and the recipe runn
 
 from __future__ import annotations
 
-import json
 import struct
 import zlib
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,7 +14,9 @@ from pacnd.data.lowres import make_low_res
 from pacnd.data.mixture import MixedPairs
 from pacnd.data.pool import HELD_OUT, group_of, scan_pool, source_of, split
 
-POOL = Path(__file__).resolve().parents[2] / "shared" / "data" / "train"
+from conftest import shared_dir  # noqa: E402
+
+POOL = shared_dir() / "data" / "train"
 
 
 # --------------------------------------------------------------------------- PNG encoder

@@ -1,0 +1,63 @@
+"""Ship a training run's weights as pacnd's pretrained model for its task and factor.
+
+    python scripts/ship_weights.py runs/depth_x8_pac [--model FILE]
+
+Reads the run's exported ``model.npz`` (or ``--model``: a frozen copy of it), checks
+that its recipe is the run's ``recipe.json``, and writes
+``pacnd/data/weights/<task>_x<factor>[_<protocol>].npz`` with ``meta["training"]``: a
+one-line summary, the recipe, the step, the training data (the pool minus
+``pacnd.data.pool.HELD_OUT``) and the held-out scenes. Replace shipped weights only
+after ``benchmarks/upsampling_heldout.py`` showed the run beating them on held-out scenes
+(it evaluates a run beside the weights it may replace).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run", help="run folder (recipe.json, model.npz)")
+    ap.add_argument("--model", default=None, help="weights file (default RUN/model.npz)")
+    args = ap.parse_args(argv)
+    sys.path.insert(0, REPO)
+    from pacnd.models import load_upsampler, save_upsampler
+    from pacnd.models.registry import default_protocol
+
+    with open(os.path.join(args.run, "recipe.json"), encoding="utf-8") as f:
+        recipe = json.load(f)
+    m = load_upsampler(args.model or os.path.join(args.run, "model.npz"))
+    if m.meta.get("recipe") != recipe:
+        raise SystemExit(f"{args.model or 'model.npz'} was not exported by the run in {args.run}")
+    task, factor, protocol = recipe["task"], int(recipe["factor"]), recipe["protocol"]
+    step = int(m.meta["step"])
+    sources = ", ".join(f"{k} {v:g}" for k, v in recipe["weights"].items())
+    summary = (f"{step} of {recipe['steps']} Adam steps (batch {recipe['batch_size']}, "
+               f"{recipe['crop']}x{recipe['crop']} crops at scale {recipe['scale'][0]:g}-"
+               f"{recipe['scale'][1]:g}, flips, colour jitter {recipe['color_jitter']:g}; lr "
+               f"{recipe['lr']:g}, {recipe['warmup']} warm-up steps, cosine) on the real RGB-D "
+               f"training pool minus pacnd.data.pool.HELD_OUT (source weights: {sources}); "
+               f"{recipe['init']} init, residual over {recipe['residual']}; low-res by "
+               f"'{protocol}'; CPU (Numba engine), run folder {os.path.relpath(args.run, REPO)}")
+    meta = {"task": task, "factor": factor,
+            "training": {"summary": summary,
+                         "units": "the target's own units (normalised per image internally)",
+                         "recipe": recipe, "step": step,
+                         "trained_on": m.meta.get("trained_on"),
+                         "held_out": "pacnd.data.pool.HELD_OUT groups, Middlebury 2003 Cones "
+                                     "(both views), MPI-Sintel alley_1"}}
+    suffix = "" if protocol == default_protocol(task) else f"_{protocol}"
+    out = os.path.join(REPO, "pacnd", "data", "weights", f"{task}_x{factor}{suffix}.npz")
+    save_upsampler(out, m, meta=meta)
+    print(f"wrote {out} (step {step})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
