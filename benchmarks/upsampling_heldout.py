@@ -58,8 +58,8 @@ def learned_model(task, factor, name, protocol):
     from pacnd.models.registry import default_protocol
 
     suffix = "" if protocol == default_protocol(task) else f"_{protocol}"
-    p = os.path.join(RUNS, f"{task}_x{factor}_{name}{suffix}", "model.npz")
-    if os.path.exists(p):
+    p = RUNS and os.path.join(RUNS, f"{task}_x{factor}_{name}{suffix}", "model.npz")
+    if p and os.path.exists(p):
         m = load_upsampler(p)
         return m, f"runs/{task}_x{factor}_{name}{suffix} (step {m.meta.get('step')})"
     try:
@@ -180,10 +180,14 @@ def main(argv=None):
     ap.add_argument("--figures", action="store_true")
     ap.add_argument("--results", default=None, help="folder for the .md/.json/.png outputs "
                     "(default benchmarks/results)")
+    ap.add_argument("--runs", default=None, help="folder of run folders holding model.npz "
+                    "(default runs/; 'none': shipped weights only)")
     args = ap.parse_args(argv)
+    global RESULTS, RUNS
     if args.results:
-        global RESULTS
         RESULTS = args.results
+    if args.runs:
+        RUNS = None if args.runs == "none" else args.runs
     from pacnd.models.recipe import heldout_scenes
 
     results = {}

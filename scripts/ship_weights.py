@@ -25,6 +25,9 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("run", help="run folder (recipe.json, model.npz)")
     ap.add_argument("--model", default=None, help="weights file (default RUN/model.npz)")
+    ap.add_argument("--eval", default=None,
+                    help="upsampling_heldout.py's JSON that evaluated these weights as the run's "
+                         "'pac' model: its mean ratios are stored in meta (the demo prints them)")
     args = ap.parse_args(argv)
     sys.path.insert(0, REPO)
     from pacnd.models import load_upsampler, save_upsampler
@@ -52,6 +55,21 @@ def main(argv=None):
                          "trained_on": m.meta.get("trained_on"),
                          "held_out": "pacnd.data.pool.HELD_OUT groups, Middlebury 2003 Cones "
                                      "(both views), MPI-Sintel alley_1"}}
+    if args.eval:
+        from pacnd.models.evaluation import summarize
+
+        with open(args.eval, encoding="utf-8") as f:
+            res = json.load(f)[f"{task}|{factor}|{protocol}"]
+        name = recipe["model"]
+        if f"step {step})" not in res["sources"].get(name, ""):
+            raise SystemExit(f"{args.eval} did not evaluate step {step} of this run")
+        ref = "bicubic" if task == "depth" else "bilinear"
+        summ = summarize(res["rows"], references=(ref, "jbu"))["summary"][name]
+        meta["training"]["held_out_eval"] = {
+            "groups": summ["groups"], f"vs_{ref}": round(summ[f"vs_{ref}"], 4),
+            "vs_jbu": round(summ["vs_jbu"], 4),
+            "scenes": len({r["scene"] for r in res["rows"]}),
+            "where": "benchmarks/results/upsampling_eval.md"}
     suffix = "" if protocol == default_protocol(task) else f"_{protocol}"
     out = os.path.join(REPO, "pacnd", "data", "weights", f"{task}_x{factor}{suffix}.npz")
     save_upsampler(out, m, meta=meta)

@@ -198,12 +198,11 @@ def pac_vjp(grad_out, x, weight, geom, groups, *, K=None, guide=None, spec=None,
         need_guide = grad_guide is not None
         flags = (bool(need_x), bool(need_w), bool(need_k), need_guide, "alpha" in needs,
                  "lam" in needs)
-        # per-slot sums (deterministic, threads.SLOTS): as many as the largest weight
-        # gradient's memory allows
+        # per-slot sums (deterministic, threads.SLOTS): as many as fit in a tile budget
         gw_bytes = max([op.groups * -(-op.cin_g * tc.ntaps // MRW) * MRW
                         * -(-op.cout_g // nrw(dt)) * nrw(dt) * item if need_w else 0
                         for tc in lay.classes] or [0])
-        part = np.zeros((sum_slots(gw_bytes), 2, max(op.ck, 1)))
+        part = np.zeros((sum_slots(gw_bytes, _budget()), 2, max(op.ck, 1)))
         gg = grad_guide if need_guide else np.zeros((1,) * 5, dtype=dt)
         gKf = gKfull if gKfull is not None else np.zeros((1,) * 6, dtype=dt)
         for tc in lay.classes:

@@ -130,10 +130,11 @@ def claim(ctl, tid):
     return fetch_add(ctl, 0, 1)
 
 
-def sum_slots(nbytes, budget=16 * 2**20):
+def sum_slots(nbytes, budget):
     """Slots for per-slot partial sums of ``nbytes`` each: :data:`SLOTS`, fewer (at least
-    one) when they would exceed ``budget`` bytes together. Depends on the shapes only, never
-    on the thread count, so results do not either."""
+    one) when they would exceed ``budget`` bytes together (the engine passes its tile
+    budget). Depends on the shapes and the budget only, never on the thread count, so
+    results do not either."""
     return int(max(1, min(SLOTS, budget // max(int(nbytes), 1))))
 
 
