@@ -47,7 +47,8 @@ def main(argv=None):
                f"{recipe['lr']:g}, {recipe['warmup']} warm-up steps, cosine) on the real RGB-D "
                f"training pool minus pacnd.data.pool.HELD_OUT (source weights: {sources}); "
                f"{recipe['init']} init, residual over {recipe['residual']}; low-res by "
-               f"'{protocol}'; CPU (Numba engine), run folder {os.path.relpath(args.run, REPO)}")
+               f"'{protocol}'; CPU (Numba engine), run folder runs/"
+               f"{os.path.basename(os.path.normpath(args.run))}")
     meta = {"task": task, "factor": factor,
             "training": {"summary": summary,
                          "units": "the target's own units (normalised per image internally)",

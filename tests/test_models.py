@@ -9,7 +9,7 @@ import pytest
 from pacnd.filters import joint_bilateral_upsample
 from pacnd.models import (DJF, Bicubic, Bilinear, JointBilateralUpsample, PacJointUpsample,
                           PacJointUpsampleLite, available_pretrained, build_model,
-                          evaluate_upsampler, load_upsampler, pretrained, save_upsampler,
+                          load_upsampler, pretrained, save_upsampler,
                           train_upsampler, upsampling_loss)
 from pacnd.models.networks import fold_channels, repeat_for_channels, unfold_channels
 from pacnd.data import JointUpsamplingPairs, SyntheticScenes
@@ -279,19 +279,28 @@ def test_pretrained_missing():
         pretrained("normals", factor=8)
 
 
-def test_pretrained_depth_beats_bicubic_on_cones():
-    """The shipped 8x depth model on the bundled Cones view (view 2, held out
-    of its training) beats bicubic interpolation."""
+def test_pretrained_depth_x8_on_held_out_cones():
+    """The shipped 8x depth weights on the bundled Cones view 2 (whole scene, the held-out
+    protocol of benchmarks/upsampling_heldout.py; no view of Cones was trained on).
+    Measured when they were shipped (step 2984 of runs/depth_x8_pac): RMSE 1.2414 px,
+    JBU 1.2155, bicubic 1.7142 -- 0.724x bicubic, 1.021x JBU on this scene (0.886x / 0.934x
+    averaged over 13 held-out groups). Pinned to within 1 %: a changed engine, loader,
+    low-res protocol or weight file shows up here."""
     from pacnd.datasets import load_cones
-    from pacnd.data import crop_to_multiple
+    from pacnd.models import baseline
+    from pacnd.models.evaluation import evaluate_scenes, scene_examples
 
     rgb, disp = load_cones()
-    rgb, disp = crop_to_multiple(rgb, 8, multiple=16)[:192, :192], \
-        crop_to_multiple(disp, 8, multiple=16)[:192, :192]
-    ex = list(JointUpsamplingPairs([(rgb, disp)], 8, crop=None).examples())
-    pac = evaluate_upsampler(pretrained("depth", 8), ex)
-    bic = evaluate_upsampler(Bicubic(8), ex)
-    assert pac < bic
+    exs = scene_examples([("cones2", "middlebury2003/cones", rgb, disp)], 8,
+                         lowres_mode="center")
+    rows = evaluate_scenes({"pac": pretrained("depth", 8), "jbu": baseline("jbu", "depth", 8),
+                            "bicubic": baseline("bicubic", "depth", 8)}, exs, task="depth")
+    err = {r["model"]: r["error"] for r in rows}
+    assert err["pac"] == pytest.approx(1.2414, rel=0.01)
+    assert err["jbu"] == pytest.approx(1.2155, rel=0.01)
+    assert err["bicubic"] == pytest.approx(1.7142, rel=0.01)
+    assert err["pac"] / err["bicubic"] < 0.74
+    assert err["pac"] / err["jbu"] < 1.03
 
 
 # ------------------------------------------------------------------------ training
