@@ -1,6 +1,8 @@
 """Deep joint upsampling benchmarks: accuracy table, JBU tuning, CPU time and memory.
 
     python benchmarks/bench_upsampling.py --eval [--models-dir DIR]
+        (results/upsampling_single_scene.md; the held-out evaluation over many scenes,
+        results/upsampling_eval.md, is benchmarks/upsampling_heldout.py's)
         RMSE (depth, Middlebury 2003 Cones view 2 = im2/disp2, never trained on)
         and EPE (flow, MPI-Sintel clean alley_1 frame 2, never trained on) at
         4x / 8x / 16x for bicubic, bilinear, JBU, DJF, PAC and PAC-lite.
@@ -127,7 +129,7 @@ def run_eval(models_dir, factors=FACTORS, tasks=("depth", "flow")):
 
 def write_eval(rows):
     os.makedirs(RESULTS, exist_ok=True)
-    with open(os.path.join(RESULTS, "upsampling_eval.json"), "w", encoding="utf-8") as f:
+    with open(os.path.join(RESULTS, "upsampling_single_scene.json"), "w", encoding="utf-8") as f:
         json.dump(rows, f, indent=1)
     names = {"bicubic": "Bicubic", "bilinear": "Bilinear", "jbu": "JBU", "djf": "DJF",
              "pac_lite": "PAC-lite", "pac": "PAC"}
@@ -171,7 +173,7 @@ def write_eval(rows):
             lines.append(f"- {names[r['model']]} {r['task']} x{r['factor']} "
                          f"(`{r['weights']}`): {r['trained']}")
     lines.append("")
-    with open(os.path.join(RESULTS, "upsampling_eval.md"), "w", encoding="utf-8") as f:
+    with open(os.path.join(RESULTS, "upsampling_single_scene.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     print("\n".join(lines))
 
