@@ -162,6 +162,105 @@ def tap_d2(d2, f0, dedge, guide, b, c_first, c_last, gd, gh, gbw, gsw, geo, ja, 
                     d2m[j] += v * v
 
 
+@njit(cache=True)
+def staged_span(taps, tw_n, gsw):
+    """(first tap offset, span in columns) of a tap row's guide reads when every tap's
+    offset is a whole number of column steps ``gsw`` from the first; span -1 otherwise
+    (the taps then need separate rows, see :func:`stage_guide`)."""
+    wlo = taps[2, 0, 2]
+    for twi in range(tw_n):
+        wlo = min(wlo, taps[2, twi, 2])
+    span = 0
+    for twi in range(tw_n):
+        d = taps[2, twi, 2] - wlo
+        if d % gsw != 0:
+            return wlo, -1
+        span = max(span, d // gsw)
+    return wlo, span
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def stage_guide(S, sstride, guide, b, c_first, c_last, gd, gh, wlo, gsw, geo, ja, ncols):
+    """``S[(c - c_first)*sstride + i] = guide[b, c, gd, gh, wlo + (ja + i)*gsw]`` for
+    ``i < ncols``, 0 off the guide (``ncols <= sstride``).
+
+    One copy serves every tap of a tap row (their reads are shifts of it), the
+    channels sit ``sstride`` apart instead of a power of two (the guide's own
+    channel rows of a power-of-two image all compete for one L1 set), and a
+    zero neighbour gives exactly the off-guide distance (f_n = 0), so the
+    distance loop needs no column bounds.
+    """
+    lo, hi = ja, ja
+    if 0 <= gd < geo[1, 0] and 0 <= gh < geo[1, 1]:
+        lo, hi = jrange(wlo, gsw, geo[1, 2], ja, ja + ncols)
+    a, e = lo - ja, hi - ja
+    for c in range(c_first, c_last):
+        row = S[(c - c_first) * sstride:(c - c_first) * sstride + ncols]
+        for i in range(a):
+            row[i] = 0
+        for i in range(e, ncols):
+            row[i] = 0
+        if e > a:
+            src = load_row(guide[b, c, gd, gh], wlo, gsw, lo, hi)
+            mid = row[a:e]
+            for i in range(e - a):
+                mid[i] = src[i]
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def tap_d2_staged(d2, f0p, ldf, S, sstride, shift, ncf, mp, floor):
+    """``d2[j] = sum_c max(S[c*sstride + shift + j] - f0p[c*ldf + j], floor)^2`` for
+    ``j < mp`` (a multiple of the vector width; ``ncf`` channels from row 0 of the
+    staged guide ``S`` and the padded centre features ``f0p``).
+
+    Four vectors of pixels at a time, their sums held in registers over the
+    channel loop: one store per pixel instead of a load and a store per
+    channel. Each channel adds to the sum in the order :func:`tap_d2` uses
+    (the first squares, the rest fused multiply-adds), so both give the same bits.
+    """
+    vw = lanes(d2)
+    fl = vsplat(floor)
+    relu = floor > -1e29                                # asym: max(diff, 0)
+    nb = mp - mp % (4 * vw)
+    for j in range(0, nb, 4 * vw):
+        s = shift + j
+        v0 = vsub(vload(S, s), vload(f0p, j))
+        v1 = vsub(vload(S, s + vw), vload(f0p, j + vw))
+        v2 = vsub(vload(S, s + 2 * vw), vload(f0p, j + 2 * vw))
+        v3 = vsub(vload(S, s + 3 * vw), vload(f0p, j + 3 * vw))
+        if relu:
+            v0, v1, v2, v3 = vmax(v0, fl), vmax(v1, fl), vmax(v2, fl), vmax(v3, fl)
+        a0, a1, a2, a3 = vmul(v0, v0), vmul(v1, v1), vmul(v2, v2), vmul(v3, v3)
+        for c in range(1, ncf):
+            s = c * sstride + shift + j
+            f = c * ldf + j
+            v0 = vsub(vload(S, s), vload(f0p, f))
+            v1 = vsub(vload(S, s + vw), vload(f0p, f + vw))
+            v2 = vsub(vload(S, s + 2 * vw), vload(f0p, f + 2 * vw))
+            v3 = vsub(vload(S, s + 3 * vw), vload(f0p, f + 3 * vw))
+            if relu:
+                v0, v1, v2, v3 = vmax(v0, fl), vmax(v1, fl), vmax(v2, fl), vmax(v3, fl)
+            a0 = vfma(v0, v0, a0)
+            a1 = vfma(v1, v1, a1)
+            a2 = vfma(v2, v2, a2)
+            a3 = vfma(v3, v3, a3)
+        vstore(d2, j, a0)
+        vstore(d2, j + vw, a1)
+        vstore(d2, j + 2 * vw, a2)
+        vstore(d2, j + 3 * vw, a3)
+    for j in range(nb, mp, vw):
+        v = vsub(vload(S, shift + j), vload(f0p, j))
+        if relu:
+            v = vmax(v, fl)
+        a = vmul(v, v)
+        for c in range(1, ncf):
+            v = vsub(vload(S, c * sstride + shift + j), vload(f0p, c * ldf + j))
+            if relu:
+                v = vmax(v, fl)
+            a = vfma(v, v, a)
+        vstore(d2, j, a)
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def centre_features(guide, b, jd, jh, cls, geo, ja, jb, floor, chw):
     """(f0 (Cg, m), dedge (Cg|1, m)): centre features of a row segment, and the squared
@@ -198,22 +297,40 @@ def kernel_rows(r, ja, jb, pb, guide, mask, geo, cls, taps, opt, alpha, lam, cst
     m = jb - ja
     b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
     f0, dedge = centre_features(guide, b, jd, jh, cls, geo, ja, jb, floor, chw)
-    d2 = np.empty(m, dtype=Kt.dtype)
+    # staged path (see stage_guide): the tap row's guide rows copied once for its taps
+    vw = lanes(Kt)
+    mp = -(-m // vw) * vw
+    wlo, span = staged_span(taps, tw_n, gsw)
+    staged = span >= 0
+    ncs = mp + span if staged else 0
+    sstride = -(-ncs // vw) * vw + vw
+    S = np.empty(cg_n * sstride if staged else 0, dtype=Kt.dtype)
+    f0p = np.zeros(cg_n * mp if staged else 0, dtype=Kt.dtype)
+    for c in range(cg_n if staged else 0):
+        f0p[c * mp:c * mp + m] = f0[c]
+    d2 = np.empty(mp, dtype=Kt.dtype)
     ti = -1
     for tdi in range(td_n):
         gd = taps[0, tdi, 2] + jd * gsd
         for thi in range(th_n):
             gh = taps[1, thi, 2] + jh * gsh
+            if staged:
+                stage_guide(S, sstride, guide, b, 0, cg_n, gd, gh, wlo, gsw, geo, ja, ncs)
             for twi in range(tw_n):
                 ti += 1
                 gbw = taps[2, twi, 2]
                 for k in range(ck_n):
                     # guide channels [k, k+1) with channel_wise, else all of them
+                    c_first = k if chw != 0 else 0
                     c_last = k + 1 if chw != 0 else cg_n
-                    tap_d2(d2, f0, dedge[k], guide, b, k, c_last, gd, gh, gbw, gsw, geo,
-                           ja, jb, floor)
+                    if staged:
+                        tap_d2_staged(d2, f0p[c_first * mp:], mp, S[c_first * sstride:], sstride,
+                                      (gbw - wlo) // gsw, c_last - c_first, mp, floor)
+                    else:
+                        tap_d2(d2, f0, dedge[k], guide, b, k, c_last, gd, gh, gbw, gsw, geo,
+                               ja, jb, floor)
                     kr = Kt[k, ti][pb:pb + m]
-                    phi_row(kr, d2, kind, alpha[k], cst[0] * lam[k], cst)
+                    phi_row(kr, d2[:m], kind, alpha[k], cst[0] * lam[k], cst)
                     if save:
                         kraw = Krt[k, ti][pb:pb + m]
                         dd = D2t[k, ti][pb:pb + m]
