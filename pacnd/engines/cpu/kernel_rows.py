@@ -449,6 +449,48 @@ def kernel_rows_vjp(r, ja, jb, pb, mask, geo, cls, taps, opt, alpha, lam, cst, K
 
 
 @njit(cache=True, fastmath=FASTMATH)
+def _guide_grad_staged(c, kg, b, jd, jh, ja, m, pb, wlo, span, guide, geo, cls, taps, floor, two,
+                       gKt, grad_guide, f0, acc):
+    """The neighbour part of :func:`guide_grad_rows` for taps whose reads are shifts of one
+    row (:func:`staged_span`): per tap row, guide channel ``c`` is staged once
+    (:func:`stage_guide`, zeros off the guide), its taps add to a staged gradient row,
+    and that row is added to the guide gradient once -- one strided gather and one
+    strided add per tap row instead of per tap (the transposed convolution's classes
+    read every other guide column), and no column bounds in the tap loop (a zero
+    neighbour gives the off-guide term ``2*max(-f0, floor)*g`` exactly)."""
+    td_n, th_n, tw_n = cls[0, 3], cls[1, 3], cls[2, 3]
+    gsd, gsh, gsw = cls[0, 5], cls[1, 5], cls[2, 5]
+    ncs = m + span
+    Sg = np.empty(ncs, dtype=acc.dtype)
+    Gs = np.empty(ncs, dtype=acc.dtype)
+    f0m = f0[:m]
+    am = acc[:m]
+    ti = -1
+    for tdi in range(td_n):
+        gd = taps[0, tdi, 2] + jd * gsd
+        for thi in range(th_n):
+            gh = taps[1, thi, 2] + jh * gsh
+            stage_guide(Sg, ncs, guide, b, c, c + 1, gd, gh, wlo, gsw, geo, ja, ncs)
+            for i in range(ncs):
+                Gs[i] = 0
+            for twi in range(tw_n):
+                ti += 1
+                sh = (taps[2, twi, 2] - wlo) // gsw
+                gm = gKt[kg, ti][pb:pb + m]
+                ss = Sg[sh:sh + m]
+                gs = Gs[sh:sh + m]
+                for j in range(m):
+                    gv = two * max(ss[j] - f0m[j], floor) * gm[j]
+                    gs[j] += gv
+                    am[j] -= gv
+            # the staged columns on the guide: the same range stage_guide copied
+            if 0 <= gd < geo[1, 0] and 0 <= gh < geo[1, 1]:
+                lo, hi = jrange(wlo, gsw, geo[1, 2], ja, ja + ncs)
+                if hi > lo:
+                    add_row(grad_guide[b, c, gd, gh], wlo, gsw, lo, Gs[lo - ja:hi - ja])
+
+
+@njit(cache=True, fastmath=FASTMATH)
 def guide_grad_rows(c, r, ja, jb, pb, guide, geo, cls, taps, opt, cst, gKt, grad_guide, f0, acc,
                     buf):
     """Scatter ``2*diff*g_d2`` of guide channel ``c`` (``gKt`` from :func:`kernel_rows_vjp`)
@@ -467,6 +509,13 @@ def guide_grad_rows(c, r, ja, jb, pb, guide, geo, cls, taps, opt, cst, gKt, grad
     clo, chi = guide_row(f0, guide, b, c, cd, ch, cbw, gsw, geo, ja, jb)
     for jj in range(m):
         acc[jj] = 0
+    wlo, span = staged_span(taps, tw_n, gsw)
+    if span >= 0:
+        _guide_grad_staged(c, kg, b, jd, jh, ja, m, pb, wlo, span, guide, geo, cls, taps, floor,
+                           two, gKt, grad_guide, f0, acc)
+        if chi > clo:
+            add_row(grad_guide[b, c, cd, ch], cbw, gsw, clo, acc[clo - ja:chi - ja])
+        return
     ti = -1
     for tdi in range(td_n):
         gd = taps[0, tdi, 2] + jd * gsd
