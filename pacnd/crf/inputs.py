@@ -78,6 +78,34 @@ def _warn_unit_scale(image, img):
                       stacklevel=4)
 
 
+def guide_layout(shape, dtype, spatial):
+    """The shape checks of a guide for scores of spatial size ``spatial`` (no values read;
+    shared by :func:`check_guide` and the Dask path): whether the guide needs a trailing
+    channel axis (``shape == spatial``). Refuses other spatial sizes, other ranks, no
+    channels, and a 2-D uint8 guide with 4 channels (RGBA)."""
+    shape, spatial = tuple(shape), tuple(spatial)
+    nd = len(spatial)
+    want = (f"{spatial} (one channel) or {spatial + ('C',)} (channels last)").replace("'", "")
+    if len(shape) == nd and shape == spatial:
+        return True
+    if len(shape) in (nd, nd + 1) and shape[:nd] != spatial:
+        def wxh(s):
+            return "x".join(map(str, s[::-1]))
+        raise ValueError(f"scores have spatial size {wxh(spatial)} but the image is "
+                         f"{wxh(shape[:nd])}; resize the scores to the image (or pass "
+                         f"channel_axis=0 for (L, ...) scores)")
+    if len(shape) != nd + 1:
+        what = "image" if nd == 2 else "volume"
+        raise ValueError(f"image has shape {shape} but the scores describe a {nd}-D "
+                         f"{what} of size {spatial}; the guide must be {want}")
+    if shape[-1] < 1:
+        raise ValueError(f"image has shape {shape}: no guide channel")
+    if nd == 2 and shape[-1] == 4 and np.dtype(dtype) == np.uint8:
+        raise ValueError("image has 4 uint8 channels (RGBA?); drop the alpha channel with "
+                         "image[..., :3] (genuine 4-channel guides: pass them as floats)")
+    return False
+
+
 def check_guide(image, spatial):
     """A guide for scores of spatial size ``spatial`` -> float32 ``(*spatial, C)``.
 
@@ -89,24 +117,8 @@ def check_guide(image, spatial):
     nd = len(spatial)
     image = _as_array(image, "image", "an array (the guide image or volume)",
                       "; read files with PIL: np.asarray(Image.open(path).convert('RGB'))")
-    want = (f"{spatial} (one channel) or {spatial + ('C',)} (channels last)").replace("'", "")
-    if image.ndim == nd and image.shape == spatial:
+    if guide_layout(image.shape, image.dtype, spatial):
         image = image[..., None]
-    elif image.ndim in (nd, nd + 1) and image.shape[:nd] != spatial:
-        def wxh(shape):
-            return "x".join(map(str, shape[::-1]))
-        raise ValueError(f"scores have spatial size {wxh(spatial)} but the image is "
-                         f"{wxh(image.shape[:nd])}; resize the scores to the image (or pass "
-                         f"channel_axis=0 for (L, ...) scores)")
-    elif image.ndim != nd + 1:
-        what = "image" if nd == 2 else "volume"
-        raise ValueError(f"image has shape {image.shape} but the scores describe a {nd}-D "
-                         f"{what} of size {spatial}; the guide must be {want}")
-    if image.shape[-1] < 1:
-        raise ValueError(f"image has shape {image.shape}: no guide channel")
-    if nd == 2 and image.shape[-1] == 4 and image.dtype == np.uint8:
-        raise ValueError("image has 4 uint8 channels (RGBA?); drop the alpha channel with "
-                         "image[..., :3] (genuine 4-channel guides: pass them as floats)")
     img = _check_values(image, "image")
     if nd == 2 and image.shape[-1] == 3:
         _warn_unit_scale(image, img)

@@ -184,25 +184,10 @@ def _wxh(shape):
 def _guide_meta(image, spatial):
     """The shape / dtype checks of :func:`pacnd.crf.inputs.check_guide` (values are checked
     block by block): the guide with a channel axis, ``(*spatial, C)``."""
-    spatial = tuple(spatial)
-    nd = len(spatial)
-    shape = tuple(image.shape)
-    want = (f"{spatial} (one channel) or {spatial + ('C',)} (channels last)").replace("'", "")
-    if image.ndim == nd and shape == spatial:
+    from ..crf.inputs import guide_layout  # noqa: PLC0415
+
+    if guide_layout(image.shape, image.dtype, spatial):
         image = image[..., None]
-    elif image.ndim in (nd, nd + 1) and shape[:nd] != spatial:
-        raise ValueError(f"scores have spatial size {_wxh(spatial)} but the image is "
-                         f"{_wxh(shape[:nd])}; resize the scores to the image (or pass "
-                         f"channel_axis=0 for (L, ...) scores)")
-    elif image.ndim != nd + 1:
-        what = "image" if nd == 2 else "volume"
-        raise ValueError(f"image has shape {shape} but the scores describe a {nd}-D {what} of "
-                         f"size {spatial}; the guide must be {want}")
-    if image.shape[-1] < 1:
-        raise ValueError(f"image has shape {tuple(image.shape)}: no guide channel")
-    if nd == 2 and image.shape[-1] == 4 and image.dtype == np.uint8:
-        raise ValueError("image has 4 uint8 channels (RGBA?); drop the alpha channel with "
-                         "image[..., :3] (genuine 4-channel guides: pass them as floats)")
     if image.dtype.kind not in "uif":
         raise TypeError(f"image must be numeric (uint8, or floats in the guide's units), got "
                         f"dtype {image.dtype}")
