@@ -37,6 +37,11 @@ VARIANTS = {
     "bicubic_residual": ("bicubic instead of JBU as the residual base",
                          {"residual": "bicubic"}),
     "batch_1": ("batch 1 (the reference's)", {"batch_size": 1}),
+    "bilinear_residual": ("bilinear instead of JBU as the residual base",
+                          {"residual": "bilinear"}),
+    "lr_3e-3": ("learning rate 3e-3", {"lr": 3e-3}),
+    "residual_input": ("the JBU base's result also fed to the guidance branch",
+                       {"residual_input": True}),
 }
 
 

@@ -326,7 +326,10 @@ def _models():
             "bicubic x4": (baseline("bicubic", "depth", 4), (256, 400), (23, 31)),
             "bilinear x4": (baseline("bilinear", "flow", 4), (96, 120), (7, 9)),
             "pac-lite x4, residual JBU base": (build_model("pac_lite", 4, rng=2, residual="jbu"),
-                                               (160, 192), (20, 24))}
+                                               (160, 192), (20, 24)),
+            "pac x4, JBU base fed to the network": (
+                build_model("pac", 4, rng=3, residual="jbu", residual_input=True),
+                (160, 192), (20, 24))}
 
 
 @pytest.mark.parametrize("name", list(_models()))

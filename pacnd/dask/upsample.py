@@ -73,6 +73,8 @@ def upsample_halo(model):
     f = model.factor
     base = getattr(model, "_base", None)   # a residual base (JBU / bicubic / bilinear)
     if base is not None:
+        if getattr(model, "residual_input", False):   # the base feeds the network: reaches add
+            return upsample_halo(base) + _own_halo(model, f)
         return max(upsample_halo(base), _own_halo(model, f))
     return _own_halo(model, f)
 

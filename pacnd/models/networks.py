@@ -104,9 +104,16 @@ class _ResidualMixin:
     with ``zero_last=True`` the net's last conv starts at zero, so the untrained
     model *is* the base and training only has to learn the correction."""
 
-    def _setup_residual(self, residual, residual_sampling, residual_sigmas):
+    def _setup_residual(self, residual, residual_sampling, residual_sigmas,
+                        residual_input=False):
         if residual not in RESIDUAL_BASES:
             raise ValueError(f"residual={residual!r}; choose one of {RESIDUAL_BASES}")
+        if not isinstance(residual_input, (bool, np.bool_)):
+            raise TypeError(f"residual_input must be True or False, got {residual_input!r}")
+        if residual_input and residual is None:
+            raise ValueError("residual_input=True feeds the residual base to the network: "
+                             "choose a base too (residual='jbu', 'bicubic' or 'bilinear')")
+        self.residual_input = bool(residual_input)
         if residual_sampling not in _SAMPLINGS:
             raise ValueError(f"residual_sampling={residual_sampling!r}; choose one of "
                              f"{_SAMPLINGS}")
@@ -126,17 +133,26 @@ class _ResidualMixin:
 
     def residual_config(self):
         """The ``residual*`` keyword arguments that rebuild this model."""
-        return {"residual": self.residual, "residual_sampling": self.residual_sampling,
-                "residual_sigmas": None if self.residual_sigmas is None
-                else list(self.residual_sigmas)}
+        cfg = {"residual": self.residual, "residual_sampling": self.residual_sampling,
+               "residual_sigmas": None if self.residual_sigmas is None
+               else list(self.residual_sigmas)}
+        if self.residual_input:
+            cfg["residual_input"] = True
+        return cfg
 
-    def _add_base(self, y, target_low, guide):
+    def _base_of(self, target_low, guide):
+        """The residual base's result (an array, no gradient), or None without a base."""
         if self._base is None:
-            return y
+            return None
         from ..autograd import no_grad  # noqa: PLC0415
 
         with no_grad():
-            b = as_array(self._base(as_array(target_low), as_array(guide)))
+            return as_array(self._base(as_array(target_low), as_array(guide)))
+
+    def _add_base(self, y, target_low, guide, base=None):
+        if self._base is None:
+            return y
+        b = self._base_of(target_low, guide) if base is None else base
         return y + b.astype(as_array(y).dtype, copy=False)
 
 
@@ -239,6 +255,12 @@ class PacJointUpsample(_ResidualMixin, JointUpsampler):
         nearest-subsampled depth; ``'area'``: area-like downsampling).
     residual_sigmas : (float, float), optional
         JBU base ``(sigma_spatial [low-res px], sigma_color)``.
+    residual_input : bool, optional
+        Also give the residual base's result to the guidance branch (as
+        ``channels`` extra guide channels): the network then sees what it
+        corrects instead of having to emulate the base (a JBU base is a
+        nonlinear filter of target and guide). Needs ``residual``; the model
+        then runs on targets of exactly ``channels`` channels.
     """
 
     kind = "pac"
@@ -247,10 +269,10 @@ class PacJointUpsample(_ResidualMixin, JointUpsampler):
     def __init__(self, factor, channels=1, guide_channels=3, *, n_t_layers=3, n_g_layers=3,
                  n_f_layers=2, n_t_filters=32, n_g_filters=32, n_f_filters=32, k_ch=16,
                  f_sz_1=5, f_sz_2=5, rng=None, init="reference", residual=None,
-                 residual_sampling="center", residual_sigmas=None):
+                 residual_sampling="center", residual_sigmas=None, residual_input=False):
         factor = _check_pow2_factor(factor)
         super().__init__(factor, channels)
-        self._setup_residual(residual, residual_sampling, residual_sigmas)
+        self._setup_residual(residual, residual_sampling, residual_sigmas, residual_input)
         if n_g_layers < 1 or n_f_layers < 1 or n_t_layers < 1:
             raise ValueError("every branch needs at least one layer")
         if f_sz_1 % 2 != 1 or f_sz_2 % 2 != 1:
@@ -267,8 +289,8 @@ class PacJointUpsample(_ResidualMixin, JointUpsampler):
                            f_sz_1=f_sz_1, f_sz_2=f_sz_2)
         rng = _init.resolve_rng(rng)
         self.branch_t = _conv_stack((1,) + t, f_sz_1, rng)
-        self.branch_g = _conv_stack((self.guide_channels,) + g + (self.k_ch * num_ups,),
-                                    f_sz_1, rng)
+        g_in = self.guide_channels + (self.channels if self.residual_input else 0)
+        self.branch_g = _conv_stack((g_in,) + g + (self.k_ch * num_ups,), f_sz_1, rng)
         fw = (t[-1],) + f + (1,)
         p, op = (f_sz_2 - 1) // 2, f_sz_2 % 2
         self.up_convts = ModuleList()
@@ -320,6 +342,13 @@ class PacJointUpsample(_ResidualMixin, JointUpsampler):
                 up.bias.data[0] = 0
 
     def forward(self, target_low, guide):
+        base = None
+        if self.residual_input:
+            if target_low.shape[1] != self.channels:
+                raise ValueError(f"this model (residual_input=True) was built for "
+                                 f"{self.channels}-channel targets, got {target_low.shape[1]}")
+            base = self._base_of(target_low, guide)
+            guide = F.concat([guide, base.astype(as_array(guide).dtype, copy=False)], axis=1)
         x, C = fold_channels(target_low)
         x = self.branch_t(x)
         g = self.branch_g(guide)
@@ -333,7 +362,7 @@ class PacJointUpsample(_ResidualMixin, JointUpsampler):
             gi = repeat_for_channels(gi, C)
             x = F.relu(up(x, gi))
         x = self.branch_f(x)
-        return self._add_base(unfold_channels(x, C), target_low, guide)
+        return self._add_base(unfold_channels(x, C), target_low, guide, base)
 
 
 #: the reference's lite configurations (DESIGN.md section 3)

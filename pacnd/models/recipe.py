@@ -47,6 +47,7 @@ class Recipe:
     protocol: str = "center"
     residual: str | None = "jbu"
     residual_sigmas: tuple | None = None
+    residual_input: bool = False
     init: str = "he"
     steps: int = 6000
     lr: float = 1e-3
@@ -73,6 +74,9 @@ class Recipe:
             raise ValueError(f"protocol={self.protocol!r}; choose one of {sorted(PROTOCOLS)}")
         if self.residual not in RESIDUAL_BASES:
             raise ValueError(f"residual={self.residual!r}; choose one of {RESIDUAL_BASES}")
+        if self.residual_input and (self.residual is None or self.model != "pac"):
+            raise ValueError(f"residual_input=True needs a residual base and model 'pac' "
+                             f"(got residual={self.residual!r}, model={self.model!r})")
         if self.crop % self.factor:
             raise ValueError(f"crop={self.crop} must be a multiple of factor={self.factor}")
         self.scale = tuple(float(v) for v in self.scale)
@@ -94,6 +98,8 @@ class Recipe:
         d["scale"] = list(self.scale)
         if self.residual_sigmas is not None:
             d["residual_sigmas"] = list(self.residual_sigmas)
+        if not self.residual_input:   # recipes from before the option compare equal
+            del d["residual_input"]
         return d
 
 
@@ -174,9 +180,11 @@ def build_from_recipe(r, rng=None):
     """The untrained model of a recipe."""
     from .registry import build_model  # noqa: PLC0415
 
+    extra = {"residual_input": True} if r.residual_input else {}
     return build_model(r.model, r.factor, 2 if r.task == "flow" else 1,
                        rng=r.seed if rng is None else rng, init=r.init, residual=r.residual,
-                       residual_sampling=r.sampling, residual_sigmas=r.residual_sigmas)
+                       residual_sampling=r.sampling, residual_sigmas=r.residual_sigmas,
+                       **extra)
 
 
 def _eval_fn(r, scenes):
