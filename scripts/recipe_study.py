@@ -72,12 +72,18 @@ def collect(names, args):
              f"{args.crop}-px crops)", "",
              "Held-out error relative to bicubic / JBU (mean over held-out groups, one scene "
              "each; lower is better) at the first evaluation and at the end.", "",
-             "| variant | what changes | first vs bicubic | last vs bicubic | last vs JBU |",
-             "|---|---|---:|---:|---:|"]
+             "| variant | what changes | first vs bicubic | last vs bicubic | last vs JBU | "
+             "last step |",
+             "|---|---|---:|---:|---:|---:|"]
     for n, rs in rows.items():
         if rs:
             lines.append(f"| {n} | {VARIANTS[n][0]} | {rs[0]['vs_bicubic']:.3f} | "
-                         f"{rs[-1]['vs_bicubic']:.3f} | {rs[-1]['vs_jbu']:.3f} |")
+                         f"{rs[-1]['vs_bicubic']:.3f} | {rs[-1]['vs_jbu']:.3f} | "
+                         f"{rs[-1]['step']}{'' if rs[-1]['step'] >= args.steps else ' (stopped)'}"
+                         f" |")
+    lines += ["", "Every evaluation (vs JBU): " + "; ".join(
+        f"{n}: " + ", ".join(f"{r['step']}: {r['vs_jbu']:.4f}" for r in rs)
+        for n, rs in rows.items() if rs)]
     with open(os.path.join(RESULTS, "upsampling_recipe_study.md"), "w", encoding="utf-8") as f:
         f.write("\n".join(lines) + "\n")
     import matplotlib
