@@ -350,3 +350,35 @@ def test_recipe_runs_resume_bit_for_bit(tmp_path, monkeypatch):
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     m = load_upsampler(tmp_path / "straight" / "model.npz")
     assert m.meta["step"] == 4 and m.meta["recipe"]["model"] == "pac_lite"
+
+
+def test_recipe_init_from_continues_a_run(tmp_path, monkeypatch):
+    """init_from starts a run from another run's weights (relative to ``root``): the second
+    run's step-0 model is the first run's final one; another network is refused."""
+    from pacnd.models import load_upsampler
+    from pacnd.models import recipe as R
+
+    monkeypatch.setattr(R, "pool_sources", lambda root, task, items=None: _sources("depth"))
+    kw = dict(steps=2, warmup=1, crop=32, batch_size=2, eval_every=0,
+              weights={"a": 1.0, "b": 1.0})
+    first = R.default_recipe("depth", 4, "pac_lite", **kw)
+    R.train_from_pool(first, "unused", tmp_path / "one", progress=False, eval_per_group=0)
+    trained = load_upsampler(tmp_path / "one" / "model.npz")
+    second = R.default_recipe("depth", 4, "pac_lite", init_from="one/model.npz", **kw)
+    assert second.to_json()["init_from"] == "one/model.npz"
+    assert "init_from" not in first.to_json()
+    start = R.build_from_recipe(second, root=tmp_path)
+    fresh = R.build_from_recipe(first)
+    sd, st, sf = start.state_dict(), trained.state_dict(), fresh.state_dict()
+    for k in sd:
+        np.testing.assert_array_equal(np.asarray(sd[k]), np.asarray(st[k]), err_msg=k)
+    assert any(not np.array_equal(np.asarray(sd[k]), np.asarray(sf[k])) for k in sd)
+    res = R.train_from_pool(second, "unused", tmp_path / "two", progress=False,
+                            eval_per_group=0, root=tmp_path)
+    assert res.step == 2
+    other = R.default_recipe("depth", 4, "djf", init_from="one/model.npz", **kw)
+    with pytest.raises(ValueError, match="another network"):
+        R.build_from_recipe(other, root=tmp_path)
+    with pytest.raises(FileNotFoundError):
+        R.build_from_recipe(R.default_recipe("depth", 4, "pac_lite", init_from="nope.npz",
+                                             **kw), root=tmp_path)

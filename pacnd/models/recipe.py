@@ -49,6 +49,7 @@ class Recipe:
     residual_sigmas: tuple | None = None
     residual_input: bool = False
     init: str = "he"
+    init_from: str | None = None
     steps: int = 6000
     lr: float = 1e-3
     warmup: int = 100
@@ -98,8 +99,9 @@ class Recipe:
         d["scale"] = list(self.scale)
         if self.residual_sigmas is not None:
             d["residual_sigmas"] = list(self.residual_sigmas)
-        if not self.residual_input:   # recipes from before the option compare equal
-            del d["residual_input"]
+        for k in ("residual_input", "init_from"):  # recipes from before these options
+            if not d[k]:                          # compare equal
+                del d[k]
         return d
 
 
@@ -176,15 +178,27 @@ def _find_alley(pool_root):
 
 
 # --------------------------------------------------------------------------- model
-def build_from_recipe(r, rng=None):
-    """The untrained model of a recipe."""
-    from .registry import build_model  # noqa: PLC0415
+def build_from_recipe(r, rng=None, root=None):
+    """The model of a recipe before training: initialised by ``r.init`` or, with
+    ``r.init_from``, holding the weights of that upsampler file (a path relative to
+    ``root``, default the current directory, or absolute), which must be the same
+    network."""
+    from .registry import build_model, load_upsampler, model_config  # noqa: PLC0415
 
     extra = {"residual_input": True} if r.residual_input else {}
-    return build_model(r.model, r.factor, 2 if r.task == "flow" else 1,
-                       rng=r.seed if rng is None else rng, init=r.init, residual=r.residual,
-                       residual_sampling=r.sampling, residual_sigmas=r.residual_sigmas,
-                       **extra)
+    model = build_model(r.model, r.factor, 2 if r.task == "flow" else 1,
+                        rng=r.seed if rng is None else rng, init=r.init, residual=r.residual,
+                        residual_sampling=r.sampling, residual_sigmas=r.residual_sigmas,
+                        **extra)
+    if r.init_from:
+        path = os.path.join(root or os.getcwd(), r.init_from)
+        start = load_upsampler(path)
+        if model_config(start) != model_config(model):
+            raise ValueError(f"init_from={r.init_from!r} holds another network "
+                             f"({model_config(start)}) than this recipe builds "
+                             f"({model_config(model)})")
+        model.load_state_dict(start.state_dict())
+    return model
 
 
 def _eval_fn(r, scenes):
@@ -208,13 +222,14 @@ def _eval_fn(r, scenes):
 
 # --------------------------------------------------------------------------- training
 def train_from_pool(recipe, pool_root, run_dir, *, resume=False, progress=True,
-                    eval_per_group=1):
+                    eval_per_group=1, root=None):
     """Train ``recipe`` on the pool into ``run_dir`` (see the module docstring).
 
     With ``resume`` the run continues from ``run_dir/checkpoint.npz`` (the stored
     ``recipe.json`` must equal ``recipe``: a different recipe is a new run).
     ``eval_per_group`` held-out scenes per group are evaluated every
-    ``recipe.eval_every`` steps (0: no evaluation).
+    ``recipe.eval_every`` steps (0: no evaluation). ``root``: where a relative
+    ``recipe.init_from`` is (default the current directory).
 
     Returns
     -------
@@ -242,7 +257,7 @@ def train_from_pool(recipe, pool_root, run_dir, *, resume=False, progress=True,
     if not resume or not os.path.exists(rpath):
         with open(rpath, "w", encoding="utf-8") as f:
             json.dump(r.to_json(), f, indent=1)
-    model = build_from_recipe(r)
+    model = build_from_recipe(r, root=root)
     data = MixedPairs(pool_sources(pool_root, r.task), r.factor, kind=r.task,
                       weights=r.weights, lowres_mode=PROTOCOLS[r.protocol], crop=r.crop,
                       batch_size=r.batch_size, scale=r.scale, color_jitter=r.color_jitter,
