@@ -15,7 +15,9 @@ One parallel work unit is a segment of one output row of a tap class, at most
    ``Bp[ti*Cin/g + cl, j] = K[kc, ti, j] * x[b, c, in(j, ti)]`` (0 off the
    input; rows tap-major, so the tap's K stays in registers over its channels)
    and run :func:`pacnd.engines.cpu.gemm.micro_kernel` for every block of
-   ``MR`` output channels; then write ``result + bias`` to the output.
+   ``MR`` output channels (a last panel of at most two vectors of pixels:
+   two-vector rows and :func:`pacnd.engines.cpu.gemm.micro_kernel_2`); then
+   write ``result + bias`` to the output.
 
 Working memory per thread is the segment's K, the staged rows, one panel
 block and the result block, independent of the image; no column matrix exists.
@@ -27,7 +29,7 @@ channel for all input channels, 2 one K channel per input channel.
 import numpy as np
 from numba import njit
 
-from .gemm import KC, MR, NR_VECS, micro_kernel
+from .gemm import KC, MR, NR_VECS, micro_kernel, micro_kernel_2
 from .indexing import COL_BLOCK, FASTMATH, decode_row, jrange, load_row, tap_of
 from .kernel_rows import segment_k
 from .simd import lanes, vadd, vload, vmul, vsplat, vstore, vzeros
@@ -47,14 +49,26 @@ def chunking(ncol, panel, max_width=COL_BLOCK):
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _pack_staged(Bp, rows, ldb, Ktf, ldk, kmode, kc0, j0, ja, tap_tab, cin_g, t_n, k0, k1):
-    """Rows ``[k0, k1)`` (``k = ti*cin_g + cl``) of the panel of columns ``j0 + j`` from the
-    staged rows (:func:`_stage_rows`: every column readable, the padding holds the zeros;
-    channel ``cl`` of tap ``ti`` at ``tap_tab[ti, 0] + cl*ldb``): ``Bp[k - k0, j] = K * x``,
-    three vector loads, multiplies and stores per row, the tap's K vectors loaded once
-    per tap; absent taps give zero rows."""
+def _pack_staged(Bp, rows, ldb, Ktf, ldk, kmode, kc0, j0, ja, tap_tab, cin_g, t_n, k0, k1, nv):
+    """Rows ``[k0, k1)`` (``k = ti*cin_g + cl``) of the panel of ``nv`` (3 or 2) vectors of
+    columns ``j0 + j`` from the staged rows (:func:`_stage_rows`: every column readable,
+    the padding holds the zeros; channel ``cl`` of tap ``ti`` at ``tap_tab[ti, 0] +
+    cl*ldb``): ``Bp[k - k0, j] = K * x``, ``nv`` vector loads, multiplies and stores per
+    row, the tap's K vectors loaded once per tap; absent taps give zero rows."""
+    # nv as a constant of each inlined copy, so the loops hold no test of it
+    if nv == NR_VECS:
+        _pack_staged_nv(Bp, rows, ldb, Ktf, ldk, kmode, kc0, j0, ja, tap_tab, cin_g, t_n, k0, k1,
+                        NR_VECS)
+    else:
+        _pack_staged_nv(Bp, rows, ldb, Ktf, ldk, kmode, kc0, j0, ja, tap_tab, cin_g, t_n, k0, k1,
+                        2)
+
+
+@njit(cache=True, fastmath=FASTMATH, inline="always")
+def _pack_staged_nv(Bp, rows, ldb, Ktf, ldk, kmode, kc0, j0, ja, tap_tab, cin_g, t_n, k0, k1, nv):
+    """:func:`_pack_staged` with ``nv`` a constant (``NR_VECS == 3`` or 2)."""
     vw = lanes(Bp)
-    n = NR_VECS * vw
+    n = nv * vw
     z = vzeros(Bp)
     k = k0
     while k < k1:
@@ -67,24 +81,27 @@ def _pack_staged(Bp, rows, ldb, Ktf, ldk, kmode, kc0, j0, ja, tap_tab, cin_g, t_
             for cl in range(c_lo, c_hi):
                 vstore(Bp, d, z)
                 vstore(Bp, d + vw, z)
-                vstore(Bp, d + 2 * vw, z)
+                if nv > 2:
+                    vstore(Bp, d + 2 * vw, z)
                 d += n
         elif kmode == 1:
             q = ti * ldk + j0 - ja
             k0v = vload(Ktf, q)
             k1v = vload(Ktf, q + vw)
-            k2v = vload(Ktf, q + 2 * vw)
+            k2v = vload(Ktf, q + 2 * vw) if nv > 2 else k0v
             for cl in range(c_lo, c_hi):
                 vstore(Bp, d, vmul(vload(rows, s), k0v))
                 vstore(Bp, d + vw, vmul(vload(rows, s + vw), k1v))
-                vstore(Bp, d + 2 * vw, vmul(vload(rows, s + 2 * vw), k2v))
+                if nv > 2:
+                    vstore(Bp, d + 2 * vw, vmul(vload(rows, s + 2 * vw), k2v))
                 s += ldb
                 d += n
         elif kmode == 0:
             for cl in range(c_lo, c_hi):
                 vstore(Bp, d, vload(rows, s))
                 vstore(Bp, d + vw, vload(rows, s + vw))
-                vstore(Bp, d + 2 * vw, vload(rows, s + 2 * vw))
+                if nv > 2:
+                    vstore(Bp, d + 2 * vw, vload(rows, s + 2 * vw))
                 s += ldb
                 d += n
         else:                                           # one K per input channel
@@ -92,20 +109,21 @@ def _pack_staged(Bp, rows, ldb, Ktf, ldk, kmode, kc0, j0, ja, tap_tab, cin_g, t_
                 q = ((kc0 + cl) * t_n + ti) * ldk + j0 - ja
                 vstore(Bp, d, vmul(vload(rows, s), vload(Ktf, q)))
                 vstore(Bp, d + vw, vmul(vload(rows, s + vw), vload(Ktf, q + vw)))
-                vstore(Bp, d + 2 * vw, vmul(vload(rows, s + 2 * vw), vload(Ktf, q + 2 * vw)))
+                if nv > 2:
+                    vstore(Bp, d + 2 * vw, vmul(vload(rows, s + 2 * vw),
+                                                vload(Ktf, q + 2 * vw)))
                 s += ldb
                 d += n
         k = ti * cin_g + c_hi
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def _pack_panel(Bp, xf, Ktf, kmode, j0, tab, k0, k1, isw):
-    """Rows ``[k0, k1)`` of the panel of columns ``j0 + j``, read from the input
+def _pack_panel(Bp, xf, Ktf, kmode, j0, tab, k0, k1, isw, n):
+    """Rows ``[k0, k1)`` of the panel of ``n`` columns ``j0 + j``, read from the input
     itself (strided input, no staging): ``Bp[k - k0, j] = K * x`` inside the
     row's columns ``[lo, hi)``, 0 outside. Loops run over 0-based slices so that
     they vectorise (see :func:`pacnd.engines.cpu.indexing.load_row`).
     """
-    n = NR_VECS * lanes(Bp)
     for k in range(k0, k1):
         row = Bp[(k - k0) * n:(k - k0 + 1) * n]
         a = min(max(tab[k, 2] - j0, 0), n)
@@ -244,17 +262,24 @@ def _dense_unit(u, per_row, width, ncol, xf, x_shape, Wp, nob, bias, ck, ksrc, k
                 tab[k, 2] = tap_tab[ti, 1]
                 tab[k, 3] = tap_tab[ti, 2]
         for j0 in range(ja, jb, n):
+            ncols = min(n, jb - j0)
+            # a last panel of at most two vectors of pixels: two-vector rows and kernel
+            nv = NR_VECS if ncols > 2 * vw else 2
+            nn = nv * vw
             for k0 in range(0, kdim, KC):
                 k1 = min(kdim, k0 + KC)
                 if staged:
                     _pack_staged(Bp, rows, ldb, Ktf, ldk, kmode, g * cin_g, j0, ja, tap_tab, cin_g,
-                                 t_n, k0, k1)
+                                 t_n, k0, k1, nv)
                 else:
-                    _pack_panel(Bp, src, Ktf, kmode, j0, tab, k0, k1, isw)
+                    _pack_panel(Bp, src, Ktf, kmode, j0, tab, k0, k1, isw, nn)
                 for ob in range(nob):
-                    micro_kernel(Wp, ((g * nob + ob) * kdim + k0) * MR, Bp, k0 - k0, n, k1 - k0,
-                                 cbuf, ob * MR * n, n, k0 > 0)
-            ncols = min(n, jb - j0)
+                    wo = ((g * nob + ob) * kdim + k0) * MR
+                    if nv == NR_VECS:
+                        micro_kernel(Wp, wo, Bp, k0 - k0, nn, k1 - k0, cbuf, ob * MR * n, n, k0 > 0)
+                    else:
+                        micro_kernel_2(Wp, wo, Bp, k0 - k0, nn, k1 - k0, cbuf, ob * MR * n, n,
+                                       k0 > 0)
             full = ncols == n and osw == 1
             for ob in range(nob):
                 for i in range(min(MR, cout_g - ob * MR)):
