@@ -31,7 +31,7 @@ from numba import njit
 
 from .gemm import KC, MR, NR_VECS, micro_kernel, micro_kernel_2
 from .indexing import COL_BLOCK, FASTMATH, decode_row, jrange, load_row, tap_of
-from .kernel_rows import segment_k
+from .kernel_rows import guide_slots, segment_k
 from .simd import lanes, prefetch, vadd, vload, vmul, vsplat, vstore, vzeros
 from .threads import claim, parallel_for
 
@@ -279,7 +279,7 @@ def _prefetch_ring(slot_key, xf, x_shape, b, groups, cin_g, cls, taps, jd, jh, w
 @njit(cache=True, fastmath=FASTMATH)
 def _dense_unit(u, per_row, width, ncol, xf, x_shape, Wp, nob, bias, ck, ksrc, kmode, guide, mask,
                 geo, opt, alpha, lam, cst, Kfull, tap_ids, cls, taps, groups, outf, out_shape,
-                Kbuf, rows, rstride, slot_key, slot_of, tap_tab, tab, Bp, cbuf):
+                Kbuf, Sr, skey, rows, rstride, slot_key, slot_of, tap_tab, tab, Bp, cbuf):
     r = u // per_row
     ja = (u - r * per_row) * width
     jb = min(ja + width, ncol)
@@ -310,7 +310,7 @@ def _dense_unit(u, per_row, width, ncol, xf, x_shape, Wp, nob, bias, ck, ksrc, k
         # run-time values, not constants, for save and the panel offset below: a literal
         # argument would make Numba compile one more specialisation of the callee
         segment_k(ksrc, r, ja, jb, guide, mask, geo, cls, taps, opt, alpha, lam, cst, Kfull,
-                  tap_ids, K3, K3, K3, ksrc < 0)
+                  tap_ids, K3, K3, K3, ksrc < 0, Sr, skey)
     # 1. where each tap reads: staged rows (unit input stride) or the input itself
     in_d, in_h, in_w = x_shape[2], x_shape[3], x_shape[4]
     cstride = in_d * in_h * in_w
@@ -416,6 +416,10 @@ def _dense_units(tid, ctl, n, per_row, width, ncol, xf, x_shape, Wp, nob, bias, 
     rstride = -(-(mp + wspan) // vw) * vw + vw
     rows = np.empty(cin_g * td_n * th_n * rstride if cls[2, 4] == 1 else 1, dtype=dt)
     Kbuf = np.empty(ck * t_n * mp if kmode != 0 else 1, dtype=dt)
+    if ksrc == 1:                   # guide rows kept from one segment to the next
+        Sr, skey = guide_slots(guide, cls, taps, width, Kbuf)
+    else:
+        Sr, skey = np.empty(0, dtype=dt), np.full((0, 5), -1, dtype=np.int64)
     tap_tab = np.empty((t_n, 4), dtype=np.int64)
     nslot = td_n * th_n
     slot_key = np.full((nslot, 5), -1, dtype=np.int64)     # nothing staged yet
@@ -427,7 +431,8 @@ def _dense_units(tid, ctl, n, per_row, width, ncol, xf, x_shape, Wp, nob, bias, 
     while u < n:
         _dense_unit(u, per_row, width, ncol, xf, x_shape, Wp, nob, bias, ck, ksrc, kmode, guide,
                     mask, geo, opt, alpha, lam, cst, Kfull, tap_ids, cls, taps, groups, outf,
-                    out_shape, Kbuf, rows, rstride, slot_key, slot_of, tap_tab, tab, Bp, cbuf)
+                    out_shape, Kbuf, Sr, skey, rows, rstride, slot_key, slot_of, tap_tab, tab, Bp,
+                    cbuf)
         u = claim(ctl, tid)
 
 

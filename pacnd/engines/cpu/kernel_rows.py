@@ -38,8 +38,8 @@ from .fastexp import vexp
 from .indexing import FASTMATH, add_row, decode_row, jrange, load_row, output_row
 from .simd import lanes
 
-__all__ = ["kernel_rows", "kernel_rows_vjp", "guide_grad_rows", "take_k_rows", "put_k_rows",
-           "segment_k", "tap_validity", "phi_row"]
+__all__ = ["kernel_rows", "guide_slots", "kernel_rows_vjp", "guide_grad_rows", "take_k_rows",
+           "put_k_rows", "segment_k", "tap_validity", "phi_row"]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -83,12 +83,34 @@ def phi_row(kr, d2, kind, a, hl, cst):
             kr[jj] = a + (d2[jj] + eps) ** hl
 
 
+@njit(cache=True)
+def guide_slots(guide, cls, taps, width, like):
+    """A thread's guide-row slots for :func:`kernel_rows` on segments of at most ``width``
+    columns of class ``cls``: ``(Sr, skey)`` of ``like``'s dtype, one slot per tap row,
+    nothing held yet (none when the taps cannot be staged)."""
+    vw = lanes(like)
+    wlo, span = staged_span(taps, cls[2, 3], cls[2, 5])
+    nq = cls[0, 3] * cls[1, 3]
+    ncs = -(-width // vw) * vw + max(span, 0)
+    ssz = guide.shape[1] * (-(-ncs // vw) * vw + vw)
+    return (np.empty(nq * ssz if span >= 0 else 0, dtype=like.dtype),
+            np.full((nq if span >= 0 else 0, 5), -1, dtype=np.int64))
+
+
 @njit(cache=True, fastmath=FASTMATH)
 def kernel_rows(r, ja, jb, pb, guide, mask, geo, cls, taps, opt, alpha, lam, cst, Kt, Krt, D2t,
-                save):
+                save, Sr, skey):
     """K of class row ``r``, columns ``[ja, jb)``, into ``Kt[k, ti, pb:pb + jb - ja]``
     (mask and normalisation applied); with ``save`` also phi into ``Krt`` and the
-    squared distance into ``D2t`` (same layout)."""
+    squared distance into ``D2t`` (same layout).
+
+    ``Sr``/``skey``: the calling thread's slots of staged guide rows, kept from
+    one call to the next (:func:`.distances.stage_guide`; slot ``s`` is
+    ``Sr[s*ssz:(s + 1)*ssz]``, ``ssz = len(Sr) // len(skey)``, holding the row
+    ``skey[s] = (b, d, h, ja, ncols)``; -1 for none): the next row segment of a
+    thread usually reads all but one of the same guide rows. With fewer slots
+    than tap rows, or slots too small, the rows are staged in a buffer of the call.
+    """
     kind, chw, normalize, masked, has_mask = opt[0], opt[2], opt[3], opt[4], opt[5]
     cg_n = guide.shape[1]
     ck_n = Kt.shape[0]
@@ -106,7 +128,25 @@ def kernel_rows(r, ja, jb, pb, guide, mask, geo, cls, taps, opt, alpha, lam, cst
     staged = span >= 0
     ncs = mp + span if staged else 0
     sstride = -(-ncs // vw) * vw + vw
-    S = np.empty(cg_n * sstride if staged else 0, dtype=Kt.dtype)
+    nq = td_n * th_n
+    ring = staged and skey.shape[0] >= nq and Sr.shape[0] // skey.shape[0] >= cg_n * sstride
+    if ring:
+        R, keys, ssz = Sr, skey, Sr.shape[0] // skey.shape[0]
+    else:
+        R = np.empty(cg_n * sstride if staged else 0, dtype=Kt.dtype)
+        keys, ssz = np.full((1, 5), -1, dtype=np.int64), cg_n * sstride
+    slot_of = np.zeros(nq, dtype=np.int64)
+    used = np.zeros(keys.shape[0], dtype=np.bool_)
+    for q in range(nq if ring else 0):  # tap rows a slot holds already
+        slot_of[q] = -1
+        gd = taps[0, q // th_n, 2] + jd * gsd
+        gh = taps[1, q % th_n, 2] + jh * gsh
+        for sl in range(keys.shape[0]):
+            if (not used[sl] and keys[sl, 0] == b and keys[sl, 1] == gd and keys[sl, 2] == gh
+                    and keys[sl, 3] == ja and keys[sl, 4] == ncs):
+                slot_of[q] = sl
+                used[sl] = True
+                break
     f0p = np.empty(cg_n * mp if staged else 0, dtype=Kt.dtype)
     shifts = np.empty(tw_n if staged else 0, dtype=np.int64)
     if staged:
@@ -124,12 +164,22 @@ def kernel_rows(r, ja, jb, pb, guide, mask, geo, cls, taps, opt, alpha, lam, cst
         gd = taps[0, tdi, 2] + jd * gsd
         for thi in range(th_n):
             gh = taps[1, thi, 2] + jh * gsh
-            if staged:
-                stage_guide(S, sstride, guide, b, 0, cg_n, gd, gh, wlo, gsw, geo, ja, ncs)
-                if thi + 1 < th_n or tdi + 1 < td_n:    # the next tap row's guide rows
-                    nd, nh = (tdi, thi + 1) if thi + 1 < th_n else (tdi + 1, 0)
-                    prefetch_guide(guide, b, 0, cg_n, taps[0, nd, 2] + jd * gsd,
-                                   taps[1, nh, 2] + jh * gsh, wlo, gsw, geo, ja, ncs)
+            q = tdi * th_n + thi
+            if staged and (slot_of[q] < 0 or not ring):     # not held: into a free slot
+                sl = 0
+                while ring and sl < keys.shape[0] and used[sl]:
+                    sl += 1
+                if sl == keys.shape[0]:     # cannot happen (a slot per tap row)
+                    raise RuntimeError("no free slot for a guide row")
+                used[sl] = ring
+                slot_of[q] = sl
+                keys[sl, 0], keys[sl, 1], keys[sl, 2], keys[sl, 3], keys[sl, 4] = b, gd, gh, ja, ncs
+                stage_guide(R[sl * ssz:], sstride, guide, b, 0, cg_n, gd, gh, wlo, gsw, geo, ja,
+                            ncs)
+            if staged and q + 1 < nq and (slot_of[q + 1] < 0 or not ring):  # next new rows
+                prefetch_guide(guide, b, 0, cg_n, taps[0, (q + 1) // th_n, 2] + jd * gsd,
+                               taps[1, (q + 1) % th_n, 2] + jh * gsh, wlo, gsw, geo, ja, ncs)
+            S = R[slot_of[q] * ssz:]
             t0 = ti + 1
             for k in range(ck_n):
                 # guide channels [k, k+1) with channel_wise, else all of them
@@ -401,16 +451,17 @@ def put_k_rows(gKt, pb, b, od, oh, o0w, osw, tap_ids, ja, jb, gK):
 
 @njit(cache=True)
 def segment_k(ksrc, r, ja, jb, guide, mask, geo, cls, taps, opt, alpha, lam, cst, Kfull, tap_ids,
-              Kt, Krt, D2t, save):
+              Kt, Krt, D2t, save, Sr, skey):
     """K of class row ``r``, columns ``[ja, jb)``, into ``Kt[k, ti, 0:jb - ja]``.
 
     ``ksrc``: 0 none (a plain convolution: nothing to do), 1 from the guide
-    (:func:`kernel_rows`; ``save`` keeps phi and d2 in ``Krt``/``D2t``), 2 a
-    precomputed full K ``Kfull`` (B, Ck, T, D, H, W) (:func:`take_k_rows`).
+    (:func:`kernel_rows`; ``save`` keeps phi and d2 in ``Krt``/``D2t``; ``Sr``/``skey``
+    its guide-row slots), 2 a precomputed full K ``Kfull`` (B, Ck, T, D, H, W)
+    (:func:`take_k_rows`).
     """
     if ksrc == 1:
         kernel_rows(r, ja, jb, ja - ja, guide, mask, geo, cls, taps, opt, alpha, lam, cst, Kt, Krt,
-                    D2t, save)
+                    D2t, save, Sr, skey)
     elif ksrc == 2:
         b, od, oh, o0w, osw = output_row(cls, r)
         take_k_rows(Kfull, b, od, oh, o0w, osw, tap_ids, ja, jb, Kt, 0)
