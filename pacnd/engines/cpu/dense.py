@@ -9,7 +9,8 @@ One parallel work unit is a segment of one output row of a tap class, at most
    convolution) -- no K tile exists;
 1. per tap, where its input row is (or that it is absent);
 2. per group: the input rows the segment reads are staged, zero-padded, into
-   a small buffer (:func:`_stage_rows`; unit input stride only);
+   the thread's row slots, which keep them for its next segment
+   (:func:`_stage_ring`; unit input stride only);
 3. per panel of :func:`pacnd.engines.cpu.gemm.nr` pixels and block of
    :data:`pacnd.engines.cpu.gemm.KC` rows: pack
    ``Bp[ti*Cin/g + cl, j] = K[kc, ti, j] * x[b, c, in(j, ti)]`` (0 off the
@@ -51,7 +52,7 @@ def chunking(ncol, panel, max_width=COL_BLOCK):
 @njit(cache=True, fastmath=FASTMATH)
 def _pack_staged(Bp, rows, ldb, Ktf, ldk, kmode, kc0, j0, ja, tap_tab, cin_g, t_n, k0, k1, nv):
     """Rows ``[k0, k1)`` (``k = ti*cin_g + cl``) of the panel of ``nv`` (3 or 2) vectors of
-    columns ``j0 + j`` from the staged rows (:func:`_stage_rows`: every column readable,
+    columns ``j0 + j`` from the staged rows (:func:`_stage_ring`: every column readable,
     the padding holds the zeros; channel ``cl`` of tap ``ti`` at ``tap_tab[ti, 0] +
     cl*ldb``): ``Bp[k - k0, j] = K * x``, ``nv`` vector loads, multiplies and stores per
     row, the tap's K vectors loaded once per tap; absent taps give zero rows."""
