@@ -10,6 +10,8 @@ Same interface and semantics as :mod:`pacnd.engines.reference` (see
 * :mod:`.kernel_rows` — K of one row segment from the guide (mask and
   normalisation fused), its backward to guide, alpha, lam, and reads/writes
   of a precomputed K;
+* :mod:`.distances` — the squared guide distances K starts from (staged guide
+  rows, several taps at a time);
 * :mod:`.adapting` — the full-K interface calls and K of whole tiles;
 * :mod:`.dense` — the dense-groups forward: per output-row segment, K of the
   segment, the input rows staged, K-weighted panels packed and multiplied by

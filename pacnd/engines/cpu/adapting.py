@@ -20,7 +20,7 @@ from numba import njit
 
 from ..._kernelspec import EPS
 from .indexing import COL_BLOCK, unit_of
-from .kernel_rows import kernel_rows, kernel_rows_vjp, guide_grad_rows
+from .kernel_rows import guide_grad_rows, guide_slots, kernel_rows, kernel_rows_vjp
 from .layout import Workspace, layout_of, row_segments, tiles
 from .threads import SLOTS, claim, parallel_for
 
@@ -53,11 +53,12 @@ def dummy_mask(dtype):
 @njit(nogil=True, cache=True)
 def _kernel_units(tid, ctl, n, nblk, guide, mask, geo, cls, taps, r0, c0, c1, opt, alpha, lam,
                   cst, Kt, Krt, D2t, save):
+    Sr, skey = guide_slots(guide, cls, taps, min(COL_BLOCK, c1 - c0), Kt)
     u = claim(ctl, tid)
     while u < n:
         r, ja, jb, pb = unit_of(u, nblk, r0, c0, c1)
         kernel_rows(r, ja, jb, pb, guide, mask, geo, cls, taps, opt, alpha, lam, cst, Kt, Krt,
-                    D2t, save)
+                    D2t, save, Sr, skey)
         u = claim(ctl, tid)
 
 

@@ -217,8 +217,10 @@ def _vjp_unit(r, ja, jb, tid, xf, x_shape, goutf, out_shape, WtP, nobt, groups, 
     Kr3 = Kr[:ck * t_n * ldk].reshape((ck, t_n, ldk)) if save else K3
     D23 = D2[:ck * t_n * ldk].reshape((ck, t_n, ldk)) if save else K3
     if kmode != 0:
+        # (no guide-row slots: the rows are staged per segment)
         segment_k(ksrc, r, ja, jb, guide, mask, geo, cls, taps, opt, alpha, lam, cst, Kfull,
-                  tap_ids, K3, Kr3, D23, save)
+                  tap_ids, K3, Kr3, D23, save, K3.reshape(-1)[:0],
+                  np.full((0, 5), -1, dtype=np.int64))
     gKf = gKu[:ck * t_n * ldk]
     if need_k:
         for i in range(ck * t_n * ldk):

@@ -13,7 +13,8 @@ from numba import njit
 
 from .indexing import (COL_BLOCK, FASTMATH, add_row, decode_row, input_row, jrange, load_row,
                        output_row, store_row, tap_of, unit_of)
-from .kernel_rows import centre_features, phi_row, tap_d2, tap_validity
+from .distances import centre_features, tap_d2
+from .kernel_rows import phi_row, tap_validity
 from .threads import claim, parallel_for
 
 __all__ = ["dw_forward", "dw_forward_fused", "dw_backward"]

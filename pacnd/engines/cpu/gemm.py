@@ -30,8 +30,8 @@ from numba import njit
 from .indexing import FASTMATH
 from .simd import VEC_BYTES, lanes, vadd, vbroadcast, vfma, vload, vstore, vzeros
 
-__all__ = ["MR", "KC", "nr", "pack_rows", "pack_weights", "micro_kernel", "MRW", "NVW", "nrw",
-           "micro_kernel_w"]
+__all__ = ["MR", "KC", "nr", "pack_rows", "pack_weights", "micro_kernel", "micro_kernel_2", "MRW",
+           "NVW", "nrw", "micro_kernel_w"]
 
 #: Output channels per micro-kernel block.
 MR = 4
@@ -125,6 +125,55 @@ def micro_kernel(Wp, wo, Bp, bo, ldb, kdim, cbuf, co, ldc, accumulate):
     vstore(cbuf, co + 3 * ldc, c30)
     vstore(cbuf, co + 3 * ldc + vw, c31)
     vstore(cbuf, co + 3 * ldc + 2 * vw, c32)
+
+
+@njit(cache=True, fastmath=FASTMATH)
+def micro_kernel_2(Wp, wo, Bp, bo, ldb, kdim, cbuf, co, ldc, accumulate):
+    """:func:`micro_kernel` for a panel of two vectors of pixels (``MR x 2*lanes``).
+
+    For the last panel of a row segment when at most two vectors of its pixels
+    are real (a 256-pixel row is ten panels and 16 pixels): a third vector of
+    padding would cost a third of the panel's multiply-adds. Eight
+    accumulators, as many as the multiply-add latency needs.
+    """
+    vw = lanes(Bp)
+    if accumulate:
+        c00 = vload(cbuf, co)
+        c01 = vload(cbuf, co + vw)
+        c10 = vload(cbuf, co + ldc)
+        c11 = vload(cbuf, co + ldc + vw)
+        c20 = vload(cbuf, co + 2 * ldc)
+        c21 = vload(cbuf, co + 2 * ldc + vw)
+        c30 = vload(cbuf, co + 3 * ldc)
+        c31 = vload(cbuf, co + 3 * ldc + vw)
+    else:
+        z = vzeros(Bp)
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = z
+    for k in range(kdim):
+        bb = bo + k * ldb
+        b0 = vload(Bp, bb)
+        b1 = vload(Bp, bb + vw)
+        w = wo + k * MR
+        a = vbroadcast(Wp, w)
+        c00 = vfma(a, b0, c00)
+        c01 = vfma(a, b1, c01)
+        a = vbroadcast(Wp, w + 1)
+        c10 = vfma(a, b0, c10)
+        c11 = vfma(a, b1, c11)
+        a = vbroadcast(Wp, w + 2)
+        c20 = vfma(a, b0, c20)
+        c21 = vfma(a, b1, c21)
+        a = vbroadcast(Wp, w + 3)
+        c30 = vfma(a, b0, c30)
+        c31 = vfma(a, b1, c31)
+    vstore(cbuf, co, c00)
+    vstore(cbuf, co + vw, c01)
+    vstore(cbuf, co + ldc, c10)
+    vstore(cbuf, co + ldc + vw, c11)
+    vstore(cbuf, co + 2 * ldc, c20)
+    vstore(cbuf, co + 2 * ldc + vw, c21)
+    vstore(cbuf, co + 3 * ldc, c30)
+    vstore(cbuf, co + 3 * ldc + vw, c31)
 
 
 #: Rows of the broadcast operand in a weight-gradient block (:func:`micro_kernel_w`).

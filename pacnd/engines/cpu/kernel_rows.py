@@ -32,13 +32,14 @@ import math
 import numpy as np
 from numba import njit
 
+from .distances import (centre_features, centre_staged, guide_row, prefetch_guide, stage_guide,
+                        staged_span, tap_d2, tap_row_d2)
 from .fastexp import vexp
 from .indexing import FASTMATH, add_row, decode_row, jrange, load_row, output_row
-from .simd import lanes, vfma, vload, vmax, vmul, vsplat, vstore, vsub
+from .simd import lanes
 
-__all__ = ["kernel_rows", "kernel_rows_vjp", "guide_grad_rows", "take_k_rows", "put_k_rows",
-           "segment_k",
-           "tap_validity", "guide_row", "phi_row", "tap_d2", "centre_features"]
+__all__ = ["kernel_rows", "guide_slots", "kernel_rows_vjp", "guide_grad_rows", "take_k_rows",
+           "put_k_rows", "segment_k", "tap_validity", "phi_row"]
 
 
 @njit(cache=True, fastmath=FASTMATH)
@@ -67,26 +68,6 @@ def tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh, tdi, thi, twi, ja
 
 
 @njit(cache=True, fastmath=FASTMATH)
-def guide_row(dst, guide, b, c, gd, gh, gbw, gsw, geo, ja, jb):
-    """dst[jj] = guide[b, c, gd, gh, gbw + (ja+jj)*gsw], 0 off the guide; returns the
-    in-guide column range."""
-    m = jb - ja
-    lo, hi = ja, ja
-    if 0 <= gd < geo[1, 0] and 0 <= gh < geo[1, 1]:
-        lo, hi = jrange(gbw, gsw, geo[1, 2], ja, jb)
-    for jj in range(lo - ja):
-        dst[jj] = 0
-    for jj in range(hi - ja, m):
-        dst[jj] = 0
-    if hi > lo:
-        src = load_row(guide[b, c, gd, gh], gbw, gsw, lo, hi)
-        mid = dst[lo - ja:hi - ja]
-        for j in range(hi - lo):
-            mid[j] = src[j]
-    return lo, hi
-
-
-@njit(cache=True, fastmath=FASTMATH)
 def phi_row(kr, d2, kind, a, hl, cst):
     """kr[:] = phi(d2[:]) (``a``, ``hl`` = alpha, lam/2 of the K channel)."""
     half, eps = cst[0], cst[1]
@@ -102,191 +83,34 @@ def phi_row(kr, d2, kind, a, hl, cst):
             kr[jj] = a + (d2[jj] + eps) ** hl
 
 
-@njit(cache=True, fastmath=FASTMATH)
-def tap_d2(d2, f0, dedge, guide, b, c_first, c_last, gd, gh, gbw, gsw, geo, ja, jb, floor):
-    """d2 = sum over guide channels [c_first, c_last) of max(f_n - f_0, floor)^2.
-
-    ``dedge`` is the value for a neighbour off the guide (f_n = 0).
-    """
-    m = jb - ja
-    glo, ghi = ja, ja
-    if 0 <= gd < geo[1, 0] and 0 <= gh < geo[1, 1]:
-        glo, ghi = jrange(gbw, gsw, geo[1, 2], ja, jb)
-    for jj in range(glo - ja):
-        d2[jj] = dedge[jj]
-    for jj in range(ghi - ja, m):
-        d2[jj] = dedge[jj]
-    if ghi > glo and gsw == 1:
-        # flat indices into the C-contiguous guide and f0 (no views), explicit vectors
-        nint = ghi - glo
-        vw = lanes(d2)
-        cs = geo[1, 0] * geo[1, 1] * geo[1, 2]
-        g0 = ((b * guide.shape[1] * geo[1, 0] + gd) * geo[1, 1] + gh) * geo[1, 2] + gbw + glo
-        f00 = glo - ja
-        fl = vsplat(floor)
-        relu = floor > -1e29                            # asym: max(diff, 0)
-        nv = nint - nint % vw
-        gflat = guide.reshape(-1)
-        # channel by channel, the sum kept in d2: the rows of one channel are contiguous,
-        # while the channels of a power-of-two image are a power of two apart (reading all
-        # channels per vector would make every load miss the same L1 set)
-        for c in range(c_first, c_last):
-            gc = g0 + c * cs
-            fc = c * m + f00
-            for j in range(0, nv, vw):
-                v = vsub(vload(guide, gc + j), vload(f0, fc + j))
-                if relu:
-                    v = vmax(v, fl)
-                if c == c_first:
-                    vstore(d2, f00 + j, vmul(v, v))
-                else:
-                    vstore(d2, f00 + j, vfma(v, v, vload(d2, f00 + j)))
-            for j in range(nv, nint):
-                t = max(gflat[gc + j] - f0[c, f00 + j], floor)
-                if c == c_first:
-                    d2[f00 + j] = t * t
-                else:
-                    d2[f00 + j] += t * t
-    elif ghi > glo:
-        d2m = d2[glo - ja:ghi - ja]
-        for c in range(c_first, c_last):
-            gs = load_row(guide[b, c, gd, gh], gbw, gsw, glo, ghi)
-            f0m = f0[c, glo - ja:ghi - ja]
-            if c == c_first:
-                for j in range(ghi - glo):
-                    v = max(gs[j] - f0m[j], floor)
-                    d2m[j] = v * v
-            else:
-                for j in range(ghi - glo):
-                    v = max(gs[j] - f0m[j], floor)
-                    d2m[j] += v * v
-
-
 @njit(cache=True)
-def staged_span(taps, tw_n, gsw):
-    """(first tap offset, span in columns) of a tap row's guide reads when every tap's
-    offset is a whole number of column steps ``gsw`` from the first; span -1 otherwise
-    (the taps then need separate rows, see :func:`stage_guide`)."""
-    wlo = taps[2, 0, 2]
-    for twi in range(tw_n):
-        wlo = min(wlo, taps[2, twi, 2])
-    span = 0
-    for twi in range(tw_n):
-        d = taps[2, twi, 2] - wlo
-        if d % gsw != 0:
-            return wlo, -1
-        span = max(span, d // gsw)
-    return wlo, span
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def stage_guide(S, sstride, guide, b, c_first, c_last, gd, gh, wlo, gsw, geo, ja, ncols):
-    """``S[(c - c_first)*sstride + i] = guide[b, c, gd, gh, wlo + (ja + i)*gsw]`` for
-    ``i < ncols``, 0 off the guide (``ncols <= sstride``).
-
-    One copy serves every tap of a tap row (their reads are shifts of it), the
-    channels sit ``sstride`` apart instead of a power of two (the guide's own
-    channel rows of a power-of-two image all compete for one L1 set), and a
-    zero neighbour gives exactly the off-guide distance (f_n = 0), so the
-    distance loop needs no column bounds.
-    """
-    lo, hi = ja, ja
-    if 0 <= gd < geo[1, 0] and 0 <= gh < geo[1, 1]:
-        lo, hi = jrange(wlo, gsw, geo[1, 2], ja, ja + ncols)
-    a, e = lo - ja, hi - ja
-    for c in range(c_first, c_last):
-        row = S[(c - c_first) * sstride:(c - c_first) * sstride + ncols]
-        for i in range(a):
-            row[i] = 0
-        for i in range(e, ncols):
-            row[i] = 0
-        if e > a:
-            src = load_row(guide[b, c, gd, gh], wlo, gsw, lo, hi)
-            mid = row[a:e]
-            for i in range(e - a):
-                mid[i] = src[i]
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def tap_d2_staged(d2, f0p, ldf, S, sstride, shift, ncf, mp, floor):
-    """``d2[j] = sum_c max(S[c*sstride + shift + j] - f0p[c*ldf + j], floor)^2`` for
-    ``j < mp`` (a multiple of the vector width; ``ncf`` channels from row 0 of the
-    staged guide ``S`` and the padded centre features ``f0p``).
-
-    Four vectors of pixels at a time, their sums held in registers over the
-    channel loop: one store per pixel instead of a load and a store per
-    channel. Each channel adds to the sum in the order :func:`tap_d2` uses
-    (the first squares, the rest fused multiply-adds), so both give the same bits.
-    """
-    vw = lanes(d2)
-    fl = vsplat(floor)
-    relu = floor > -1e29                                # asym: max(diff, 0)
-    nb = mp - mp % (4 * vw)
-    for j in range(0, nb, 4 * vw):
-        s = shift + j
-        v0 = vsub(vload(S, s), vload(f0p, j))
-        v1 = vsub(vload(S, s + vw), vload(f0p, j + vw))
-        v2 = vsub(vload(S, s + 2 * vw), vload(f0p, j + 2 * vw))
-        v3 = vsub(vload(S, s + 3 * vw), vload(f0p, j + 3 * vw))
-        if relu:
-            v0, v1, v2, v3 = vmax(v0, fl), vmax(v1, fl), vmax(v2, fl), vmax(v3, fl)
-        a0, a1, a2, a3 = vmul(v0, v0), vmul(v1, v1), vmul(v2, v2), vmul(v3, v3)
-        for c in range(1, ncf):
-            s = c * sstride + shift + j
-            f = c * ldf + j
-            v0 = vsub(vload(S, s), vload(f0p, f))
-            v1 = vsub(vload(S, s + vw), vload(f0p, f + vw))
-            v2 = vsub(vload(S, s + 2 * vw), vload(f0p, f + 2 * vw))
-            v3 = vsub(vload(S, s + 3 * vw), vload(f0p, f + 3 * vw))
-            if relu:
-                v0, v1, v2, v3 = vmax(v0, fl), vmax(v1, fl), vmax(v2, fl), vmax(v3, fl)
-            a0 = vfma(v0, v0, a0)
-            a1 = vfma(v1, v1, a1)
-            a2 = vfma(v2, v2, a2)
-            a3 = vfma(v3, v3, a3)
-        vstore(d2, j, a0)
-        vstore(d2, j + vw, a1)
-        vstore(d2, j + 2 * vw, a2)
-        vstore(d2, j + 3 * vw, a3)
-    for j in range(nb, mp, vw):
-        v = vsub(vload(S, shift + j), vload(f0p, j))
-        if relu:
-            v = vmax(v, fl)
-        a = vmul(v, v)
-        for c in range(1, ncf):
-            v = vsub(vload(S, c * sstride + shift + j), vload(f0p, c * ldf + j))
-            if relu:
-                v = vmax(v, fl)
-            a = vfma(v, v, a)
-        vstore(d2, j, a)
-
-
-@njit(cache=True, fastmath=FASTMATH)
-def centre_features(guide, b, jd, jh, cls, geo, ja, jb, floor, chw):
-    """(f0 (Cg, m), dedge (Cg|1, m)): centre features of a row segment, and the squared
-    distance to a neighbour off the guide (per channel with ``chw``)."""
-    cg_n = guide.shape[1]
-    m = jb - ja
-    f0 = np.empty((cg_n, m), dtype=guide.dtype)
-    for c in range(cg_n):
-        guide_row(f0[c], guide, b, c, cls[0, 6] + jd * cls[0, 5], cls[1, 6] + jh * cls[1, 5],
-                  cls[2, 6], cls[2, 5], geo, ja, jb)
-    dedge = np.zeros((cg_n if chw != 0 else 1, m), dtype=guide.dtype)
-    for c in range(cg_n):
-        f0c = f0[c]
-        de = dedge[c * (chw != 0)]
-        for jj in range(m):
-            v = max(-f0c[jj], floor)
-            de[jj] += v * v
-    return f0, dedge
+def guide_slots(guide, cls, taps, width, like):
+    """A thread's guide-row slots for :func:`kernel_rows` on segments of at most ``width``
+    columns of class ``cls``: ``(Sr, skey)`` of ``like``'s dtype, one slot per tap row,
+    nothing held yet (none when the taps cannot be staged)."""
+    vw = lanes(like)
+    wlo, span = staged_span(taps, cls[2, 3], cls[2, 5])
+    nq = cls[0, 3] * cls[1, 3]
+    ncs = -(-width // vw) * vw + max(span, 0)
+    ssz = guide.shape[1] * (-(-ncs // vw) * vw + vw)
+    return (np.empty(nq * ssz if span >= 0 else 0, dtype=like.dtype),
+            np.full((nq if span >= 0 else 0, 5), -1, dtype=np.int64))
 
 
 @njit(cache=True, fastmath=FASTMATH)
 def kernel_rows(r, ja, jb, pb, guide, mask, geo, cls, taps, opt, alpha, lam, cst, Kt, Krt, D2t,
-                save):
+                save, Sr, skey):
     """K of class row ``r``, columns ``[ja, jb)``, into ``Kt[k, ti, pb:pb + jb - ja]``
     (mask and normalisation applied); with ``save`` also phi into ``Krt`` and the
-    squared distance into ``D2t`` (same layout)."""
+    squared distance into ``D2t`` (same layout).
+
+    ``Sr``/``skey``: the calling thread's slots of staged guide rows, kept from
+    one call to the next (:func:`.distances.stage_guide`; slot ``s`` is
+    ``Sr[s*ssz:(s + 1)*ssz]``, ``ssz = len(Sr) // len(skey)``, holding the row
+    ``skey[s] = (b, d, h, ja, ncols)``; -1 for none): the next row segment of a
+    thread usually reads all but one of the same guide rows. With fewer slots
+    than tap rows, or slots too small, the rows are staged in a buffer of the call.
+    """
     kind, chw, normalize, masked, has_mask = opt[0], opt[2], opt[3], opt[4], opt[5]
     cg_n = guide.shape[1]
     ck_n = Kt.shape[0]
@@ -296,39 +120,81 @@ def kernel_rows(r, ja, jb, pb, guide, mask, geo, cls, taps, opt, alpha, lam, cst
     floor = cst[4]
     m = jb - ja
     b, jd, jh = decode_row(r, cls[0, 2], cls[1, 2])
-    f0, dedge = centre_features(guide, b, jd, jh, cls, geo, ja, jb, floor, chw)
-    # staged path (see stage_guide): the tap row's guide rows copied once for its taps
+    # staged path (see distances.stage_guide): a tap row's guide rows copied once, the
+    # distances of its taps computed together, then phi of each
     vw = lanes(Kt)
     mp = -(-m // vw) * vw
     wlo, span = staged_span(taps, tw_n, gsw)
     staged = span >= 0
     ncs = mp + span if staged else 0
     sstride = -(-ncs // vw) * vw + vw
-    S = np.empty(cg_n * sstride if staged else 0, dtype=Kt.dtype)
-    f0p = np.zeros(cg_n * mp if staged else 0, dtype=Kt.dtype)
-    for c in range(cg_n if staged else 0):
-        f0p[c * mp:c * mp + m] = f0[c]
-    d2 = np.empty(mp, dtype=Kt.dtype)
+    nq = td_n * th_n
+    ring = staged and skey.shape[0] >= nq and Sr.shape[0] // skey.shape[0] >= cg_n * sstride
+    if ring:
+        R, keys, ssz = Sr, skey, Sr.shape[0] // skey.shape[0]
+    else:
+        R = np.empty(cg_n * sstride if staged else 0, dtype=Kt.dtype)
+        keys, ssz = np.full((1, 5), -1, dtype=np.int64), cg_n * sstride
+    slot_of = np.zeros(nq, dtype=np.int64)
+    used = np.zeros(keys.shape[0], dtype=np.bool_)
+    for q in range(nq if ring else 0):  # tap rows a slot holds already
+        slot_of[q] = -1
+        gd = taps[0, q // th_n, 2] + jd * gsd
+        gh = taps[1, q % th_n, 2] + jh * gsh
+        for sl in range(keys.shape[0]):
+            if (not used[sl] and keys[sl, 0] == b and keys[sl, 1] == gd and keys[sl, 2] == gh
+                    and keys[sl, 3] == ja and keys[sl, 4] == ncs):
+                slot_of[q] = sl
+                used[sl] = True
+                break
+    f0p = np.empty(cg_n * mp if staged else 0, dtype=Kt.dtype)
+    shifts = np.empty(tw_n if staged else 0, dtype=np.int64)
+    if staged:
+        centre_staged(f0p, mp, guide, b, jd, jh, cls, geo, ja, jb)
+        for twi in range(tw_n):
+            shifts[twi] = (taps[2, twi, 2] - wlo) // gsw
+        f0 = dedge = np.empty((0, 0), dtype=guide.dtype)
+    else:
+        f0, dedge = centre_features(guide, b, jd, jh, cls, geo, ja, jb, floor, chw)
+    # one distance row per tap of a tap row (staged), else one row
+    D = np.empty(tw_n * mp if staged else mp, dtype=Kt.dtype)
+    d2 = D[:mp]
     ti = -1
     for tdi in range(td_n):
         gd = taps[0, tdi, 2] + jd * gsd
         for thi in range(th_n):
             gh = taps[1, thi, 2] + jh * gsh
-            if staged:
-                stage_guide(S, sstride, guide, b, 0, cg_n, gd, gh, wlo, gsw, geo, ja, ncs)
-            for twi in range(tw_n):
-                ti += 1
-                gbw = taps[2, twi, 2]
-                for k in range(ck_n):
-                    # guide channels [k, k+1) with channel_wise, else all of them
-                    c_first = k if chw != 0 else 0
-                    c_last = k + 1 if chw != 0 else cg_n
+            q = tdi * th_n + thi
+            if staged and (slot_of[q] < 0 or not ring):     # not held: into a free slot
+                sl = 0
+                while ring and sl < keys.shape[0] and used[sl]:
+                    sl += 1
+                if sl == keys.shape[0]:     # cannot happen (a slot per tap row)
+                    raise RuntimeError("no free slot for a guide row")
+                used[sl] = ring
+                slot_of[q] = sl
+                keys[sl, 0], keys[sl, 1], keys[sl, 2], keys[sl, 3], keys[sl, 4] = b, gd, gh, ja, ncs
+                stage_guide(R[sl * ssz:], sstride, guide, b, 0, cg_n, gd, gh, wlo, gsw, geo, ja,
+                            ncs)
+            if staged and q + 1 < nq and (slot_of[q + 1] < 0 or not ring):  # next new rows
+                prefetch_guide(guide, b, 0, cg_n, taps[0, (q + 1) // th_n, 2] + jd * gsd,
+                               taps[1, (q + 1) % th_n, 2] + jh * gsh, wlo, gsw, geo, ja, ncs)
+            S = R[slot_of[q] * ssz:]
+            t0 = ti + 1
+            for k in range(ck_n):
+                # guide channels [k, k+1) with channel_wise, else all of them
+                c_first = k if chw != 0 else 0
+                c_last = k + 1 if chw != 0 else cg_n
+                if staged:
+                    tap_row_d2(D, mp, f0p[c_first * mp:], mp, S[c_first * sstride:], sstride,
+                               shifts, c_last - c_first, mp, floor)
+                for twi in range(tw_n):
+                    ti = t0 + twi
                     if staged:
-                        tap_d2_staged(d2, f0p[c_first * mp:], mp, S[c_first * sstride:], sstride,
-                                      (gbw - wlo) // gsw, c_last - c_first, mp, floor)
+                        d2 = D[twi * mp:(twi + 1) * mp]
                     else:
-                        tap_d2(d2, f0, dedge[k], guide, b, k, c_last, gd, gh, gbw, gsw, geo,
-                               ja, jb, floor)
+                        tap_d2(d2, f0, dedge[k], guide, b, k, c_last, gd, gh, taps[2, twi, 2],
+                               gsw, geo, ja, jb, floor)
                     kr = Kt[k, ti][pb:pb + m]
                     phi_row(kr, d2[:m], kind, alpha[k], cst[0] * lam[k], cst)
                     if save:
@@ -337,8 +203,9 @@ def kernel_rows(r, ja, jb, pb, guide, mask, geo, cls, taps, opt, alpha, lam, cst
                         for jj in range(m):
                             kraw[jj] = kr[jj]
                             dd[jj] = d2[jj]
+            ti = t0 + tw_n - 1
     if masked:
-        M = d2
+        M = D
         for ti in range(t_n):
             tap_validity(M, mask, has_mask, b, geo, cls, taps, jd, jh,
                          ti // (th_n * tw_n), (ti // tw_n) % th_n, ti % tw_n, ja, jb)
@@ -347,7 +214,7 @@ def kernel_rows(r, ja, jb, pb, guide, mask, geo, cls, taps, opt, alpha, lam, cst
                 for jj in range(m):
                     kr[jj] *= M[jj]
     if normalize:
-        Z = d2
+        Z = D
         for k in range(ck_n):
             for jj in range(m):
                 Z[jj] = 0
@@ -584,16 +451,17 @@ def put_k_rows(gKt, pb, b, od, oh, o0w, osw, tap_ids, ja, jb, gK):
 
 @njit(cache=True)
 def segment_k(ksrc, r, ja, jb, guide, mask, geo, cls, taps, opt, alpha, lam, cst, Kfull, tap_ids,
-              Kt, Krt, D2t, save):
+              Kt, Krt, D2t, save, Sr, skey):
     """K of class row ``r``, columns ``[ja, jb)``, into ``Kt[k, ti, 0:jb - ja]``.
 
     ``ksrc``: 0 none (a plain convolution: nothing to do), 1 from the guide
-    (:func:`kernel_rows`; ``save`` keeps phi and d2 in ``Krt``/``D2t``), 2 a
-    precomputed full K ``Kfull`` (B, Ck, T, D, H, W) (:func:`take_k_rows`).
+    (:func:`kernel_rows`; ``save`` keeps phi and d2 in ``Krt``/``D2t``; ``Sr``/``skey``
+    its guide-row slots), 2 a precomputed full K ``Kfull`` (B, Ck, T, D, H, W)
+    (:func:`take_k_rows`).
     """
     if ksrc == 1:
         kernel_rows(r, ja, jb, ja - ja, guide, mask, geo, cls, taps, opt, alpha, lam, cst, Kt, Krt,
-                    D2t, save)
+                    D2t, save, Sr, skey)
     elif ksrc == 2:
         b, od, oh, o0w, osw = output_row(cls, r)
         take_k_rows(Kfull, b, od, oh, o0w, osw, tap_ids, ja, jb, Kt, 0)

@@ -17,7 +17,9 @@ code stays portable; ``fmuladd`` fuses only where the CPU has FMA.
 * :func:`vsplat` — a scalar broadcast to every lane; :func:`vbroadcast` — an
   array element broadcast; :func:`vzeros` — zeros;
 * :func:`vfma` — ``a * b + c`` (``llvm.fmuladd``); :func:`vmul`, :func:`vadd`,
-  :func:`vsub`, :func:`vmax`.
+  :func:`vsub`, :func:`vmax`;
+* :func:`prefetch` — a hint to fetch an array element's cache line (no load,
+  no fault).
 """
 
 from llvmlite import ir
@@ -26,7 +28,7 @@ from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
 
 __all__ = ["Vec", "VEC_BYTES", "lanes", "vload", "vstore", "vsplat", "vbroadcast", "vzeros",
-           "vfma", "vmul", "vadd", "vsub", "vmax"]
+           "vfma", "vmul", "vadd", "vsub", "vmax", "prefetch"]
 
 #: Width of one vector in bytes (AVX2 registers).
 VEC_BYTES = 32
@@ -200,6 +202,27 @@ def vmax(typingctx, a, b):
         return builder.call(fn, list(args))
 
     return a(a, b), codegen
+
+
+@intrinsic
+def prefetch(typingctx, arr, idx):
+    """Hint the CPU to fetch the cache line of ``arr.flat[idx]`` (``llvm.prefetch``, read,
+    kept in all cache levels). Callers still pass in-bounds indices only."""
+    if not (isinstance(arr, types.Array) and isinstance(idx, types.Integer)):
+        return None
+
+    def codegen(context, builder, sig, args):
+        ary = context.make_array(sig.args[0])(context, builder, args[0])
+        i = context.cast(builder, args[1], sig.args[1], types.intp)
+        p = builder.bitcast(builder.gep(ary.data, [i]), ir.PointerType(ir.IntType(8)))
+        i32 = ir.IntType(32)
+        fn = cgutils.get_or_insert_function(
+            builder.module, ir.FunctionType(ir.VoidType(), [p.type, i32, i32, i32]),
+            "llvm.prefetch.p0")
+        builder.call(fn, [p, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
+        return context.get_dummy_value()
+
+    return types.none(arr, idx), codegen
 
 
 @intrinsic
