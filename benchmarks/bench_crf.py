@@ -550,6 +550,25 @@ def _ok(flag):
     return "met" if flag else "**not met**"
 
 
+def _held(v, sub):
+    """``get(method, protocol, 0 | 1)``: pixel accuracy / mIoU of ``v[method][protocol][sub]``."""
+    return lambda m, p, k: v[m][p][sub][("pixel_accuracy", "mIoU_gt_classes")[k]]
+
+
+def _refine_cells(get):
+    """Table cells 'protocol metric refine vs dense / convcrf' for every protocol and
+    metric, and whether refine is >= both everywhere; ``get(method, protocol, k)`` gives
+    accuracy (k=0) or mIoU (k=1), refine's under the name 'pac'."""
+    cells, ok = [], True
+    for p in PROTOCOLS:
+        for k, short in ((0, "acc"), (1, "mIoU")):
+            a, d, c = (get(m, p, k) for m in ("pac", "dense", "convcrf"))
+            good = a >= max(d, c)
+            ok &= good
+            cells.append(f"{p} {short} {a:.4f} vs {d:.4f} / {c:.4f}{'' if good else ' (below)'}")
+    return cells, ok
+
+
 def targets(res, out_dir):
     """Lines of the targets table (issue 13) from this run and the tuning/volume results."""
     v = res["voc"]
@@ -568,28 +587,13 @@ def targets(res, out_dir):
             lines.append(f"| {NAMES[a]}: time <= 0.25x pydensecrf2's | {r:.2f}x wall "
                          f"({v[a]['median_ms']:.0f} vs {v[b]['median_ms']:.0f} ms), {rc:.2f}x "
                          f"CPU | {_ok(r <= 0.25)} |")
-        cells = []
-        ok = True
-        for p in PROTOCOLS:
-            h = {m: v[m][p]["held"] for m in ("pac", "dense", "convcrf")}
-            for k, short in (("pixel_accuracy", "acc"), ("mIoU_gt_classes", "mIoU")):
-                good = h["pac"][k] >= max(h["dense"][k], h["convcrf"][k])
-                ok &= good
-                cells.append(f"{p} {short} {h['pac'][k]:.4f} vs {h['dense'][k]:.4f} / "
-                             f"{h['convcrf'][k]:.4f}{'' if good else ' (below)'}")
+        cells, ok = _refine_cells(_held(v, "held"))
         lines.append("| `refine` defaults >= fully-connected CRF and ConvCRF-style, every "
                      "protocol, held-out images 2007_000332, 2007_000346 (accuracy and mIoU; "
                      f"this run, seeds 0-{res.get('seeds', 2) - 1}) | " + "; ".join(cells)
                      + f" | {_ok(ok)} |")
         if "held_seeds01" in v["pac"][PROTOCOLS[0]]:
-            cells, ok = [], True
-            for p in PROTOCOLS:
-                h = {m: v[m][p]["held_seeds01"] for m in ("pac", "dense", "convcrf")}
-                for k, short in (("pixel_accuracy", "acc"), ("mIoU_gt_classes", "mIoU")):
-                    good = h["pac"][k] >= max(h["dense"][k], h["convcrf"][k])
-                    ok &= good
-                    cells.append(f"{p} {short} {h['pac'][k]:.4f} vs {h['dense'][k]:.4f} / "
-                                 f"{h['convcrf'][k]:.4f}{'' if good else ' (below)'}")
+            cells, ok = _refine_cells(_held(v, "held_seeds01"))
             lines.append("| the same, seeds 0-1 only (the earlier runs' cases: 4 per protocol) | "
                          + "; ".join(cells) + f" | {_ok(ok)} |")
     tun = Path(out_dir) / "crf_tuning.json"
@@ -599,14 +603,8 @@ def targets(res, out_dir):
             h = fr["held_out_results"]
             if fold == "A" or "shipped" not in h:
                 continue
-            cells, ok = [], True
-            for p in PROTOCOLS:
-                for k, short in ((0, "acc"), (1, "mIoU")):
-                    good = h["shipped"][p][k] >= max(h["dense"][p][k], h["convcrf"][p][k])
-                    ok &= good
-                    cells.append(f"{p} {short} {h['shipped'][p][k]:.4f} vs "
-                                 f"{h['dense'][p][k]:.4f} / {h['convcrf'][p][k]:.4f}"
-                                 f"{'' if good else ' (below)'}")
+            cells, ok = _refine_cells(
+                lambda m, p, k, h=h: h["shipped" if m == "pac" else m][p][k])
             lines.append(f"| the same on fold {fold}'s held-out images {', '.join(fr['held_out'])}"
                          f" (tune_crf.py; these were fold A's tuning images, other seeds) | "
                          + "; ".join(cells) + f" | {_ok(ok)} |")
