@@ -23,6 +23,7 @@ code stays portable; ``fmuladd`` fuses only where the CPU has FMA.
 """
 
 from llvmlite import ir
+from llvmlite.binding import llvm_version_info as _llvm_version_info
 from numba import njit, types
 from numba.core import cgutils
 from numba.extending import intrinsic, models, register_model
@@ -204,21 +205,30 @@ def vmax(typingctx, a, b):
     return a(a, b), codegen
 
 
+#: ``llvm.prefetch`` as LLVM >= 17 names it (opaque pointers: ``.p0``). Older LLVMs (numba
+#: 0.60's llvmlite 0.43 is LLVM 14) mangle it by pointee type; there :func:`prefetch` emits
+#: nothing rather than risk a misnamed intrinsic (a prefetch is only a hint).
+_PREFETCH = "llvm.prefetch.p0" if _llvm_version_info[0] >= 17 else None
+
+
 @intrinsic
 def prefetch(typingctx, arr, idx):
     """Hint the CPU to fetch the cache line of ``arr.flat[idx]`` (``llvm.prefetch``, read,
-    kept in all cache levels). Callers still pass in-bounds indices only."""
+    kept in all cache levels; nothing on LLVM < 17). Callers still pass in-bounds indices
+    only."""
     if not (isinstance(arr, types.Array) and isinstance(idx, types.Integer)):
         return None
 
     def codegen(context, builder, sig, args):
+        if _PREFETCH is None:
+            return context.get_dummy_value()
         ary = context.make_array(sig.args[0])(context, builder, args[0])
         i = context.cast(builder, args[1], sig.args[1], types.intp)
         p = builder.bitcast(builder.gep(ary.data, [i]), ir.PointerType(ir.IntType(8)))
         i32 = ir.IntType(32)
         fn = cgutils.get_or_insert_function(
             builder.module, ir.FunctionType(ir.VoidType(), [p.type, i32, i32, i32]),
-            "llvm.prefetch.p0")
+            _PREFETCH)
         builder.call(fn, [p, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
         return context.get_dummy_value()
 
