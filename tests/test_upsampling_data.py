@@ -379,6 +379,8 @@ def test_recipe_init_from_continues_a_run(tmp_path, monkeypatch):
     other = R.default_recipe("depth", 4, "djf", init_from="one/model.npz", **kw)
     with pytest.raises(ValueError, match="another network"):
         R.build_from_recipe(other, root=tmp_path)
+    with pytest.raises(TypeError, match="init_from"):
+        R.default_recipe("depth", 4, "pac_lite", init_from=3, **kw)
     with pytest.raises(FileNotFoundError):
         R.build_from_recipe(R.default_recipe("depth", 4, "pac_lite", init_from="nope.npz",
                                              **kw), root=tmp_path)

@@ -78,6 +78,10 @@ class Recipe:
         if self.residual_input and (self.residual is None or self.model != "pac"):
             raise ValueError(f"residual_input=True needs a residual base and model 'pac' "
                              f"(got residual={self.residual!r}, model={self.model!r})")
+        if self.init_from is not None and not (isinstance(self.init_from, str)
+                                               and self.init_from):
+            raise TypeError(f"init_from must be the path of an upsampler file (a non-empty "
+                            f"str) or None, got {self.init_from!r}")
         if self.crop % self.factor:
             raise ValueError(f"crop={self.crop} must be a multiple of factor={self.factor}")
         self.scale = tuple(float(v) for v in self.scale)
