@@ -39,6 +39,9 @@ LEARNED = ("djf", "pac_lite", "pac")
 NAMES = {"bicubic": "Bicubic", "bilinear": "Bilinear", "jbu": "JBU", "djf": "DJF",
          "pac_lite": "PAC-lite", "pac": "PAC"}
 NAMES.update({n + "_shipped": NAMES[n] + " (shipped)" for n in LEARNED})
+NAMES.update({n + "_ens": NAMES[n] + " (flip ensemble)" for n in LEARNED})
+#: mirrored copies averaged for the extra "<model>_ens" columns (--ensemble; 1: none)
+ENSEMBLE = 1
 
 
 def shipped_model(task, factor, name, protocol):
@@ -87,6 +90,12 @@ def evaluate(pool, task, factor, protocol, per_group, scenes=None):
                 m, src = shipped_model(task, factor, n, protocol)
                 if m is not None:
                     models[n + "_shipped"], sources[n + "_shipped"] = m, src
+            if ENSEMBLE > 1:
+                from pacnd.models.ensemble import Ensembled
+
+                models[n + "_ens"] = Ensembled(models[n], ENSEMBLE)
+                sources[n + "_ens"] = (f"{sources[n]}, averaged over {ENSEMBLE} mirrored copies "
+                                       f"(upsample(..., ensemble={ENSEMBLE}))")
     t0 = time.perf_counter()
     rows = evaluate_scenes(models, exs, task=task)
     for r in rows:
@@ -116,7 +125,7 @@ def write(results):
         task, factor, protocol = key.split("|")
         ref = "bicubic" if task == "depth" else "bilinear"
         models = [m for m in ("bicubic", "bilinear", "jbu")
-                  + tuple(x for n in LEARNED for x in (n, n + "_shipped"))
+                  + tuple(x for n in LEARNED for x in (n, n + "_ens", n + "_shipped"))
                   if m in res["sources"]]
         lines += [f"## {task} x{factor}, protocol `{protocol}`", "",
                   format_table(res["rows"], models=models, references=(ref, "jbu")), "",
@@ -178,12 +187,16 @@ def main(argv=None):
     ap.add_argument("--protocols", nargs="+", default=None)
     ap.add_argument("--per-group", type=int, default=4)
     ap.add_argument("--figures", action="store_true")
+    ap.add_argument("--ensemble", type=int, choices=(1, 2, 4, 8), default=1,
+                    help="also report each learned model averaged over this many mirrored "
+                         "copies (model.upsample(..., ensemble=N))")
     ap.add_argument("--results", default=None, help="folder for the .md/.json/.png outputs "
                     "(default benchmarks/results)")
     ap.add_argument("--runs", default=None, help="folder of run folders holding model.npz "
                     "(default runs/; 'none': shipped weights only)")
     args = ap.parse_args(argv)
-    global RESULTS, RUNS
+    global RESULTS, RUNS, ENSEMBLE
+    ENSEMBLE = args.ensemble
     if args.results:
         RESULTS = args.results
     if args.runs:

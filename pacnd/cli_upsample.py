@@ -158,6 +158,9 @@ def _common_model_args(p):
                         "depth 'center' (nearest subsampling, the paper's; default) or "
                         "'bicubic' (antialiased bicubic downsampling); flow 'bilinear'. "
                         "Selects the matching shipped weights")
+    p.add_argument("--ensemble", type=int, choices=(1, 2, 4, 8), default=1, metavar="N",
+                   help="average over N mirrored copies of the input (1, 2, 4 or 8; N times "
+                        "the compute, a lower error for the learned networks; default 1)")
 
 
 def _protocol(args, task):
@@ -237,7 +240,8 @@ def _predict_batch(args):
         keep_going=args.keep_going, progress=not args.quiet,
         engine=getattr(args, "engine", None), task=args.task, factor=args.factor,
         weights=args.weights, model=args.model, protocol=getattr(args, "protocol", None),
-        target_scale=args.target_scale, output_scale=args.output_scale)
+        target_scale=args.target_scale, output_scale=args.output_scale,
+        ensemble=args.ensemble)
     if not args.quiet:
         n = len(report.done) + len(report.failed)
         extra = f"; {len(report.skipped)} already done (--resume)" if report.skipped else ""
@@ -298,7 +302,7 @@ def _predict(args):
               file=sys.stderr)
         low = fill_unknown(low)
     t0 = time.perf_counter()
-    out = model.upsample(low, guide, engine=args.engine)
+    out = model.upsample(low, guide, engine=args.engine, ensemble=args.ensemble)
     secs = time.perf_counter() - t0
     label = "PAC" if model.kind == "pac" else model.kind.upper().replace("_", "-")
     results = {f"{label}": out}

@@ -350,6 +350,20 @@ def test_upsample_dask_equals_in_memory(cones, name):
         assert float(np.abs(short.compute() - ref).max()) > 1e-4 * float(np.abs(ref).max())
 
 
+@pytest.mark.parametrize("name", ["pac-lite x4, residual JBU base", "jbu x4"])
+def test_upsample_dask_ensemble_equals_in_memory(cones, name):
+    """Mirrored copies move the guide by a pixel (centre sampling): the halo covers it."""
+    model, (H, W), chunks = _models()[name]
+    g, d = cones
+    g, d = g[:H, :W], d[:H, :W]
+    low = d[1::4, 1::4]
+    ref = model.upsample(low, g, ensemble=4)
+    out = model.upsample(da.from_array(low, chunks=chunks), g, ensemble=4)
+    _close(out.compute(), ref)
+    with pytest.raises(ValueError, match="ensemble=5"):
+        dask_upsample(model, da.from_array(low, chunks=chunks), g, ensemble=5)
+
+
 def test_upsample_dask_two_channels_split(cones):
     from pacnd.models import baseline
 

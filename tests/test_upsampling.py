@@ -315,6 +315,24 @@ def test_cli_predict_end_to_end(cones_files, tmp_path):
     assert read_depth(tmp_path / "o.png", scale=4).shape == (128, 128)
 
 
+def test_cli_predict_ensemble_is_the_api(cones_files, tmp_path):
+    from pacnd.models import pretrained
+
+    d = cones_files
+    r = _cli("predict", "--guide", str(d / "rgb.png"), "--low", str(d / "low.png"),
+             "--target-scale", "4", "--ensemble", "2", "--no-figure", "--no-baselines",
+             "-o", str(tmp_path / "e.npy"), cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    low = read_depth(d / "low.png", scale=4)
+    m = pretrained("depth", 8)
+    want = m.upsample(low, read_image(d / "rgb.png"), ensemble=2)
+    np.testing.assert_array_equal(np.load(tmp_path / "e.npy"), want)
+    assert np.abs(want - m.upsample(low, read_image(d / "rgb.png"))).max() > 1e-3
+    r = _cli("predict", "--guide", str(d / "rgb.png"), "--low", str(d / "low.png"),
+             "--ensemble", "3", "-o", str(tmp_path / "x.npy"), cwd=tmp_path)
+    assert r.returncode != 0 and "--ensemble" in r.stderr
+
+
 def test_cli_predict_flow(tmp_path):
     rgb, flow = synthetic_scene(0, (64, 64), "flow")
     write_image(tmp_path / "f.png", rgb)

@@ -112,7 +112,8 @@ def _host(a):
     return a.get() if type(a).__module__.split(".")[0] == "cupy" else a
 
 
-def _block(block, low, guide, vmin, vmax, model, *, factor, pad, engine, channels, xp_out):
+def _block(block, low, guide, vmin, vmax, model, *, factor, pad, engine, channels, xp_out,
+           ensemble=1):
     from ..models.networks import JointBilateralUpsample  # noqa: PLC0415
 
     low, guide = _host(low), _host(guide)
@@ -126,7 +127,7 @@ def _block(block, low, guide, vmin, vmax, model, *, factor, pad, engine, channel
         model, base = copy.copy(model), copy.copy(base)
         base.coord_origin = origin
         object.__setattr__(model, "_base", base)
-    out = model.upsample(low, guide, pad=pad, engine=engine,
+    out = model.upsample(low, guide, pad=pad, engine=engine, ensemble=ensemble,
                          value_range=(np.asarray(vmin), np.asarray(vmax)))
     (ys, ye), (xs, xe) = block.bounds[:2]
     out = out[ys - a * factor:ye - a * factor, xs - c * factor:xe - c * factor]
@@ -137,7 +138,8 @@ def _block(block, low, guide, vmin, vmax, model, *, factor, pad, engine, channel
     return out
 
 
-def upsample(model, low_res, guide, *, pad=None, engine=None, halo=None, chunks=None):
+def upsample(model, low_res, guide, *, pad=None, engine=None, halo=None, chunks=None,
+             ensemble=False):
     """``model.upsample(low_res, guide)`` as a lazy Dask array (see the module notes).
 
     Parameters
@@ -148,10 +150,11 @@ def upsample(model, low_res, guide, *, pad=None, engine=None, halo=None, chunks=
         samples per chunk side).
     guide : dask.array.Array or ndarray, (factor*h, factor*w, 3)
         RGB guide (uint8, or float in ``[0, 1]``), any chunks.
-    pad, engine
+    pad, engine, ensemble
         As in :meth:`~pacnd.models.JointUpsampler.upsample`.
     halo : int, optional
-        Low-res samples per side (default: :func:`upsample_halo`, exact).
+        Low-res samples per side (default: :func:`upsample_halo`, exact; one
+        more with ``ensemble``, whose mirrored guides move by a pixel).
     chunks : int, optional
         Low-res chunk size for a NumPy ``low_res``.
 
@@ -192,8 +195,11 @@ def upsample(model, low_res, guide, *, pad=None, engine=None, halo=None, chunks=
         pad = model.border_pad()
     if not isinstance(pad, numbers.Integral) or isinstance(pad, bool) or pad < 0:
         raise ValueError(f"pad={pad!r} must be a non-negative int (low-res samples)")
+    from ..models.ensemble import ensemble_size  # noqa: PLC0415
+
+    size = ensemble_size(ensemble)
     if halo is None:
-        halo = upsample_halo(model)
+        halo = upsample_halo(model) + (size > 1)
     elif not isinstance(halo, numbers.Integral) or isinstance(halo, bool) or halo < 0:
         raise ValueError(f"halo={halo!r} must be None (exact) or a non-negative int "
                          f"(low-res samples)")
@@ -225,7 +231,7 @@ def upsample(model, low_res, guide, *, pad=None, engine=None, halo=None, chunks=
     m.eval()  # upsample() switches modes; a private copy in eval mode is safe in threads
     xp_out = type(meta_like([low], 0, np.float32)).__module__.split(".")[0]
     func = functools.partial(_block, factor=f, pad=int(pad), engine=engine, channels=C,
-                             xp_out=xp_out)
+                             xp_out=xp_out, ensemble=size)
     out_chunks = out_sp + ((C,),) if had_channels else out_sp
     inputs = [Region(low, low_region), Region(g, guide_region), Region(vmin, None),
               Region(vmax, None)]

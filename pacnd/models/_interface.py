@@ -8,6 +8,7 @@ own units.
 
 from __future__ import annotations
 
+import contextlib
 import numbers
 
 import numpy as np
@@ -16,6 +17,7 @@ from ..autograd import no_grad
 from ..autograd.tensor import as_array
 from .._validate import array_module, as_ndarray
 from ..nn import Module
+from .ensemble import ensemble_geometry, ensemble_size, run_ensemble
 
 __all__ = ["JointUpsampler", "as_guide", "as_target", "minmax_range", "normalize_target",
            "denormalize_target", "check_factor"]
@@ -159,7 +161,8 @@ class JointUpsampler(Module):
         least 8 high-res pixels), 0 for the training-free baselines."""
         return 1 + -(-8 // self.factor) if self.pad_borders else 0
 
-    def upsample(self, low_res, guide, *, pad=None, engine=None, value_range=None):
+    def upsample(self, low_res, guide, *, pad=None, engine=None, value_range=None,
+                 ensemble=False):
         """Upsample one low-res target guided by a high-res RGB image.
 
         Parameters
@@ -183,6 +186,13 @@ class JointUpsampler(Module):
             min-max normalisation (default: ``low_res``'s own). A part of a
             larger image passes the whole image's, so that it is normalised
             like the whole (:mod:`pacnd.dask.upsample` does).
+        ensemble : bool or int, optional
+            Average the result over mirrored copies of the input: ``True`` or
+            ``4`` (the four flips), ``2`` (left-right), ``8`` (flips and
+            transposes); ``False``/``1`` runs once (default). Flow components
+            are mirrored with the image; see :mod:`pacnd.models.ensemble`.
+            Costs that many network runs; lowers a learned network's error
+            (8x depth, held out: 0.894x -> 0.880x JBU).
 
         Returns
         -------
@@ -203,7 +213,7 @@ class JointUpsampler(Module):
 
         if any_dask(low_res, guide):  # lazy, block by block (pacnd.dask.upsample)
             from ..dask.upsample import upsample  # noqa: PLC0415
-            return upsample(self, low_res, guide, pad=pad, engine=engine)
+            return upsample(self, low_res, guide, pad=pad, engine=engine, ensemble=ensemble)
         x, had_channels = as_target(low_res)
         g = as_guide(guide)
         h, w, C = x.shape
@@ -229,6 +239,7 @@ class JointUpsampler(Module):
         if not isinstance(pad, numbers.Integral) or isinstance(pad, bool) or pad < 0:
             raise ValueError(f"pad={pad!r} must be a non-negative int (low-res samples)")
         pad = int(pad)
+        size = ensemble_size(ensemble)
         if not flat.all():
             xn = normalize_target(x, lo, hi)
             gp = g
@@ -243,15 +254,19 @@ class JointUpsampler(Module):
             self.eval()
             try:
                 from .._dispatch import use_engine  # noqa: PLC0415
-                with no_grad():
-                    if engine is not None:
-                        with use_engine(engine):
-                            y = self(xn, gn)
+
+                def run(a, b):
+                    return as_array(self(a, b))
+
+                with no_grad(), (use_engine(engine) if engine is not None
+                                 else contextlib.nullcontext()):
+                    if size == 1:
+                        y = run(xn, gn)
                     else:
-                        y = self(xn, gn)
+                        shift, vector = ensemble_geometry(self, C)
+                        y = run_ensemble(run, xn, gn, size=size, shift=shift, vector=vector)
             finally:
                 self.train(was_training)
-            y = as_array(y)
             if xp is not np:
                 y = y.get()
             y = np.asarray(y, dtype=np.float32)[0].transpose(1, 2, 0)

@@ -36,7 +36,7 @@ def _model(task, factor, weights, model, protocol):
 
 def upsample_file(guide_path, source_path, out_path, *, source="low", task=None, factor=None,
                   weights=None, model="pac", protocol=None, target_scale=1.0,
-                  output_scale=None):
+                  output_scale=None, ensemble=1):
     """Upsample one target read from files and write the result atomically.
 
     Parameters
@@ -60,6 +60,9 @@ def upsample_file(guide_path, source_path, out_path, *, source="low", task=None,
         which shipped weights match it; default the task's).
     target_scale, output_scale : float
         Depth PNG scales (stored value = scale * depth).
+    ensemble : int
+        Mirrored copies averaged (``--ensemble``; see
+        :meth:`pacnd.models.JointUpsampler.upsample`).
 
     Returns
     -------
@@ -106,7 +109,7 @@ def upsample_file(guide_path, source_path, out_path, *, source="low", task=None,
     if not np.isfinite(low).all():
         low = fill_unknown(low)
     m = _model(task, factor, weights, model, protocol)
-    out = m.upsample(low, guide)
+    out = m.upsample(low, guide, ensemble=ensemble)
     scale = output_scale if output_scale is not None else target_scale
     d = os.path.dirname(os.path.abspath(out_path))
     os.makedirs(d, exist_ok=True)
@@ -189,7 +192,7 @@ def upsample_folder(guide_dir, source_dir, out_dir, *, source="low", out_format=
         See :func:`pacnd.batch.run_batch`.
     **kwargs
         ``task``, ``factor``, ``weights``, ``model``, ``protocol``,
-        ``target_scale``, ``output_scale`` of :func:`upsample_file`.
+        ``target_scale``, ``output_scale``, ``ensemble`` of :func:`upsample_file`.
 
     Returns
     -------
