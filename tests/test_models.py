@@ -282,21 +282,33 @@ def test_pretrained_missing():
 def test_pretrained_depth_x8_on_held_out_cones():
     """The shipped 8x depth weights on the bundled Cones view 2 (whole scene, the held-out
     protocol of benchmarks/upsampling_heldout.py; no view of Cones was trained on).
-    Measured when they were shipped (step 8000 of runs/depth_x8_pac): RMSE 1.2463 px,
-    JBU 1.2155, bicubic 1.7142 -- 0.727x bicubic, 1.025x JBU on this scene (0.844x / 0.894x
-    averaged over 13 held-out groups). Pinned to within 1 %: a changed engine, loader,
+    Measured when they were shipped (step 8000 of runs/depth_x8_pac): RMSE 1.2331 px as
+    ``model.upsample`` runs them (1.2463 without its border padding), JBU 1.2155, bicubic
+    1.7142 -- 0.719x bicubic, 1.014x JBU on this scene. Pinned to within 1 %: a changed engine, loader,
     low-res protocol or weight file shows up here."""
     from pacnd.datasets import load_cones
     from pacnd.models import baseline
     from pacnd.models.evaluation import evaluate_scenes, scene_examples
+    from pacnd.models.training import predict_batch, rmse
 
     rgb, disp = load_cones()
     exs = scene_examples([("cones2", "middlebury2003/cones", rgb, disp)], 8,
                          lowres_mode="center")
-    rows = evaluate_scenes({"pac": pretrained("depth", 8), "jbu": baseline("jbu", "depth", 8),
+    model = pretrained("depth", 8)
+    rows = evaluate_scenes({"pac": model, "jbu": baseline("jbu", "depth", 8),
                             "bicubic": baseline("bicubic", "depth", 8)}, exs, task="depth")
     err = {r["model"]: r["error"] for r in rows}
-    assert err["pac"] == pytest.approx(1.2463, rel=0.01)
+    assert err["pac"] == pytest.approx(1.2331, rel=0.01)
+    # the evaluation runs the network as model.upsample does (mirror-padded borders)
+    b = exs[0]["batch"]
+    low = b["low"][0, 0] * (b["hi"][0, 0] - b["lo"][0, 0]) + b["lo"][0, 0]
+    want = rmse(model.upsample(low, b["guide"][0].transpose(1, 2, 0)), b["raw"][0, 0],
+                border=6)
+    assert err["pac"] == pytest.approx(want, rel=1e-5)
+    bare = evaluate_scenes({"pac": model}, exs, task="depth", user_padding=False)[0]["error"]
+    assert bare == pytest.approx(1.2463, rel=0.01)
+    with pytest.raises(ValueError, match="pad=-1"):
+        predict_batch(model, b, pad=-1)
     assert err["jbu"] == pytest.approx(1.2155, rel=0.01)
     assert err["bicubic"] == pytest.approx(1.7142, rel=0.01)
     assert err["pac"] / err["bicubic"] < 0.74

@@ -202,6 +202,10 @@ class Ensembled:
         self.factor = model.factor
         self.meta = model.meta
 
+    def border_pad(self):
+        """The wrapped model's default mirror padding (low-res samples)."""
+        return self.model.border_pad()
+
     def num_parameters(self):
         """The wrapped model's parameter count."""
         return self.model.num_parameters()

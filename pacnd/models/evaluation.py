@@ -51,11 +51,15 @@ def scene_examples(scenes, factor, *, lowres_mode, multiple=16):
     return out
 
 
-def evaluate_scenes(models, examples, *, task="depth", border=None, progress=False):
+def evaluate_scenes(models, examples, *, task="depth", border=None, progress=False,
+                    user_padding=True):
     """One row per scene and model: ``{"scene", "group", "model", "error", "seconds"}``.
 
     ``models`` maps names to :class:`~pacnd.models.JointUpsampler` s; the error
     is RMSE (depth) or EPE (flow) in the target's units over known pixels.
+    With ``user_padding`` each model runs as ``model.upsample`` does by default
+    (learned networks on a mirror-padded input, ``border_pad()``); without,
+    on the image as it is.
     """
     if task not in ("depth", "flow"):
         raise ValueError(f"task={task!r}; choose 'depth' or 'flow'")
@@ -70,7 +74,8 @@ def evaluate_scenes(models, examples, *, task="depth", border=None, progress=Fal
         b = ex["batch"]
         for mname, model in models.items():
             t0 = time.perf_counter()
-            pred = predict_batch(model, b)
+            pad = model.border_pad() if user_padding and hasattr(model, "border_pad") else 0
+            pred = predict_batch(model, b, pad=pad)
             dt = time.perf_counter() - t0
             err = (rmse(pred, b["raw"], border=border) if task == "depth"
                    else epe(pred, b["raw"], border=border))

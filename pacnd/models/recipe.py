@@ -214,11 +214,12 @@ def _eval_fn(r, scenes):
     exs = scene_examples(scenes, r.factor, lowres_mode=PROTOCOLS[r.protocol])
     ref = "bicubic" if r.task == "depth" else "bilinear"
     interp = baseline(ref, r.task, r.factor, protocol=r.protocol)
+    # unpadded, as every run's curve so far (a resumed run's curve stays comparable)
     base = evaluate_scenes({ref: interp, "jbu": baseline("jbu", r.task, r.factor)}, exs,
-                           task=r.task)
+                           task=r.task, user_padding=False)
 
     def fn(model):
-        rows = base + evaluate_scenes({"model": model}, exs, task=r.task)
+        rows = base + evaluate_scenes({"model": model}, exs, task=r.task, user_padding=False)
         s = summarize(rows, references=(ref, "jbu"))["summary"]["model"]
         return {f"vs_{ref}": s[f"vs_{ref}"], "vs_jbu": s["vs_jbu"]}
     return fn

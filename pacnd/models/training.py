@@ -63,11 +63,28 @@ def upsampling_loss(model, batch, *, border=6):
     return loss, {"rmse_n": math.sqrt(max(loss.item(), 0.0))}
 
 
-def predict_batch(model, batch):
+def predict_batch(model, batch, *, pad=0):
     """The model's output for a batch, mapped back to the target's units:
-    ``(B, C, H, W)`` float32."""
+    ``(B, C, H, W)`` float32.
+
+    ``pad``: low-res samples of mirror padding added on each side before the
+    model runs (the guide by ``pad * factor`` pixels) and cropped after, as
+    :meth:`~pacnd.models.JointUpsampler.upsample` does (its default is the
+    model's ``border_pad()``).
+    """
+    if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
+        raise ValueError(f"pad={pad!r} must be a non-negative int (low-res samples)")
+    low, guide = batch["low"], batch["guide"]
+    if pad:
+        xp = array_module(low)
+        f = guide.shape[-1] // low.shape[-1]
+        P = pad * f
+        low = xp.pad(low, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="symmetric")
+        guide = xp.pad(guide, ((0, 0), (0, 0), (P, P), (P, P)), mode="symmetric")
     with no_grad():
-        out = as_array(model(batch["low"], batch["guide"]))
+        out = as_array(model(low, guide))
+    if pad:
+        out = out[..., P:out.shape[-2] - P, P:out.shape[-1] - P]
     if type(out).__module__.split(".")[0] == "cupy":
         out = out.get()
     lo = batch["lo"][..., None, None]
