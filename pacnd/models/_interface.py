@@ -192,7 +192,8 @@ class JointUpsampler(Module):
             transposes); ``False``/``1`` runs once (default). Flow components
             are mirrored with the image; see :mod:`pacnd.models.ensemble`.
             Costs that many network runs; lowers a learned network's error
-            (8x depth, held out: 0.894x -> 0.880x JBU).
+            (held out: 8x depth 0.892x -> 0.878x JBU's RMSE, 8x flow 0.567x
+            -> 0.478x bilinear's EPE).
 
         Returns
         -------
