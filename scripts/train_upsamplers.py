@@ -27,6 +27,12 @@ RUNS = {
     # at the end of the first: 0.93x JBU at 3000 steps, 0.89x at 6000)
     "depth_x8_pac_2": ("depth", 8, "pac", dict(steps=8000, crop=192, batch_size=2, lr=5e-4,
                                                init_from="runs/depth_x8_pac/model.npz")),
+    # the bicubic low-res protocol (antialiased downsampling): the centre-protocol weights on
+    # its inputs are 1.025x bicubic's RMSE (held out), so it gets weights of its own, fine-tuned
+    # from them (the JBU residual base on the area grid)
+    "depth_x8_pac_bicubic": ("depth", 8, "pac", dict(steps=3000, crop=192, batch_size=2,
+                                                     lr=5e-4, protocol="bicubic",
+                                                     init_from="runs/depth_x8_pac/model.npz")),
     "depth_x4_pac": ("depth", 4, "pac", dict(steps=6000, crop=128, batch_size=2)),
     "depth_x16_pac": ("depth", 16, "pac", dict(steps=6000, crop=384, batch_size=1)),
     "flow_x4_pac": ("flow", 4, "pac", dict(steps=6000, crop=128, batch_size=2)),

@@ -379,6 +379,16 @@ def test_recipe_init_from_continues_a_run(tmp_path, monkeypatch):
     other = R.default_recipe("depth", 4, "djf", init_from="one/model.npz", **kw)
     with pytest.raises(ValueError, match="another network"):
         R.build_from_recipe(other, root=tmp_path)
+    other = R.default_recipe("depth", 4, "pac_lite", init_from="one/model.npz",
+                             residual="bicubic", **kw)              # another residual base
+    with pytest.raises(ValueError, match="another network"):
+        R.build_from_recipe(other, root=tmp_path)
+    # another protocol: the same learned layers, the residual base on the area grid
+    moved = R.build_from_recipe(R.default_recipe("depth", 4, "pac_lite", protocol="bicubic",
+                                                 init_from="one/model.npz", **kw), root=tmp_path)
+    assert moved.residual_config()["residual_sampling"] == "area"
+    for k, v in moved.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(v), np.asarray(st[k]), err_msg=k)
     with pytest.raises(TypeError, match="init_from"):
         R.default_recipe("depth", 4, "pac_lite", init_from=3, **kw)
     with pytest.raises(FileNotFoundError):

@@ -182,11 +182,22 @@ def _find_alley(pool_root):
 
 
 # --------------------------------------------------------------------------- model
+def _learned_config(model):
+    """A model's configuration without its residual base's sample grid (no
+    parameters depend on it: weights may move from one low-res protocol to another)."""
+    from .registry import model_config  # noqa: PLC0415
+
+    cfg = model_config(model)
+    cfg.get("kwargs", {}).pop("residual_sampling", None)
+    return cfg
+
+
 def build_from_recipe(r, rng=None, root=None):
     """The model of a recipe before training: initialised by ``r.init`` or, with
     ``r.init_from``, holding the weights of that upsampler file (a path relative to
     ``root``, default the current directory, or absolute), which must be the same
-    network."""
+    network (its residual base may sample on another protocol's grid: a run for the
+    ``'bicubic'`` protocol can start from ``'center'`` weights)."""
     from .registry import build_model, load_upsampler, model_config  # noqa: PLC0415
 
     extra = {"residual_input": True} if r.residual_input else {}
@@ -197,7 +208,7 @@ def build_from_recipe(r, rng=None, root=None):
     if r.init_from:
         path = os.path.join(root or os.getcwd(), r.init_from)
         start = load_upsampler(path)
-        if model_config(start) != model_config(model):
+        if _learned_config(start) != _learned_config(model):
             raise ValueError(f"init_from={r.init_from!r} holds another network "
                              f"({model_config(start)}) than this recipe builds "
                              f"({model_config(model)})")
