@@ -46,7 +46,9 @@ def main(argv=None):
                f"{recipe['scale'][1]:g}, flips, colour jitter {recipe['color_jitter']:g}; lr "
                f"{recipe['lr']:g}, {recipe['warmup']} warm-up steps, cosine) on the real RGB-D "
                f"training pool minus pacnd.data.pool.HELD_OUT (source weights: {sources}); "
-               f"{recipe['init']} init, residual over {recipe['residual']}; low-res by "
+               + (f"started from the weights of {recipe['init_from']}"
+                  if recipe.get("init_from") else f"{recipe['init']} init")
+               + f", residual over {recipe['residual']}; low-res by "
                f"'{protocol}'; CPU (Numba engine), run folder runs/"
                f"{os.path.basename(os.path.normpath(args.run))}")
     meta = {"task": task, "factor": factor,
