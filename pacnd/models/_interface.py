@@ -20,7 +20,7 @@ from ..nn import Module
 from .ensemble import ensemble_geometry, ensemble_size, run_ensemble
 
 __all__ = ["JointUpsampler", "as_guide", "as_target", "minmax_range", "normalize_target",
-           "denormalize_target", "check_factor"]
+           "denormalize_target", "check_factor", "mirror_pad", "mirror_crop"]
 
 
 def check_factor(factor):
@@ -111,6 +111,29 @@ def _given_range(value_range, C):
                          f"per channel ({C}), got {value_range!r}")
     flat = vmax == vmin
     return np.where(flat, vmin - 0.5, vmin), np.where(flat, vmax + 0.5, vmax), flat
+
+
+def mirror_pad(low, guide, pad):
+    """``(low, guide)`` channel-first batches (``(..., h, w)``, ``(..., H, W)``)
+    mirror-padded (``'symmetric'``) by ``pad`` low-res samples per side and the
+    guide by the same span, ``pad * H // h`` pixels (what
+    :meth:`JointUpsampler.upsample` runs a network on); crop its result with
+    :func:`mirror_crop`."""
+    if not pad:
+        return low, guide
+    xp = array_module(low)
+    P = pad * (guide.shape[-1] // low.shape[-1])
+    lead = ((0, 0),) * (low.ndim - 2)
+    return (xp.pad(low, lead + ((pad, pad), (pad, pad)), mode="symmetric"),
+            xp.pad(guide, ((0, 0),) * (guide.ndim - 2) + ((P, P), (P, P)), mode="symmetric"))
+
+
+def mirror_crop(out, pad, factor):
+    """A network's ``(..., H, W)`` result on :func:`mirror_pad`-padded inputs cut back."""
+    if not pad:
+        return out
+    P = pad * factor
+    return out[..., P:out.shape[-2] - P, P:out.shape[-1] - P]
 
 
 def normalize_target(x, lo, hi):
@@ -242,15 +265,11 @@ class JointUpsampler(Module):
         pad = int(pad)
         size = ensemble_size(ensemble)
         if not flat.all():
-            xn = normalize_target(x, lo, hi)
-            gp = g
-            if pad:
-                xn = np.pad(xn, ((pad, pad), (pad, pad), (0, 0)), mode="symmetric")
-                P = pad * f
-                gp = np.pad(g, ((P, P), (P, P), (0, 0)), mode="symmetric")
+            xn, gn = mirror_pad(normalize_target(x, lo, hi).transpose(2, 0, 1)[None],
+                                g.transpose(2, 0, 1)[None], pad)
             xp = self._array_module()
-            xn = xp.asarray(np.ascontiguousarray(xn.transpose(2, 0, 1)[None]))  # (1, C, h, w)
-            gn = xp.asarray(np.ascontiguousarray(gp.transpose(2, 0, 1)[None]))  # (1, 3, H, W)
+            xn = xp.asarray(np.ascontiguousarray(xn))  # (1, C, h, w)
+            gn = xp.asarray(np.ascontiguousarray(gn))  # (1, 3, H, W)
             was_training = self.training
             self.eval()
             try:
@@ -270,9 +289,7 @@ class JointUpsampler(Module):
                 self.train(was_training)
             if xp is not np:
                 y = y.get()
-            y = np.asarray(y, dtype=np.float32)[0].transpose(1, 2, 0)
-            if pad:
-                y = y[pad * f:pad * f + H, pad * f:pad * f + W]
+            y = mirror_crop(np.asarray(y, dtype=np.float32)[0], pad, f).transpose(1, 2, 0)
             out[...] = denormalize_target(y, lo, hi)
         for c in np.flatnonzero(flat):
             out[..., c] = x[0, 0, c]

@@ -74,17 +74,12 @@ def predict_batch(model, batch, *, pad=0):
     """
     if not isinstance(pad, int) or isinstance(pad, bool) or pad < 0:
         raise ValueError(f"pad={pad!r} must be a non-negative int (low-res samples)")
-    low, guide = batch["low"], batch["guide"]
-    if pad:
-        xp = array_module(low)
-        f = guide.shape[-1] // low.shape[-1]
-        P = pad * f
-        low = xp.pad(low, ((0, 0), (0, 0), (pad, pad), (pad, pad)), mode="symmetric")
-        guide = xp.pad(guide, ((0, 0), (0, 0), (P, P), (P, P)), mode="symmetric")
+    from ._interface import mirror_crop, mirror_pad  # noqa: PLC0415
+
+    low, guide = mirror_pad(batch["low"], batch["guide"], pad)
     with no_grad():
         out = as_array(model(low, guide))
-    if pad:
-        out = out[..., P:out.shape[-2] - P, P:out.shape[-1] - P]
+    out = mirror_crop(out, pad, batch["guide"].shape[-1] // batch["low"].shape[-1])
     if type(out).__module__.split(".")[0] == "cupy":
         out = out.get()
     lo = batch["lo"][..., None, None]
