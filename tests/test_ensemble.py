@@ -57,6 +57,10 @@ def test_geometry_from_model_metadata():
     assert ensemble_geometry(m, 2) == (0, True)
     m.meta = {"task": "depth", "training": {"recipe": {"protocol": "bicubic"}}}
     assert ensemble_geometry(m, 1) == (0, False)
+    m.meta = {"recipe": {"task": "depth", "protocol": "bicubic"}}   # a run's model.npz
+    assert ensemble_geometry(m, 1) == (0, False)
+    m.meta = {"recipe": {"task": "flow", "protocol": "bilinear"}}
+    assert ensemble_geometry(m, 2) == (0, True)
     assert ensemble_geometry(build_model("djf", 5, rng=0), 1) == (0, False)   # odd factor
     m = build_model("djf", 4, 2, rng=0)                    # bare 2-channel model: flow
     assert ensemble_geometry(m, 2) == (1, True)

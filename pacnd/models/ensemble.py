@@ -69,7 +69,9 @@ def ensemble_geometry(model, channels):
 
     ``shift``: high-res pixels a mirrored copy's guide moves (1 for the
     ``'center'`` protocol with an even factor, else 0); the protocol is the one
-    the model was trained for (its ``meta`` recipe, else the task's default;
+    the model was trained for (the recipe in its ``meta``: ``meta["training"]
+    ["recipe"]`` of shipped weights, ``meta["recipe"]`` of a run's
+    ``model.npz``; else the task's default;
     ``'center'`` when nothing says). ``vector``: whether the target is a 2-D
     vector field (flow: the model's task is ``'flow'``, or without a task in
     its ``meta`` a 2-channel model) whose components mirror with the image.
@@ -77,8 +79,9 @@ def ensemble_geometry(model, channels):
     from .registry import default_protocol  # noqa: PLC0415
 
     meta = getattr(model, "meta", None) or {}
-    task = meta.get("task")
-    recipe = (meta.get("training") or {}).get("recipe") or {}
+    # shipped weights: meta["training"]["recipe"]; a run's model.npz: meta["recipe"]
+    recipe = (meta.get("training") or {}).get("recipe") or meta.get("recipe") or {}
+    task = meta.get("task") or recipe.get("task")
     protocol = recipe.get("protocol") or meta.get("protocol")
     if protocol is None:
         protocol = default_protocol(task) if task in ("depth", "flow") else "center"
