@@ -13,11 +13,9 @@ import numbers
 
 import numpy as np
 
-from ..autograd import no_grad
-from ..autograd.tensor import as_array
 from .._validate import array_module, as_ndarray
 from ..nn import Module
-from .ensemble import ensemble_geometry, ensemble_size, run_ensemble
+from .ensemble import Ensembled, ensemble_size
 
 __all__ = ["JointUpsampler", "as_guide", "as_target", "minmax_range", "normalize_target",
            "denormalize_target", "check_factor", "mirror_pad", "mirror_crop"]
@@ -275,16 +273,8 @@ class JointUpsampler(Module):
             try:
                 from .._dispatch import use_engine  # noqa: PLC0415
 
-                def run(a, b):
-                    return as_array(self(a, b))
-
-                with no_grad(), (use_engine(engine) if engine is not None
-                                 else contextlib.nullcontext()):
-                    if size == 1:
-                        y = run(xn, gn)
-                    else:
-                        shift, vector = ensemble_geometry(self, C)
-                        y = run_ensemble(run, xn, gn, size=size, shift=shift, vector=vector)
+                with (use_engine(engine) if engine is not None else contextlib.nullcontext()):
+                    y = Ensembled(self, size)(xn, gn)
             finally:
                 self.train(was_training)
             if xp is not np:

@@ -148,6 +148,8 @@ def run_ensemble(run, x, g, *, size, shift=0, vector=False):
     -------
     ndarray, (B, C, H, W)
     """
+    if size == 1:
+        return run(x, g)
     xp = array_module(x)
     total = count = None
     for fy, fx, tr in VARIANTS[size]:
