@@ -121,8 +121,10 @@ def configure_parser(parser):
                    help="training crop (the reference: 256)")
     t.add_argument("--batch-size", type=int, default=1, metavar="B")
     t.add_argument("--steps", type=int, default=2000, metavar="N")
-    t.add_argument("--lr", type=float, default=1e-3, metavar="LR",
-                   help="initial Adam learning rate (the reference: 1e-4 over 5000 epochs)")
+    t.add_argument("--lr", type=float, default=None, metavar="LR",
+                   help="initial Adam learning rate (default: 1e-3 for pac and pac_lite, "
+                        "2e-4 for djf, whose ReLUs die at 1e-3; the reference: 1e-4 over "
+                        "5000 epochs)")
     t.add_argument("--milestones", type=float, nargs="*", default=[0.7, 0.9], metavar="M",
                    help="learning rate x0.1 at these fractions of --steps")
     t.add_argument("--border", type=int, default=None, metavar="PX",
@@ -411,6 +413,7 @@ def _train(args):
         return _train_pool(args)
     from .models import build_model, evaluate_upsampler, load_upsampler  # noqa: PLC0415
     from .models import save_upsampler, train_upsampler  # noqa: PLC0415
+    from .models.recipe import DEFAULT_LR  # noqa: PLC0415
     from .models.training import DEFAULT_BORDER  # noqa: PLC0415
     from .data import JointUpsamplingPairs, SyntheticScenes, load_pair  # noqa
 
@@ -456,8 +459,9 @@ def _train(args):
         evs = list(JointUpsamplingPairs(ep, args.factor, kind=kind, crop=None).examples(
             multiple=16 if args.factor <= 16 else args.factor))
     border = DEFAULT_BORDER[task] if args.border is None else args.border
+    lr = DEFAULT_LR.get(model.kind, DEFAULT_LR["pac"]) if args.lr is None else args.lr
     t0 = time.perf_counter()
-    res = train_upsampler(model, data, steps=args.steps, lr=args.lr,
+    res = train_upsampler(model, data, steps=args.steps, lr=lr,
                           milestones=args.milestones, border=border, log_dir=args.out,
                           eval_examples=evs, eval_kind=task, eval_every=args.eval_every,
                           checkpoint_every=args.checkpoint_every, resume=args.resume,
@@ -467,7 +471,7 @@ def _train(args):
     meta = dict(model.meta or {})
     meta.setdefault("history", [])
     meta["history"].append({
-        "task": task, "factor": args.factor, "steps": args.steps, "lr": args.lr,
+        "task": task, "factor": args.factor, "steps": args.steps, "lr": lr,
         "milestones": list(args.milestones), "crop": args.crop, "batch_size": args.batch_size,
         "synthetic_ratio": ratio, "pairs": [list(p) for p in args.pair],
         "seed": args.seed, "init": args.init, "border": border,

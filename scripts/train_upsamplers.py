@@ -38,12 +38,11 @@ RUNS = {
     "flow_x4_pac": ("flow", 4, "pac", dict(steps=6000, crop=128, batch_size=2)),
     "flow_x16_pac": ("flow", 16, "pac", dict(steps=6000, crop=384, batch_size=1)),
     "depth_x8_pac_lite": ("depth", 8, "pac_lite", dict(steps=8000, crop=192, batch_size=2)),
-    # DJF at the PAC runs' lr 1e-3 collapsed (dead ReLUs in its joint branch after ~500
-    # steps: runs/superseded/depth_x8_djf_lr1e-3/NOTE.md); 2e-4
-    "depth_x8_djf": ("depth", 8, "djf", dict(steps=8000, crop=192, batch_size=2,
-                                             lr=2e-4)),
+    # DJF trains at its default lr 2e-4 (recipe.DEFAULT_LR): at the PAC runs' 1e-3 it
+    # collapsed (runs/superseded/depth_x8_djf_lr1e-3/NOTE.md)
+    "depth_x8_djf": ("depth", 8, "djf", dict(steps=8000, crop=192, batch_size=2)),
     "flow_x8_pac_lite": ("flow", 8, "pac_lite", dict(steps=8000, crop=192, batch_size=2)),
-    "flow_x8_djf": ("flow", 8, "djf", dict(steps=8000, crop=192, batch_size=2, lr=2e-4)),
+    "flow_x8_djf": ("flow", 8, "djf", dict(steps=8000, crop=192, batch_size=2)),
 }
 
 

@@ -361,6 +361,23 @@ def test_cli_errors_are_one_line(cones_files, tmp_path, args, needle):
     assert needle in lines[0]
 
 
+def test_cli_train_default_lr_per_model(tmp_path):
+    """Without --lr, DJF trains at 2e-4 (its ReLUs die at the PAC networks' 1e-3) and
+    PAC-lite at 1e-3; the weights' training record holds the rate used."""
+    from pacnd.models import load_upsampler
+
+    rgb, d = synthetic_scene(1, (64, 64), "depth")
+    write_image(tmp_path / "rgb.png", rgb)
+    np.save(tmp_path / "d.npy", d)
+    for model, want in (("djf", 2e-4), ("pac_lite", 1e-3)):
+        out = tmp_path / model
+        r = _cli("train", "--out", str(out), "--factor", "4", "--model", model, "--crop", "32",
+                 "--steps", "1", "--no-progress", "--pair", str(tmp_path / "rgb.png"),
+                 str(tmp_path / "d.npy"), cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        assert load_upsampler(out / "model.npz").meta["history"][-1]["lr"] == want
+
+
 def test_cli_train_eval_resume(tmp_path):
     rgb, d = synthetic_scene(1, (64, 64), "depth")
     write_image(tmp_path / "rgb.png", rgb)

@@ -313,6 +313,26 @@ def test_cosine_schedule():
         CosineLR(opt, 5, warmup=5)
 
 
+def test_recipe_default_lr_per_model():
+    """A recipe without lr takes its network's (DJF 2e-4: at 1e-3 it collapsed); an explicit
+    one is kept; JSON round trips; a bad one is refused by name."""
+    from pacnd.models.recipe import DEFAULT_LR, Recipe
+
+    assert Recipe(model="djf").lr == DEFAULT_LR["djf"] == 2e-4
+    assert Recipe(model="pac").lr == Recipe(model="pac_lite").lr == 1e-3
+    assert Recipe(model="djf", lr=5e-4).lr == 5e-4
+    r = Recipe(model="djf")
+    assert Recipe(**r.to_json()) == r and r.to_json()["lr"] == 2e-4
+    with pytest.raises(ValueError, match="lr=-0.001"):
+        Recipe(lr=-1e-3)
+    with pytest.raises(ValueError, match="lr=nan"):
+        Recipe(lr=float("nan"))
+    with pytest.raises(TypeError, match="lr must be a number, got '1e-3'"):
+        Recipe(lr="1e-3")
+    with pytest.raises(TypeError, match="lr must be a number"):
+        Recipe(lr=True)
+
+
 def test_recipe_runs_resume_bit_for_bit(tmp_path, monkeypatch):
     """A run killed after two of four steps and resumed ends where the uninterrupted
     run ends, bit for bit; a different recipe does not resume."""
