@@ -343,7 +343,7 @@ def _predict(args):
 
 # ----------------------------------------------------------------------------- eval
 def _eval(args):
-    from .models import evaluate_upsampler, load_upsampler, pretrained  # noqa: PLC0415
+    from .models import evaluate_upsampler, load_upsampler  # noqa: PLC0415
     from .data import JointUpsamplingPairs, load_pair  # noqa: PLC0415
 
     task = _task_of(args.pair[0][1], args.task)
