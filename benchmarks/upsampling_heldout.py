@@ -1,7 +1,7 @@
 """Held-out evaluation of the joint upsamplers: whole scenes from several sources.
 
     python benchmarks/upsampling_heldout.py [--pool ../shared/data/train] [--tasks depth flow]
-        [--factors 4 8 16] [--per-group 4] [--figures]
+        [--factors 4 8 16] [--per-group 4] [--figures] [--update]
 
 Scenes: every group of :data:`pacnd.data.pool.HELD_OUT` (the first ``--per-group``
 images of each: RGB-D-D days hold 8-16 captures) plus Middlebury 2003 Cones view 2
@@ -194,6 +194,9 @@ def main(argv=None):
                     "(default benchmarks/results)")
     ap.add_argument("--runs", default=None, help="folder of run folders holding model.npz "
                     "(default runs/; 'none': shipped weights only)")
+    ap.add_argument("--update", action="store_true",
+                    help="keep the other sections of the existing upsampling_eval.json and "
+                         "replace only the task/factor/protocol sections evaluated now")
     args = ap.parse_args(argv)
     global RESULTS, RUNS, ENSEMBLE
     ENSEMBLE = args.ensemble
@@ -204,6 +207,10 @@ def main(argv=None):
     from pacnd.models.recipe import heldout_scenes
 
     results = {}
+    old = os.path.join(RESULTS, "upsampling_eval.json")
+    if args.update and os.path.exists(old):
+        with open(old, encoding="utf-8") as f:
+            results = json.load(f)      # sections evaluated below replace theirs in place
     for task in args.tasks:
         scenes = heldout_scenes(args.pool, task, per_group=args.per_group)
         for protocol in args.protocols or PROTOCOLS[task]:

@@ -113,7 +113,8 @@ def configure_parser(parser):
     t.add_argument("--target-dir", default=None, metavar="DIR")
     t.add_argument("--synthetic-ratio", type=float, default=None, metavar="R",
                    help="fraction of synthetic scenes per batch item (default: 0.5 with real "
-                        "pairs, 1 without)")
+                        "pairs, 1 without; --pool: 0, else that fraction of the crops comes "
+                        "from 256 synthetic scenes)")
     t.add_argument("--eval-pair", nargs=2, action="append", default=[], metavar=("IMG", "GT"),
                    help="held-out pair evaluated during training (repeatable)")
     t.add_argument("--target-scale", type=float, default=1.0, metavar="S")
@@ -384,11 +385,14 @@ def _eval(args):
 # ----------------------------------------------------------------------------- train
 def _train_pool(args):
     from .models import save_upsampler  # noqa: PLC0415
-    from .models.recipe import build_from_recipe, default_recipe, train_from_pool  # noqa
+    from .models.recipe import (DEPTH_WEIGHTS, FLOW_WEIGHTS, build_from_recipe,  # noqa
+                                default_recipe, synthetic_mix, train_from_pool)
 
     if args.pair or args.guide_dir or args.init:
         raise ValueError("--pool trains with the pool recipe; drop --pair/--guide-dir/--init")
-    r = default_recipe(args.task, args.factor, args.model, protocol=args.protocol,
+    mix = {} if args.synthetic_ratio is None else synthetic_mix(
+        DEPTH_WEIGHTS if args.task == "depth" else FLOW_WEIGHTS, args.synthetic_ratio)
+    r = default_recipe(args.task, args.factor, args.model, protocol=args.protocol, **mix,
                        steps=args.steps, lr=args.lr, crop=args.crop,
                        batch_size=args.batch_size, seed=args.seed,
                        residual=None if args.residual == "none" else args.residual,

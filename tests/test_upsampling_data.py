@@ -333,6 +333,60 @@ def test_recipe_default_lr_per_model():
         Recipe(lr=True)
 
 
+def test_recipe_synthetic_scenes(monkeypatch):
+    """``Recipe.synthetic=N`` adds N deterministic synthetic scenes as the source
+    'synthetic' (weighted like any other); the count and its weight come together."""
+    from pacnd.data import synthetic_scene
+    from pacnd.models import recipe as R
+
+    r = R.Recipe(task="flow", factor=4, synthetic=3, weights={"sintel": 1.0, "synthetic": 1.0})
+    assert R.Recipe(**r.to_json()) == r and r.to_json()["synthetic"] == 3
+    assert "synthetic" not in R.Recipe(task="flow").to_json()    # old run recipes compare equal
+    monkeypatch.setattr("pacnd.data.pool.scan_pool", lambda root, task: [])
+    monkeypatch.setattr("pacnd.data.pool.split", lambda items, kind: ([], []))
+    src = R.pool_sources("unused", "flow", synthetic=2)
+    assert list(src) == ["synthetic"] and len(src["synthetic"]) == 2
+    g, t = synthetic_scene(R.SYNTHETIC_SEED + 1, R.SYNTHETIC_SHAPE, "flow")
+    np.testing.assert_array_equal(src["synthetic"][1][0], g)
+    np.testing.assert_array_equal(src["synthetic"][1][1], t)
+    with pytest.raises(ValueError, match="weights lack the source 'synthetic'"):
+        R.Recipe(task="flow", synthetic=5)
+    with pytest.raises(ValueError, match="weights name the source 'synthetic'"):
+        R.Recipe(task="flow", weights={"sintel": 1.0, "synthetic": 1.0})
+    for bad in (-1, 2.5, True, "8"):
+        with pytest.raises(ValueError, match=f"synthetic={bad!r}"):
+            R.Recipe(task="flow", synthetic=bad, weights={"synthetic": 1.0})
+
+
+def test_cli_pool_synthetic_ratio(tmp_path, monkeypatch, capsys):
+    """``pacnd upsample train --pool --synthetic-ratio R`` trains the pool recipe with a
+    fraction R of synthetic crops (the real sources' weights scaled by 1 - R); a ratio
+    outside [0, 1] is refused by name."""
+    from pacnd.cli import main
+    from pacnd.models import recipe as R
+    from pacnd.train import TrainResult
+
+    got = []
+
+    def fake(r, pool, out, **kw):
+        got.append(r)
+        return TrainResult(step=0)
+
+    monkeypatch.setattr(R, "train_from_pool", fake)
+    args = ["upsample", "train", "--pool", "unused", "--task", "flow", "--factor", "4",
+            "--crop", "32", "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(args + ["--synthetic-ratio", "0.25"]) == 0
+    r = got[-1]
+    assert r.synthetic == R.SYNTHETIC_SCENES and r.weights["synthetic"] == 0.25
+    real = sum(R.FLOW_WEIGHTS.values())
+    for k, v in R.FLOW_WEIGHTS.items():
+        assert r.weights[k] == pytest.approx(0.75 * v / real)
+    assert main(args) == 0 and got[-1].synthetic == 0 and got[-1].weights == R.FLOW_WEIGHTS
+    capsys.readouterr()
+    assert main(args + ["--synthetic-ratio", "1.5"]) == 1
+    assert "synthetic ratio=1.5" in capsys.readouterr().err
+
+
 def test_recipe_runs_resume_bit_for_bit(tmp_path, monkeypatch):
     """A run killed after two of four steps and resumed ends where the uninterrupted
     run ends, bit for bit; a different recipe does not resume."""
@@ -340,7 +394,7 @@ def test_recipe_runs_resume_bit_for_bit(tmp_path, monkeypatch):
     from pacnd.models import recipe as R
     from pacnd.models import registry
 
-    monkeypatch.setattr(R, "pool_sources", lambda root, task, items=None: _sources("depth"))
+    monkeypatch.setattr(R, "pool_sources", lambda root, task, items=None, synthetic=0: _sources("depth"))
     r = R.default_recipe("depth", 4, "pac_lite", steps=4, warmup=1, crop=32, batch_size=2,
                          eval_every=0, weights={"a": 1.0, "b": 1.0}, checkpoint_seconds=1e-9)
     R.train_from_pool(r, "unused", tmp_path / "straight", progress=False, eval_per_group=0)
@@ -378,7 +432,7 @@ def test_recipe_init_from_continues_a_run(tmp_path, monkeypatch):
     from pacnd.models import load_upsampler
     from pacnd.models import recipe as R
 
-    monkeypatch.setattr(R, "pool_sources", lambda root, task, items=None: _sources("depth"))
+    monkeypatch.setattr(R, "pool_sources", lambda root, task, items=None, synthetic=0: _sources("depth"))
     kw = dict(steps=2, warmup=1, crop=32, batch_size=2, eval_every=0,
               weights={"a": 1.0, "b": 1.0})
     first = R.default_recipe("depth", 4, "pac_lite", **kw)

@@ -2,7 +2,7 @@
 
 :class:`Recipe` holds every choice of a training run (model, protocol, residual
 base, initialisation, learning-rate schedule, crop, batch, augmentation, source
-weights, seed). :func:`train_from_pool` trains it on a pool folder
+weights, synthetic scenes, seed). :func:`train_from_pool` trains it on a pool folder
 (:mod:`pacnd.data.pool`) into a *run folder* that a later session resumes bit
 for bit: ``recipe.json``, ``checkpoint.npz`` (every ``checkpoint_seconds``),
 ``metrics.csv``/``eval.csv``, ``curve.png`` and ``model.npz`` (the weights at
@@ -67,6 +67,7 @@ class Recipe:
     color_jitter: float = 0.1
     normalize: str = "image"
     weights: dict = field(default_factory=dict)
+    synthetic: int = 0
     seed: int = 0
     eval_every: int = 250
     checkpoint_seconds: float = 1200.0
@@ -107,6 +108,15 @@ class Recipe:
             self.residual_sigmas = tuple(float(v) for v in self.residual_sigmas)
         if not self.weights:
             self.weights = dict(DEPTH_WEIGHTS if self.task == "depth" else FLOW_WEIGHTS)
+        if not isinstance(self.synthetic, numbers.Integral) or isinstance(self.synthetic, bool) \
+                or self.synthetic < 0:
+            raise ValueError(f"synthetic={self.synthetic!r}; give the number of synthetic "
+                             f"scenes (an int >= 0) to add as the source 'synthetic'")
+        self.synthetic = int(self.synthetic)
+        if (self.synthetic > 0) != ("synthetic" in self.weights):
+            raise ValueError(f"synthetic={self.synthetic} but weights "
+                             f"{'lack' if self.synthetic else 'name'} the source 'synthetic'; "
+                             f"give both (synthetic=N and weights['synthetic']) or neither")
 
     @property
     def sampling(self):
@@ -118,7 +128,7 @@ class Recipe:
         d["scale"] = list(self.scale)
         if self.residual_sigmas is not None:
             d["residual_sigmas"] = list(self.residual_sigmas)
-        for k in ("residual_input", "init_from"):  # recipes from before these options
+        for k in ("residual_input", "init_from", "synthetic"):  # recipes from before these
             if not d[k]:                          # compare equal
                 del d[k]
         return d
@@ -138,15 +148,43 @@ def default_recipe(task="depth", factor=8, model="pac", protocol=None, **changes
 
 
 # --------------------------------------------------------------------------- data
-def pool_sources(pool_root, task, items=None):
-    """Training pairs of the pool per source: ``{source: [(rgb, target), ...]}``."""
+#: size and first seed of a recipe's synthetic scenes (``Recipe.synthetic``; the
+#: synthetic pool of the first shipped weights: seeds 12345, 12346, ...), and how many
+#: :func:`synthetic_mix` asks for
+SYNTHETIC_SHAPE, SYNTHETIC_SEED, SYNTHETIC_SCENES = (320, 320), 12345, 256
+
+
+def synthetic_mix(weights, ratio, scenes=SYNTHETIC_SCENES):
+    """Recipe changes that draw a fraction ``ratio`` of the crops from synthetic scenes:
+    ``{"synthetic": scenes, "weights": ...}`` (the real sources' weights scaled by
+    ``1 - ratio``); ``ratio=0`` gives ``{}``."""
+    if not isinstance(ratio, numbers.Real) or isinstance(ratio, bool) \
+            or not 0 <= float(ratio) <= 1:
+        raise ValueError(f"synthetic ratio={ratio!r}; give the fraction of synthetic crops, "
+                         f"a number in [0, 1]")
+    if float(ratio) == 0:
+        return {}
+    total = float(sum(weights.values()))
+    w = {k: float(v) * (1 - float(ratio)) / total for k, v in weights.items()}
+    w["synthetic"] = float(ratio)
+    return {"synthetic": int(scenes), "weights": w}
+
+
+def pool_sources(pool_root, task, items=None, synthetic=0):
+    """Training pairs of the pool per source: ``{source: [(rgb, target), ...]}``;
+    with ``synthetic=N`` also N scenes of :func:`pacnd.data.synthetic_scene` as the
+    source ``'synthetic'`` (seeds ``SYNTHETIC_SEED + i``, ``SYNTHETIC_SHAPE``)."""
     from ..data.pool import scan_pool, split  # noqa: PLC0415
+    from ..data.synthetic import synthetic_scene  # noqa: PLC0415
 
     items = items if items is not None else scan_pool(pool_root, task)
     train, _ = split(items, task)
     out = {}
     for it in train:
         out.setdefault(it.source, []).append(it.load())
+    if synthetic:
+        out["synthetic"] = [synthetic_scene(SYNTHETIC_SEED + i, SYNTHETIC_SHAPE, task)
+                            for i in range(int(synthetic))]
     return out
 
 
@@ -289,7 +327,7 @@ def train_from_pool(recipe, pool_root, run_dir, *, resume=False, progress=True,
         with open(rpath, "w", encoding="utf-8") as f:
             json.dump(r.to_json(), f, indent=1)
     model = build_from_recipe(r, root=root)
-    data = MixedPairs(pool_sources(pool_root, r.task), r.factor, kind=r.task,
+    data = MixedPairs(pool_sources(pool_root, r.task, synthetic=r.synthetic), r.factor, kind=r.task,
                       weights=r.weights, lowres_mode=PROTOCOLS[r.protocol], crop=r.crop,
                       batch_size=r.batch_size, scale=r.scale, color_jitter=r.color_jitter,
                       normalize=r.normalize)
