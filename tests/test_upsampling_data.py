@@ -241,7 +241,6 @@ def test_bicubic_low_res_reproduces_constants_and_ramps():
 @pytest.mark.parametrize("name", ["pac", "pac_lite", "djf"])
 def test_residual_network_starts_as_its_base(name, tmp_path):
     from pacnd.models import baseline, build_model, load_upsampler, save_upsampler
-    from pacnd.models.networks import LITE_CONFIGS  # noqa: F401
 
     plain = build_model(name, 8, rng=0)
     m = build_model(name, 8, rng=0, init="zero_last", residual="jbu")
