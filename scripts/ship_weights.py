@@ -4,7 +4,8 @@
 
 Reads the run's exported ``model.npz`` (or ``--model``: a frozen copy of it), checks
 that its recipe is the run's ``recipe.json``, and writes
-``pacnd/data/weights/<task>_x<factor>[_<protocol>].npz`` with ``meta["training"]``: a
+``pacnd/data/weights/<task>_x<factor>[_<model>][_<protocol>].npz`` (``<model>``: PAC-lite
+and DJF, ``pretrained(..., variant=...)``) with ``meta["training"]``: a
 one-line summary, the recipe, the step, the training data (the pool minus
 ``pacnd.data.pool.HELD_OUT``) and the held-out scenes. Replace shipped weights only
 after ``benchmarks/upsampling_heldout.py`` showed the run beating them on held-out scenes
@@ -41,11 +42,17 @@ def main(argv=None):
     task, factor, protocol = recipe["task"], int(recipe["factor"]), recipe["protocol"]
     step = int(m.meta["step"])
     sources = ", ".join(f"{k} {v:g}" for k, v in recipe["weights"].items())
-    summary = (f"{step} of {recipe['steps']} Adam steps (batch {recipe['batch_size']}, "
+    pool = "RGB-D" if task == "depth" else "optical-flow"
+    synthetic = (f" and {recipe['synthetic']} synthetic scenes (pacnd.data.synthetic_scene)"
+                 if recipe.get("synthetic") else "")
+    network = {"pac": "", "pac_lite": "PAC-lite network, ", "djf": "DJF network, "}
+    summary = (f"{network[recipe['model']]}"
+               f"{step} of {recipe['steps']} Adam steps (batch {recipe['batch_size']}, "
                f"{recipe['crop']}x{recipe['crop']} crops at scale {recipe['scale'][0]:g}-"
                f"{recipe['scale'][1]:g}, flips, colour jitter {recipe['color_jitter']:g}; lr "
-               f"{recipe['lr']:g}, {recipe['warmup']} warm-up steps, cosine) on the real RGB-D "
-               f"training pool minus pacnd.data.pool.HELD_OUT (source weights: {sources}); "
+               f"{recipe['lr']:g}, {recipe['warmup']} warm-up steps, cosine) on the real {pool} "
+               f"training pool minus pacnd.data.pool.HELD_OUT{synthetic} (source weights: "
+               f"{sources}); "
                + (f"started from the weights of {recipe['init_from']}"
                   if recipe.get("init_from") else f"{recipe['init']} init")
                + f", residual over {recipe['residual']}; low-res by "
@@ -73,7 +80,8 @@ def main(argv=None):
             "vs_jbu": round(summ["vs_jbu"], 4),
             "scenes": len({r["scene"] for r in res["rows"]}),
             "where": "benchmarks/results/upsampling_eval.md"}
-    suffix = "" if protocol == default_protocol(task) else f"_{protocol}"
+    suffix = ("" if recipe["model"] == "pac" else f"_{recipe['model']}") + \
+        ("" if protocol == default_protocol(task) else f"_{protocol}")
     out = os.path.join(REPO, "pacnd", "data", "weights", f"{task}_x{factor}{suffix}.npz")
     save_upsampler(out, m, meta=meta)
     print(f"wrote {out} (step {step})")

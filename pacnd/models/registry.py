@@ -212,7 +212,7 @@ def pretrained_path(task, factor=8, *, variant="standard"):
 
 
 def pretrained(task="depth", factor=8, *, variant="standard", protocol=None):
-    """A PAC joint-upsampling network with the weights shipped in pacnd.
+    """A joint-upsampling network with the weights shipped in pacnd.
 
     Parameters
     ----------
@@ -220,7 +220,9 @@ def pretrained(task="depth", factor=8, *, variant="standard", protocol=None):
     factor : int
         4, 8 or 16.
     variant : str, optional
-        ``'standard'`` (the paper's network), ``'pac_lite'``, ``'djf'``.
+        ``'standard'`` (the paper's PAC network), ``'pac_lite'`` or ``'djf'``
+        (the paper's comparison networks, trained the same way; 8x depth).
+        :func:`available_pretrained` lists what is shipped.
     protocol : {'center', 'bicubic', 'bilinear'}, optional
         How the low-res input was made: depth ``'center'`` (nearest
         subsampling, the paper's; default) or ``'bicubic'`` (antialiased
@@ -229,7 +231,7 @@ def pretrained(task="depth", factor=8, *, variant="standard", protocol=None):
 
     Returns
     -------
-    PacJointUpsample
+    PacJointUpsample, PacJointUpsampleLite or DJF
         In eval mode; ``model.meta`` says what it was trained on and how
         (``model.meta['training']``).
 
