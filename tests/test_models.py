@@ -369,6 +369,39 @@ def test_pretrained_depth_x8_comparison_networks_on_held_out_cones():
     assert held["pac_lite"] < held["djf"] < 1
 
 
+#: shipped flow weights on the held-out Middlebury RubberWhale (pool group
+#: middleburyflow/rubberwhale, never trained on): factor -> EPE of (PAC, bilinear, JBU),
+#: measured when shipped (benchmarks/results/upsampling_eval.md)
+FLOW_PINS = {8: (0.05133, 0.09734, 0.08219)}
+
+
+@pytest.mark.parametrize("factor", sorted(FLOW_PINS))
+def test_pretrained_flow_on_held_out_rubberwhale(factor):
+    """The shipped flow weights on a held-out real scene (bilinear low-res protocol, EPE
+    over the known pixels), as benchmarks/upsampling_heldout.py runs them. Pinned to
+    within 1 %; PAC must stay well ahead of bilinear and JBU."""
+    from conftest import shared_dir
+
+    from pacnd.models import baseline
+    from pacnd.models.evaluation import evaluate_scenes, scene_examples
+    from pacnd.models.recipe import heldout_scenes
+
+    scenes = [s for s in heldout_scenes(shared_dir() / "data" / "train", "flow", per_group=1,
+                                        extra=False)
+              if s[1] == "middleburyflow/rubberwhale"]
+    assert len(scenes) == 1
+    exs = scene_examples(scenes, factor, lowres_mode="bilinear")
+    models = {"pac": pretrained("flow", factor),
+              "bilinear": baseline("bilinear", "flow", factor, protocol="bilinear"),
+              "jbu": baseline("jbu", "flow", factor, protocol="bilinear")}
+    err = {r["model"]: r["error"] for r in evaluate_scenes(models, exs, task="flow")}
+    pac, bil, jbu = FLOW_PINS[factor]
+    assert err["pac"] == pytest.approx(pac, rel=0.01)
+    assert err["bilinear"] == pytest.approx(bil, rel=0.01)
+    assert err["jbu"] == pytest.approx(jbu, rel=0.01)
+    assert err["pac"] < 0.8 * min(err["bilinear"], err["jbu"])
+
+
 # ------------------------------------------------------------------------ training
 def _sampler(factor=4, crop=32, kind="depth"):
     return JointUpsamplingPairs([], factor, kind=kind, crop=crop,
