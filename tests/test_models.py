@@ -256,7 +256,7 @@ def test_save_load_roundtrip(tmp_path):
 
 
 # ------------------------------------------------------------------------ pretrained
-SHIPPED = [("depth", 4), ("depth", 8), ("depth", 16), ("flow", 8)]
+SHIPPED = [("depth", 4), ("depth", 8), ("depth", 16), ("flow", 4), ("flow", 8)]
 
 
 @pytest.mark.parametrize("task,factor", SHIPPED)
@@ -372,7 +372,7 @@ def test_pretrained_depth_x8_comparison_networks_on_held_out_cones():
 #: shipped flow weights on the held-out Middlebury RubberWhale (pool group
 #: middleburyflow/rubberwhale, never trained on): factor -> EPE of (PAC, bilinear, JBU),
 #: measured when shipped (benchmarks/results/upsampling_eval.md)
-FLOW_PINS = {8: (0.05133, 0.09734, 0.08219)}
+FLOW_PINS = {4: (0.0327, 0.04791, 0.04414), 8: (0.05133, 0.09734, 0.08219)}
 
 
 @pytest.mark.parametrize("factor", sorted(FLOW_PINS))
