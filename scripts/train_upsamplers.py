@@ -43,7 +43,8 @@ RUNS = {
     # 8x flow weights (0.59x bilinear) beat the real-pool run at step 2750 (0.67x)
     "flow_x4_pac": ("flow", 4, "pac", dict(steps=5000, crop=128, batch_size=2,
                                            **synthetic_mix(FLOW_WEIGHTS, 0.5))),
-    "flow_x16_pac": ("flow", 16, "pac", dict(steps=6000, crop=384, batch_size=1)),
+    "flow_x16_pac": ("flow", 16, "pac", dict(steps=4000, crop=384, batch_size=1,
+                                             **synthetic_mix(FLOW_WEIGHTS, 0.5))),
     "depth_x8_pac_lite": ("depth", 8, "pac_lite", dict(steps=8000, crop=192, batch_size=2)),
     # DJF trains at its default lr 2e-4 (recipe.DEFAULT_LR): at the PAC runs' 1e-3 it
     # collapsed (runs/superseded/depth_x8_djf_lr1e-3/NOTE.md)
