@@ -355,6 +355,9 @@ def test_recipe_synthetic_scenes(monkeypatch):
     for bad in (-1, 2.5, True, "8"):
         with pytest.raises(ValueError, match=f"synthetic={bad!r}"):
             R.Recipe(task="flow", synthetic=bad, weights={"synthetic": 1.0})
+    assert R.synthetic_mix({"a": 2.0, "b": 2.0}, 0) == {}
+    with pytest.raises(ValueError, match="positive sum"):
+        R.synthetic_mix({"a": 0.0}, 0.5)
 
 
 def test_cli_pool_synthetic_ratio(tmp_path, monkeypatch, capsys):
@@ -393,7 +396,8 @@ def test_recipe_runs_resume_bit_for_bit(tmp_path, monkeypatch):
     from pacnd.models import recipe as R
     from pacnd.models import registry
 
-    monkeypatch.setattr(R, "pool_sources", lambda root, task, items=None, synthetic=0: _sources("depth"))
+    monkeypatch.setattr(R, "pool_sources",
+                        lambda root, task, items=None, synthetic=0: _sources("depth"))
     r = R.default_recipe("depth", 4, "pac_lite", steps=4, warmup=1, crop=32, batch_size=2,
                          eval_every=0, weights={"a": 1.0, "b": 1.0}, checkpoint_seconds=1e-9)
     R.train_from_pool(r, "unused", tmp_path / "straight", progress=False, eval_per_group=0)
@@ -431,7 +435,8 @@ def test_recipe_init_from_continues_a_run(tmp_path, monkeypatch):
     from pacnd.models import load_upsampler
     from pacnd.models import recipe as R
 
-    monkeypatch.setattr(R, "pool_sources", lambda root, task, items=None, synthetic=0: _sources("depth"))
+    monkeypatch.setattr(R, "pool_sources",
+                        lambda root, task, items=None, synthetic=0: _sources("depth"))
     kw = dict(steps=2, warmup=1, crop=32, batch_size=2, eval_every=0,
               weights={"a": 1.0, "b": 1.0})
     first = R.default_recipe("depth", 4, "pac_lite", **kw)

@@ -165,6 +165,8 @@ def synthetic_mix(weights, ratio, scenes=SYNTHETIC_SCENES):
     if float(ratio) == 0:
         return {}
     total = float(sum(weights.values()))
+    if not total > 0:
+        raise ValueError(f"weights={weights!r}; the real sources' weights need a positive sum")
     w = {k: float(v) * (1 - float(ratio)) / total for k, v in weights.items()}
     w["synthetic"] = float(ratio)
     return {"synthetic": int(scenes), "weights": w}
@@ -327,10 +329,10 @@ def train_from_pool(recipe, pool_root, run_dir, *, resume=False, progress=True,
         with open(rpath, "w", encoding="utf-8") as f:
             json.dump(r.to_json(), f, indent=1)
     model = build_from_recipe(r, root=root)
-    data = MixedPairs(pool_sources(pool_root, r.task, synthetic=r.synthetic), r.factor, kind=r.task,
-                      weights=r.weights, lowres_mode=PROTOCOLS[r.protocol], crop=r.crop,
-                      batch_size=r.batch_size, scale=r.scale, color_jitter=r.color_jitter,
-                      normalize=r.normalize)
+    data = MixedPairs(pool_sources(pool_root, r.task, synthetic=r.synthetic), r.factor,
+                      kind=r.task, weights=r.weights, lowres_mode=PROTOCOLS[r.protocol],
+                      crop=r.crop, batch_size=r.batch_size, scale=r.scale,
+                      color_jitter=r.color_jitter, normalize=r.normalize)
     eval_fn = (_eval_fn(r, heldout_scenes(pool_root, r.task, per_group=eval_per_group))
                if eval_per_group else None)
     opt = Adam(model.parameters(), lr=r.lr)
