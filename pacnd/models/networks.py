@@ -1,4 +1,7 @@
-"""Joint-upsampling networks: PAC (standard and lite), DJF, JBU and interpolation baselines.
+"""Learned joint-upsampling networks: PAC (standard and lite) and DJF.
+
+(The training-free JBU and interpolation baselines are in
+:mod:`pacnd.models.baselines`, re-exported here.)
 
 Every model here is a :class:`JointUpsampler`: ``model(target_low, guide)``
 maps a low-resolution target ``(B, C, h, w)`` (min-max normalised, see
@@ -22,42 +25,17 @@ from collections import OrderedDict
 import numpy as np
 
 from .. import functional as F
-from .._validate import array_module, on_device_of
+from .._validate import on_device_of
 from ..autograd.tensor import as_array
-from ..filters import jbu_sample_offset
 from ..nn import Conv2d, ModuleList, PacConvTranspose2d, ReLU, Sequential
 from ..nn import init as _init
 from ._interface import JointUpsampler, check_factor
+from .baselines import _SAMPLINGS, Bicubic, Bilinear, JointBilateralUpsample
+from .folding import fold_channels, repeat_for_channels, unfold_channels
 
 __all__ = ["PacJointUpsample", "PacJointUpsampleLite", "DJF", "JointBilateralUpsample",
            "Bilinear", "Bicubic", "LITE_CONFIGS", "RESIDUAL_BASES", "fold_channels",
            "unfold_channels", "repeat_for_channels"]
-
-
-# ------------------------------------------------------------------ channel folding
-def fold_channels(x):
-    """(B, C, h, w) -> (B*C, 1, h, w) and C."""
-    B, C, h, w = x.shape
-    if C == 1:
-        return x, 1
-    return F.reshape(x, (B * C, 1, h, w)), C
-
-
-def unfold_channels(x, C):
-    """(B*C, 1, H, W) -> (B, C, H, W)."""
-    if C == 1:
-        return x
-    BC, _, H, W = x.shape
-    return F.reshape(x, (BC // C, C, H, W))
-
-
-def repeat_for_channels(g, C):
-    """(B, Cg, H, W) -> (B*C, Cg, H, W), each batch item repeated C times in a row."""
-    if C == 1:
-        return g
-    B, Cg, H, W = g.shape
-    g = F.broadcast_to(F.reshape(g, (B, 1, Cg, H, W)), (B, C, Cg, H, W))
-    return F.reshape(g, (B * C, Cg, H, W))
 
 
 def _check_pow2_factor(factor):
@@ -261,6 +239,15 @@ class PacJointUpsample(_ResidualMixin, JointUpsampler):
         corrects instead of having to emulate the base (a JBU base is a
         nonlinear filter of target and guide). Needs ``residual``; the model
         then runs on targets of exactly ``channels`` channels.
+    pre_upsample : int, optional
+        Power of two ``p < factor``: the low-res target is first interpolated
+        ``p`` times (bilinear, ``align_corners=False``: with either low-res
+        protocol the samples then sit on the grid the ``factor / p``
+        protocol gives) and the network body is the ``factor / p`` one
+        (``log2(factor / p)`` PAC^T layers); the residual base still
+        upsamples the original low-res target by ``factor``. The body has
+        the same parameters as a ``factor / p`` network, so a 16x model can
+        start from 8x weights (``Recipe.init_from``). Default 1 (none).
     """
 
     kind = "pac"
@@ -269,17 +256,26 @@ class PacJointUpsample(_ResidualMixin, JointUpsampler):
     def __init__(self, factor, channels=1, guide_channels=3, *, n_t_layers=3, n_g_layers=3,
                  n_f_layers=2, n_t_filters=32, n_g_filters=32, n_f_filters=32, k_ch=16,
                  f_sz_1=5, f_sz_2=5, rng=None, init="reference", residual=None,
-                 residual_sampling="center", residual_sigmas=None, residual_input=False):
+                 residual_sampling="center", residual_sigmas=None, residual_input=False,
+                 pre_upsample=1):
         factor = _check_pow2_factor(factor)
         super().__init__(factor, channels)
         self._setup_residual(residual, residual_sampling, residual_sigmas, residual_input)
+        if not isinstance(pre_upsample, numbers.Integral) or isinstance(pre_upsample, bool):
+            raise TypeError(f"pre_upsample must be an int, got {pre_upsample!r}")
+        pre_upsample = int(pre_upsample)
+        if pre_upsample < 1 or pre_upsample & (pre_upsample - 1) or pre_upsample >= factor:
+            raise ValueError(f"pre_upsample={pre_upsample} is invalid: give a power of 2 "
+                             f"(1: none) below factor={factor}, so that the network body "
+                             f"upsamples by factor / pre_upsample >= 2")
+        self.pre_upsample = pre_upsample
         if n_g_layers < 1 or n_f_layers < 1 or n_t_layers < 1:
             raise ValueError("every branch needs at least one layer")
         if f_sz_1 % 2 != 1 or f_sz_2 % 2 != 1:
             raise ValueError(f"filter sizes must be odd, got f_sz_1={f_sz_1}, f_sz_2={f_sz_2}")
         self.guide_channels = int(guide_channels)
         self.k_ch = int(k_ch)
-        num_ups = int(round(math.log2(factor)))
+        num_ups = int(round(math.log2(factor // pre_upsample)))
         self.num_ups = num_ups
         t = _widths(n_t_filters, n_t_layers, "n_t_filters")
         g = _widths(n_g_filters, n_g_layers - 1, "n_g_filters")
@@ -287,6 +283,8 @@ class PacJointUpsample(_ResidualMixin, JointUpsampler):
         self.config = dict(n_t_layers=n_t_layers, n_g_layers=n_g_layers, n_f_layers=n_f_layers,
                            n_t_filters=t, n_g_filters=g, n_f_filters=f, k_ch=self.k_ch,
                            f_sz_1=f_sz_1, f_sz_2=f_sz_2)
+        if pre_upsample > 1:
+            self.config["pre_upsample"] = pre_upsample
         rng = _init.resolve_rng(rng)
         self.branch_t = _conv_stack((1,) + t, f_sz_1, rng)
         g_in = self.guide_channels + (self.channels if self.residual_input else 0)
@@ -350,6 +348,10 @@ class PacJointUpsample(_ResidualMixin, JointUpsampler):
             base = self._base_of(target_low, guide)
             guide = F.concat([guide, base.astype(as_array(guide).dtype, copy=False)], axis=1)
         x, C = fold_channels(target_low)
+        if self.pre_upsample > 1:
+            h, w = x.shape[-2:]
+            x = F.interpolate(x, size=(h * self.pre_upsample, w * self.pre_upsample),
+                              mode="bilinear", align_corners=False)
         x = self.branch_t(x)
         g = self.branch_g(guide)
         H, W = guide.shape[-2:]
@@ -439,152 +441,3 @@ class DJF(_ResidualMixin, JointUpsampler):
         g = repeat_for_channels(self.branch_g(guide), C)
         x = self.branch_joint(F.concat([x, g], axis=1))
         return self._add_base(unfold_channels(x, C), target_low, guide)
-
-
-# ------------------------------------------------------------------------------- JBU
-class JointBilateralUpsample(JointUpsampler):
-    """Joint bilateral upsampling as the paper's baseline: one normalised
-    PAC^T (stride ``factor``, identity weight over channels, no bias) whose
-    Gaussian kernel sees the guide ``(scale_color * RGB, scale_space * y,
-    scale_space * x)`` — so it holds both the range and the spatial term.
-
-    Equals :func:`pacnd.filters.joint_bilateral_upsample` with
-    ``sigma_spatial = 1 / (scale_space * factor)`` (low-res pixels),
-    ``sigma_color = 1 / scale_color`` and ``win_size = kernel_size`` (same
-    "center" sampling convention: low-res sample ``i`` sits on high-res
-    pixel ``i*factor + (factor-1)//2``).
-
-    Parameters
-    ----------
-    factor : int
-    kernel_size : int, optional
-        Odd window in high-res pixels (default ``2*factor + 1``... at least
-        ``factor``), the reference's ``JBU_{ks}_{color}_{space}``.
-    scale_space, scale_color : float, optional
-        Inverse spatial sigma (high-res pixels) and inverse range sigma
-        (RGB in [0, 1]). Defaults: ``sigma_spatial = 0.75`` low-res pixels,
-        ``sigma_color = 0.1``.
-    """
-
-    kind = "jbu"
-    #: high-res coordinates (y, x) of the guide's first pixel in the spatial features; a
-    #: block of a larger image (:mod:`pacnd.dask.upsample`) sets its own, so that its
-    #: features equal the whole image's (float32 coordinates round as they do there)
-    coord_origin = (0, 0)
-
-    def __init__(self, factor, channels=1, *, kernel_size=None, scale_space=None,
-                 scale_color=None, sigma_spatial=0.75, sigma_color=0.1):
-        factor = check_factor(factor)
-        super().__init__(factor, channels)
-        if scale_space is None:
-            scale_space = 1.0 / (float(sigma_spatial) * factor)
-        if scale_color is None:
-            scale_color = 1.0 / float(sigma_color)
-        if kernel_size is None:
-            sig = 1.0 / (scale_space * factor)
-            kernel_size = 2 * max(math.ceil(3 * sig * factor), math.ceil(factor / 2)) + 1
-        kernel_size = int(kernel_size)
-        if kernel_size % 2 != 1 or kernel_size < factor:
-            raise ValueError(f"kernel_size={kernel_size} must be odd and >= factor={factor}")
-        self.kernel_size = kernel_size
-        self.scale_space = float(scale_space)
-        self.scale_color = float(scale_color)
-        o = jbu_sample_offset(factor)
-        self.padding = kernel_size // 2 - o
-        self.output_padding = factor - 1 - 2 * o
-        self.register_buffer("weight", np.ones((1, 1, kernel_size, kernel_size), np.float32))
-
-    def extra_repr(self):
-        return (f"factor={self.factor}, kernel_size={self.kernel_size}, "
-                f"scale_space={self.scale_space:g}, scale_color={self.scale_color:g}")
-
-    def forward(self, target_low, guide):
-        g = as_array(guide)
-        xp = array_module(g)
-        B, _, H, W = g.shape
-        oy, ox = self.coord_origin
-        yy = xp.broadcast_to(xp.arange(oy, oy + H, dtype=g.dtype)[:, None], (B, 1, H, W))
-        xx = xp.broadcast_to(xp.arange(ox, ox + W, dtype=g.dtype)[None, :], (B, 1, H, W))
-        feats = xp.concatenate([g * g.dtype.type(self.scale_color),
-                                yy * g.dtype.type(self.scale_space),
-                                xx * g.dtype.type(self.scale_space)], axis=1)
-        x, C = fold_channels(target_low)
-        feats = repeat_for_channels(feats, C)
-        feats = as_array(feats)
-        w = self.weight.astype(as_array(x).dtype, copy=False)
-        out = F.pac_conv_transpose(x, feats, w, stride=self.factor, padding=self.padding,
-                                   output_padding=self.output_padding, normalize=True,
-                                   shared=True)
-        return unfold_channels(out, C)
-
-
-# ---------------------------------------------------------------------- interpolation
-def _sample_positions(n_low, factor, sampling):
-    """Low-res sample i's position on the high-res grid, inverted: for every
-    high-res index, its coordinate in low-res sample units."""
-    d = np.arange(n_low * factor, dtype=np.float64)
-    if sampling == "center":
-        return (d - jbu_sample_offset(factor)) / factor
-    return (d + 0.5) / factor - 0.5  # "area": PyTorch align_corners=False
-
-
-_SAMPLINGS = ("center", "area")
-
-
-class Bilinear(JointUpsampler):
-    """Bilinear interpolation (ignores the guide).
-
-    ``sampling='area'`` (default) is PyTorch's ``interpolate(...,
-    align_corners=False)`` — the reference's baseline, matching low-res made
-    by area-like downsampling (flow); ``'center'`` puts low-res sample ``i``
-    on high-res pixel ``i*factor + (factor-1)//2`` (nearest "center"
-    subsampling, depth).
-    """
-
-    kind = "bilinear"
-
-    def __init__(self, factor, channels=1, *, sampling="area"):
-        super().__init__(check_factor(factor), channels)
-        if sampling not in _SAMPLINGS:
-            raise ValueError(f"sampling={sampling!r}; choose one of {_SAMPLINGS}")
-        self.sampling = sampling
-
-    def forward(self, target_low, guide):
-        if self.sampling == "area":
-            h, w = target_low.shape[-2:]
-            return F.interpolate(target_low, size=(h * self.factor, w * self.factor),
-                                 mode="bilinear", align_corners=False)
-        return _spline_resize(as_array(target_low), self.factor, 1, self.sampling)
-
-
-class Bicubic(JointUpsampler):
-    """Cubic interpolation (ignores the guide): interpolating cubic B-spline
-    (:func:`scipy.ndimage.map_coordinates`, order 3, edges repeated) at the
-    same sample positions as :class:`Bilinear` (``sampling``: ``'center'``
-    for depth, ``'area'`` for flow)."""
-
-    kind = "bicubic"
-
-    def __init__(self, factor, channels=1, *, sampling="center"):
-        super().__init__(check_factor(factor), channels)
-        if sampling not in _SAMPLINGS:
-            raise ValueError(f"sampling={sampling!r}; choose one of {_SAMPLINGS}")
-        self.sampling = sampling
-
-    def forward(self, target_low, guide):
-        return _spline_resize(as_array(target_low), self.factor, 3, self.sampling)
-
-
-def _spline_resize(x, factor, order, sampling):
-    from scipy import ndimage  # noqa: PLC0415
-
-    B, C, h, w = x.shape
-    yy = _sample_positions(h, factor, sampling)
-    xx = _sample_positions(w, factor, sampling)
-    coords = np.meshgrid(yy, xx, indexing="ij")
-    out = np.empty((B, C, h * factor, w * factor), dtype=x.dtype)
-    for b in range(B):
-        for c in range(C):
-            out[b, c] = ndimage.map_coordinates(x[b, c].astype(np.float64), coords, order=order,
-                                                mode="nearest")
-    return out
