@@ -132,6 +132,10 @@ def configure_parser(parser):
                    help="loss border crop (default: 6 depth, 0 flow)")
     t.add_argument("--init", default=None, metavar="WEIGHTS.npz",
                    help="start from these weights (fine-tuning)")
+    t.add_argument("--pre-upsample", type=int, default=1, metavar="P",
+                   help="--pool, PAC: interpolate the low-res input P times (a power of 2) "
+                        "and run the factor/P network on it (e.g. --factor 16 --pre-upsample 2 "
+                        "--init 8x-weights.npz: how the shipped 16x depth weights started)")
     t.add_argument("--start", choices=("bilinear", "reference"), default="bilinear",
                    help="PAC networks: 'reference' random init, or 'bilinear' (the same, with "
                         "channel 0 a bilinear pass-through: better for short runs)")
@@ -388,8 +392,9 @@ def _train_pool(args):
     from .models.recipe import (DEPTH_WEIGHTS, FLOW_WEIGHTS, build_from_recipe,  # noqa
                                 default_recipe, synthetic_mix, train_from_pool)
 
-    if args.pair or args.guide_dir or args.init:
-        raise ValueError("--pool trains with the pool recipe; drop --pair/--guide-dir/--init")
+    if args.pair or args.guide_dir:
+        raise ValueError("--pool trains with the pool recipe; drop --pair/--guide-dir")
+    start = {} if args.init is None else {"init_from": os.path.abspath(args.init)}
     mix = {} if args.synthetic_ratio is None else synthetic_mix(
         DEPTH_WEIGHTS if args.task == "depth" else FLOW_WEIGHTS, args.synthetic_ratio)
     r = default_recipe(args.task, args.factor, args.model, protocol=args.protocol, **mix,
@@ -397,7 +402,8 @@ def _train_pool(args):
                        batch_size=args.batch_size, seed=args.seed,
                        residual=None if args.residual == "none" else args.residual,
                        init="zero_last" if args.residual != "none" else "reference",
-                       eval_every=args.eval_every or 250)
+                       eval_every=args.eval_every or 250, pre_upsample=args.pre_upsample,
+                       **start)
     res = train_from_pool(r, args.pool, args.out, resume=args.resume,
                           progress=not args.no_progress)
     path = os.path.join(args.out, "model.npz")
@@ -415,6 +421,9 @@ def _train(args):
     if args.pool:
         _check_factor(args.factor)
         return _train_pool(args)
+    if args.pre_upsample != 1:
+        raise ValueError(f"--pre-upsample {args.pre_upsample} trains with the pool recipe: "
+                         f"give --pool DIR too (or drop it)")
     from .models import build_model, evaluate_upsampler, load_upsampler  # noqa: PLC0415
     from .models import save_upsampler, train_upsampler  # noqa: PLC0415
     from .models.recipe import DEFAULT_LR  # noqa: PLC0415

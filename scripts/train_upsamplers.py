@@ -37,9 +37,12 @@ RUNS = {
                                                      lr=5e-4, protocol="bicubic",
                                                      init_from="runs/depth_x8_pac/model.npz")),
     "depth_x4_pac": ("depth", 4, "pac", dict(steps=6000, crop=128, batch_size=2)),
-    # 16x at lr 3e-4 (~3 s per step on one CPU thread): at the 8x runs' 1e-3 its decoder's
-    # ReLUs died and it stayed at its JBU base (runs/superseded/depth_x16_pac_lr1e-3/NOTE.md)
-    "depth_x16_pac": ("depth", 16, "pac", dict(steps=3000, crop=384, batch_size=1, lr=3e-4)),
+    # 16x from the shipped 8x weights: the input interpolated 2x, the 8x body, the residual
+    # on JBU at 16x (untrained: 0.966x JBU held out). Trained from scratch, the 16x network's
+    # decoder ReLUs died at lr 1e-3 and were dying at 3e-4 (runs/superseded/depth_x16_pac_*)
+    "depth_x16_pac": ("depth", 16, "pac", dict(steps=2000, crop=384, batch_size=1, lr=3e-4,
+                                               pre_upsample=2,
+                                               init_from="pacnd/data/weights/depth_x8.npz")),
     # half the crops from 256 synthetic scenes: on the held-out subset the synthetic-only
     # 8x flow weights (0.59x bilinear) beat the real-pool run at step 2750 (0.67x)
     "flow_x4_pac": ("flow", 4, "pac", dict(steps=5000, crop=128, batch_size=2,

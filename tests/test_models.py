@@ -255,6 +255,59 @@ def test_save_load_roundtrip(tmp_path):
         load_upsampler(tmp_path / "plain.npz")
 
 
+def _bilinear_2x(x):
+    """2x bilinear upsampling, align_corners=False, edges repeated (by hand: output
+    2i sits 1/4 sample before input i, output 2i + 1 1/4 after)."""
+    def along(a, axis):
+        prev = np.concatenate([np.take(a, [0], axis), np.take(a, range(a.shape[axis] - 1),
+                                                               axis)], axis)
+        nxt = np.concatenate([np.take(a, range(1, a.shape[axis]), axis),
+                              np.take(a, [-1], axis)], axis)
+        out = np.stack([0.75 * a + 0.25 * prev, 0.75 * a + 0.25 * nxt], axis + 1)
+        shape = list(a.shape)
+        shape[axis] *= 2
+        return out.reshape(shape)
+    return along(along(np.asarray(x, np.float64), 2), 3)
+
+
+def test_pre_upsample_runs_the_smaller_network_on_an_interpolated_input(tmp_path):
+    """PacJointUpsample(8, pre_upsample=2) is the 4x network (same parameters) on the
+    2x-interpolated target, plus its residual base at 8x on the original target."""
+    from pacnd.autograd import Tensor, no_grad
+
+    rng = np.random.default_rng(3)
+    low = rng.random((2, 2, 5, 6)).astype(np.float32)
+    guide = rng.random((2, 3, 40, 48)).astype(np.float32)
+    m = PacJointUpsample(8, 2, residual="jbu", pre_upsample=2, rng=0)
+    body = PacJointUpsample(4, 2, rng=1)
+    assert m.num_parameters() == STANDARD[4] and m.num_ups == 2
+    assert list(m.state_dict()) == list(body.state_dict())
+    sd = m.state_dict()
+    for k, v in sd.items():                     # make the last conv non-zero (he init: 0)
+        v[...] = rng.standard_normal(v.shape).astype(v.dtype) * 0.05
+    m.load_state_dict(sd)
+    body.load_state_dict(sd)
+    with no_grad():
+        got = np.asarray(m(low, guide))
+        want = (np.asarray(body(_bilinear_2x(low).astype(np.float32), guide))
+                + np.asarray(JointBilateralUpsample(8)(low, guide)))
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-5)
+    m2 = load_upsampler(save_upsampler(tmp_path / "m.npz", m))
+    assert m2.pre_upsample == 2 and m2.factor == 8
+    with no_grad():
+        np.testing.assert_array_equal(np.asarray(m2(low, guide)), got)
+    x = Tensor(low, requires_grad=True)         # differentiable through the interpolation
+    (m(x, guide) ** 2).sum().backward()
+    assert np.isfinite(x.grad).all() and np.abs(x.grad).max() > 0
+    assert "pre_upsample" not in PacJointUpsample(8, rng=0).config   # old files unchanged
+    for bad in (3, 0, 8, 16):
+        with pytest.raises(ValueError, match="pre_upsample"):
+            PacJointUpsample(8, pre_upsample=bad)
+    for bad in (2.0, True):
+        with pytest.raises(TypeError, match="pre_upsample"):
+            PacJointUpsample(8, pre_upsample=bad)
+
+
 # ------------------------------------------------------------------------ pretrained
 SHIPPED = [("depth", 4), ("depth", 8), ("depth", 16), ("flow", 4), ("flow", 8)]
 

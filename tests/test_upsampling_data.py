@@ -472,3 +472,60 @@ def test_recipe_init_from_continues_a_run(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError):
         R.build_from_recipe(R.default_recipe("depth", 4, "pac_lite", init_from="nope.npz",
                                              **kw), root=tmp_path)
+
+
+def test_recipe_pre_upsample_starts_from_the_smaller_factor(tmp_path):
+    """pre_upsample: a 16x (here 8x) run starts from 8x (here 4x) weights of the same
+    network; the JSON keeps it only when set; bad values are refused."""
+    from pacnd.models import PacJointUpsample, save_upsampler
+    from pacnd.models import recipe as R
+
+    small = PacJointUpsample(4, residual="jbu", rng=5)
+    save_upsampler(tmp_path / "x4.npz", small)
+    r = R.default_recipe("depth", 8, "pac", pre_upsample=2, init_from="x4.npz", crop=64)
+    assert r.to_json()["pre_upsample"] == 2
+    assert "pre_upsample" not in R.default_recipe("depth", 8, "pac").to_json()
+    assert R.Recipe(**r.to_json()) == r
+    m = R.build_from_recipe(r, root=tmp_path)
+    assert m.factor == 8 and m.pre_upsample == 2
+    for k, v in m.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(v), np.asarray(small.state_dict()[k]),
+                                      err_msg=k)
+    with pytest.raises(ValueError, match="another network"):     # 8x body: 3 PAC^T layers
+        R.build_from_recipe(R.default_recipe("depth", 8, "pac", init_from="x4.npz"),
+                            root=tmp_path)
+    for bad in (3, 8, 0):
+        with pytest.raises(ValueError, match="pre_upsample"):
+            R.default_recipe("depth", 8, "pac", pre_upsample=bad)
+    with pytest.raises(ValueError, match="pre_upsample"):
+        R.default_recipe("depth", 8, "pac_lite", pre_upsample=2)
+    with pytest.raises(TypeError, match="pre_upsample"):
+        R.default_recipe("depth", 8, "pac", pre_upsample=2.0)
+
+
+def test_cli_pool_pre_upsample_and_init(tmp_path, monkeypatch, capsys):
+    """``pacnd upsample train --pool --pre-upsample 2 --init W`` trains the pool recipe
+    from those weights with the input interpolated 2x; --pre-upsample needs --pool."""
+    from pacnd.cli import main
+    from pacnd.models import PacJointUpsample, load_upsampler, save_upsampler
+    from pacnd.models import recipe as R
+    from pacnd.train import TrainResult
+
+    got = []
+
+    def fake(r, pool, out, **kw):
+        got.append(r)
+        return TrainResult(step=0)
+
+    monkeypatch.setattr(R, "train_from_pool", fake)
+    save_upsampler(tmp_path / "x4.npz", PacJointUpsample(4, residual="jbu", rng=2))
+    args = ["upsample", "train", "--task", "depth", "--factor", "8", "--crop", "64",
+            "--out", str(tmp_path / "run"), "--no-progress", "--pre-upsample", "2"]
+    assert main(args + ["--pool", "unused", "--init", str(tmp_path / "x4.npz")]) == 0
+    r = got[-1]
+    assert r.pre_upsample == 2 and r.init_from == str(tmp_path / "x4.npz")
+    m = load_upsampler(tmp_path / "run" / "model.npz")
+    assert m.factor == 8 and m.pre_upsample == 2
+    capsys.readouterr()
+    assert main(args) == 1
+    assert "--pre-upsample 2 trains with the pool recipe" in capsys.readouterr().err

@@ -57,6 +57,7 @@ class Recipe:
     residual_input: bool = False
     init: str = "he"
     init_from: str | None = None
+    pre_upsample: int = 1
     steps: int = 6000
     lr: float | None = None
     warmup: int = 100
@@ -90,6 +91,17 @@ class Recipe:
                                                and self.init_from):
             raise TypeError(f"init_from must be the path of an upsampler file (a non-empty "
                             f"str) or None, got {self.init_from!r}")
+        if not isinstance(self.pre_upsample, numbers.Integral) \
+                or isinstance(self.pre_upsample, bool):
+            raise TypeError(f"pre_upsample must be an int, got {self.pre_upsample!r}")
+        self.pre_upsample = int(self.pre_upsample)
+        p = self.pre_upsample
+        if p < 1 or p & (p - 1) or p >= self.factor:
+            raise ValueError(f"pre_upsample={p} is invalid: give a power of 2 (1: none) below "
+                             f"factor={self.factor}")
+        if self.pre_upsample != 1 and self.model != "pac":
+            raise ValueError(f"pre_upsample={self.pre_upsample} needs model 'pac' (got "
+                             f"{self.model!r}); use pre_upsample=1")
         if self.lr is None:
             self.lr = DEFAULT_LR[self.model]
         if not isinstance(self.lr, numbers.Real) or isinstance(self.lr, bool):
@@ -128,6 +140,8 @@ class Recipe:
         d["scale"] = list(self.scale)
         if self.residual_sigmas is not None:
             d["residual_sigmas"] = list(self.residual_sigmas)
+        if d["pre_upsample"] == 1:               # recipes from before it compare equal
+            del d["pre_upsample"]
         for k in ("residual_input", "init_from", "synthetic"):  # recipes from before these
             if not d[k]:                          # compare equal
                 del d[k]
@@ -238,12 +252,17 @@ def _find_alley(pool_root):
 
 # --------------------------------------------------------------------------- model
 def _learned_config(model):
-    """A model's configuration without its residual base's sample grid (no
-    parameters depend on it: weights may move from one low-res protocol to another)."""
+    """What a model's parameters depend on: its configuration without the residual
+    base's sample grid and JBU sigmas (weights may move from one low-res protocol to
+    another) and with the factor its network body upsamples by (``factor /
+    pre_upsample``: 16x weights may start from 8x ones)."""
     from .registry import model_config  # noqa: PLC0415
 
     cfg = model_config(model)
-    cfg.get("kwargs", {}).pop("residual_sampling", None)
+    kw = cfg.get("kwargs", {})
+    for k in ("residual_sampling", "residual_sigmas"):
+        kw.pop(k, None)
+    cfg["factor"] //= kw.pop("pre_upsample", 1)
     return cfg
 
 
@@ -252,10 +271,13 @@ def build_from_recipe(r, rng=None, root=None):
     ``r.init_from``, holding the weights of that upsampler file (a path relative to
     ``root``, default the current directory, or absolute), which must be the same
     network (its residual base may sample on another protocol's grid: a run for the
-    ``'bicubic'`` protocol can start from ``'center'`` weights)."""
+    ``'bicubic'`` protocol can start from ``'center'`` weights) or, with
+    ``r.pre_upsample``, the network of factor ``r.factor / r.pre_upsample``."""
     from .registry import build_model, load_upsampler, model_config  # noqa: PLC0415
 
     extra = {"residual_input": True} if r.residual_input else {}
+    if r.pre_upsample != 1:
+        extra["pre_upsample"] = r.pre_upsample
     model = build_model(r.model, r.factor, 2 if r.task == "flow" else 1,
                         rng=r.seed if rng is None else rng, init=r.init, residual=r.residual,
                         residual_sampling=r.sampling, residual_sigmas=r.residual_sigmas,
