@@ -389,14 +389,14 @@ def _eval(args):
 # ----------------------------------------------------------------------------- train
 def _train_pool(args):
     from .models import save_upsampler  # noqa: PLC0415
-    from .models.recipe import (DEPTH_WEIGHTS, FLOW_WEIGHTS, build_from_recipe,  # noqa
-                                default_recipe, synthetic_mix, train_from_pool)
+    from .models.recipe import (build_from_recipe, default_recipe,  # noqa: PLC0415
+                                default_weights, synthetic_mix, train_from_pool)
 
     if args.pair or args.guide_dir:
         raise ValueError("--pool trains with the pool recipe; drop --pair/--guide-dir")
     start = {} if args.init is None else {"init_from": os.path.abspath(args.init)}
     mix = {} if args.synthetic_ratio is None else synthetic_mix(
-        DEPTH_WEIGHTS if args.task == "depth" else FLOW_WEIGHTS, args.synthetic_ratio)
+        default_weights(args.task), args.synthetic_ratio)
     r = default_recipe(args.task, args.factor, args.model, protocol=args.protocol, **mix,
                        steps=args.steps, lr=args.lr, crop=args.crop,
                        batch_size=args.batch_size, seed=args.seed,

@@ -32,7 +32,7 @@ def main(argv=None):
     args = ap.parse_args(argv)
     sys.path.insert(0, REPO)
     from pacnd.models import load_upsampler, save_upsampler
-    from pacnd.models.registry import default_protocol
+    from pacnd.models.registry import _file_name, default_protocol
 
     with open(os.path.join(args.run, "recipe.json"), encoding="utf-8") as f:
         recipe = json.load(f)
@@ -55,6 +55,9 @@ def main(argv=None):
                f"{sources}); "
                + (f"started from the weights of {recipe['init_from']}"
                   if recipe.get("init_from") else f"{recipe['init']} init")
+               + (f", the low-res input interpolated {recipe['pre_upsample']}x (bilinear) "
+                  f"into the {factor // recipe['pre_upsample']}x network"
+                  if recipe.get("pre_upsample", 1) > 1 else "")
                + f", residual over {recipe['residual']}; low-res by "
                f"'{protocol}'; CPU (Numba engine), run folder runs/"
                f"{os.path.basename(os.path.normpath(args.run))}")
@@ -80,9 +83,10 @@ def main(argv=None):
             "vs_jbu": round(summ["vs_jbu"], 4),
             "scenes": len({r["scene"] for r in res["rows"]}),
             "where": "benchmarks/results/upsampling_eval.md"}
-    suffix = ("" if recipe["model"] == "pac" else f"_{recipe['model']}") + \
-        ("" if protocol == default_protocol(task) else f"_{protocol}")
-    out = os.path.join(REPO, "pacnd", "data", "weights", f"{task}_x{factor}{suffix}.npz")
+    variant = "_".join(([] if recipe["model"] == "pac" else [recipe["model"]])
+                       + ([] if protocol == default_protocol(task) else [protocol]))
+    out = os.path.join(REPO, "pacnd", "data", "weights",
+                       _file_name(task, factor, variant or "standard"))
     save_upsampler(out, m, meta=meta)
     print(f"wrote {out} (step {step})")
     return 0

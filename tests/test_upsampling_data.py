@@ -356,6 +356,11 @@ def test_recipe_synthetic_scenes(monkeypatch):
         with pytest.raises(ValueError, match=f"synthetic={bad!r}"):
             R.Recipe(task="flow", synthetic=bad, weights={"synthetic": 1.0})
     assert R.synthetic_mix({"a": 2.0, "b": 2.0}, 0) == {}
+    w = R.default_weights("flow")
+    assert w == R.FLOW_WEIGHTS and w is not R.FLOW_WEIGHTS
+    assert R.default_weights("depth") == R.DEPTH_WEIGHTS == R.Recipe().weights
+    with pytest.raises(ValueError, match="task='normals'"):
+        R.default_weights("normals")
     with pytest.raises(ValueError, match="positive sum"):
         R.synthetic_mix({"a": 0.0}, 0.5)
 

@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 __all__ = ["Recipe", "default_recipe", "train_from_pool", "pool_sources", "heldout_scenes",
-           "DEPTH_WEIGHTS", "FLOW_WEIGHTS", "PROTOCOLS", "DEFAULT_LR"]
+           "DEPTH_WEIGHTS", "FLOW_WEIGHTS", "PROTOCOLS", "DEFAULT_LR", "default_weights"]
 
 #: low-res protocols: name -> make_low_res mode (depth: the paper's nearest
 #: "center" subsampling, or bicubic downsampling; flow: antialiased bilinear)
@@ -37,6 +37,13 @@ DEPTH_WEIGHTS = {"rgbdd": 0.30, "middlebury2006": 0.20, "middlebury2005": 0.10,
                  "diml": 0.04, "esanet": 0.04, "scared": 0.03, "hypersim": 0.05,
                  "sceneflow": 0.03, "sintel_depth": 0.03}
 FLOW_WEIGHTS = {"sintel": 0.40, "flyingchairs": 0.30, "middleburyflow": 0.25, "yosemite": 0.05}
+
+
+def default_weights(task):
+    """The training sources' sampling weights of a task (a new dict)."""
+    if task not in ("depth", "flow"):
+        raise ValueError(f"task={task!r}; choose 'depth' or 'flow'")
+    return dict(DEPTH_WEIGHTS if task == "depth" else FLOW_WEIGHTS)
 
 #: peak Adam learning rate of each network when a recipe names none. DJF gets less: at
 #: 1e-3 its joint branch's ReLUs died within ~500 steps (99.9 % zero, every gradient but
@@ -119,7 +126,7 @@ class Recipe:
         if self.residual_sigmas is not None:
             self.residual_sigmas = tuple(float(v) for v in self.residual_sigmas)
         if not self.weights:
-            self.weights = dict(DEPTH_WEIGHTS if self.task == "depth" else FLOW_WEIGHTS)
+            self.weights = default_weights(self.task)
         if not isinstance(self.synthetic, numbers.Integral) or isinstance(self.synthetic, bool) \
                 or self.synthetic < 0:
             raise ValueError(f"synthetic={self.synthetic!r}; give the number of synthetic "
