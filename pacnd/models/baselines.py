@@ -111,7 +111,17 @@ def _sample_positions(n_low, factor, sampling):
 _SAMPLINGS = ("center", "area")
 
 
-class Bilinear(JointUpsampler):
+class _Interpolation(JointUpsampler):
+    """A guide-free interpolation baseline on a low-res sampling grid."""
+
+    def __init__(self, factor, channels=1, *, sampling):
+        super().__init__(check_factor(factor), channels)
+        if sampling not in _SAMPLINGS:
+            raise ValueError(f"sampling={sampling!r}; choose one of {_SAMPLINGS}")
+        self.sampling = sampling
+
+
+class Bilinear(_Interpolation):
     """Bilinear interpolation (ignores the guide).
 
     ``sampling='area'`` (default) is PyTorch's ``interpolate(...,
@@ -124,10 +134,7 @@ class Bilinear(JointUpsampler):
     kind = "bilinear"
 
     def __init__(self, factor, channels=1, *, sampling="area"):
-        super().__init__(check_factor(factor), channels)
-        if sampling not in _SAMPLINGS:
-            raise ValueError(f"sampling={sampling!r}; choose one of {_SAMPLINGS}")
-        self.sampling = sampling
+        super().__init__(factor, channels, sampling=sampling)
 
     def forward(self, target_low, guide):
         if self.sampling == "area":
@@ -137,7 +144,7 @@ class Bilinear(JointUpsampler):
         return _spline_resize(as_array(target_low), self.factor, 1, self.sampling)
 
 
-class Bicubic(JointUpsampler):
+class Bicubic(_Interpolation):
     """Cubic interpolation (ignores the guide): interpolating cubic B-spline
     (:func:`scipy.ndimage.map_coordinates`, order 3, edges repeated) at the
     same sample positions as :class:`Bilinear` (``sampling``: ``'center'``
@@ -146,10 +153,7 @@ class Bicubic(JointUpsampler):
     kind = "bicubic"
 
     def __init__(self, factor, channels=1, *, sampling="center"):
-        super().__init__(check_factor(factor), channels)
-        if sampling not in _SAMPLINGS:
-            raise ValueError(f"sampling={sampling!r}; choose one of {_SAMPLINGS}")
-        self.sampling = sampling
+        super().__init__(factor, channels, sampling=sampling)
 
     def forward(self, target_low, guide):
         return _spline_resize(as_array(target_low), self.factor, 3, self.sampling)
