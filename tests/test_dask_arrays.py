@@ -327,6 +327,9 @@ def _models():
             "bilinear x4": (baseline("bilinear", "flow", 4), (96, 120), (7, 9)),
             "pac-lite x4, residual JBU base": (build_model("pac_lite", 4, rng=2, residual="jbu"),
                                                (160, 192), (20, 24)),
+            "pac x8, input interpolated 2x into a 4x body": (
+                build_model("pac", 8, rng=4, residual="jbu", pre_upsample=2),
+                (160, 192), (8, 10)),
             "pac x4, JBU base fed to the network": (
                 build_model("pac", 4, rng=3, residual="jbu", residual_input=True),
                 (160, 192), (20, 24))}

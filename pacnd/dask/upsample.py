@@ -84,10 +84,12 @@ def _own_halo(model, f):
                                    PacJointUpsample)
 
     if isinstance(model, PacJointUpsample):
+        p = getattr(model, "pre_upsample", 1)    # input interpolated p times: a f/p body
+        fb = f // p
         R = _seq_reach(model.branch_f) + _seq_reach(model.branch_g) + f + 1
-        R += _seq_reach(model.branch_t) * f
+        R += _seq_reach(model.branch_t) * fb + (f if p > 1 else 0)  # bilinear: 1 sample
         for i, up in enumerate(model.up_convts):
-            s_out = f // 2 ** (i + 1)
+            s_out = fb // 2 ** (i + 1)
             taps = max(max(p, (k - 1) * d - p) for k, p, d in
                        zip(up.kernel_size, up.padding, up.dilation))
             kern = max((k // 2) * d for k, d in zip(up.kernel_size, up.dilation))
