@@ -309,7 +309,7 @@ def test_pre_upsample_runs_the_smaller_network_on_an_interpolated_input(tmp_path
 
 
 # ------------------------------------------------------------------------ pretrained
-SHIPPED = [("depth", 4), ("depth", 8), ("depth", 16), ("flow", 4), ("flow", 8)]
+SHIPPED = [("depth", 4), ("depth", 8), ("depth", 16), ("flow", 4), ("flow", 8), ("flow", 16)]
 
 
 @pytest.mark.parametrize("task,factor", SHIPPED)
@@ -425,7 +425,8 @@ def test_pretrained_depth_x8_comparison_networks_on_held_out_cones():
 #: shipped flow weights on the held-out Middlebury RubberWhale (pool group
 #: middleburyflow/rubberwhale, never trained on): factor -> EPE of (PAC, bilinear, JBU),
 #: measured when shipped (benchmarks/results/upsampling_eval.md)
-FLOW_PINS = {4: (0.0327, 0.04791, 0.04414), 8: (0.05133, 0.09734, 0.08219)}
+FLOW_PINS = {4: (0.0327, 0.04791, 0.04414), 8: (0.05133, 0.09734, 0.08219),
+             16: (0.12367, 0.19348, 0.16384)}
 
 
 @pytest.mark.parametrize("factor", sorted(FLOW_PINS))
