@@ -84,7 +84,7 @@ def _own_halo(model, f):
                                    PacJointUpsample)
 
     if isinstance(model, PacJointUpsample):
-        p = getattr(model, "pre_upsample", 1)    # input interpolated p times: a f/p body
+        p = model.pre_upsample                   # input interpolated p times: a f/p body
         fb = f // p
         R = _seq_reach(model.branch_f) + _seq_reach(model.branch_g) + f + 1
         R += _seq_reach(model.branch_t) * fb + (f if p > 1 else 0)  # bilinear: 1 sample

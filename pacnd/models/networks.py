@@ -48,6 +48,18 @@ def _check_pow2_factor(factor):
     return factor
 
 
+def check_pre_upsample(pre_upsample, factor):
+    """``pre_upsample`` as an int: a power of 2 (1: none) below ``factor``."""
+    if not isinstance(pre_upsample, numbers.Integral) or isinstance(pre_upsample, bool):
+        raise TypeError(f"pre_upsample must be an int, got {pre_upsample!r}")
+    p = int(pre_upsample)
+    if p < 1 or p & (p - 1) or p >= factor:
+        raise ValueError(f"pre_upsample={p} is invalid: give a power of 2 (1: none) below "
+                         f"factor={factor}, so that the network body upsamples by "
+                         f"factor / pre_upsample >= 2")
+    return p
+
+
 def _widths(v, n, name):
     if isinstance(v, numbers.Integral):
         return (int(v),) * n
@@ -261,14 +273,7 @@ class PacJointUpsample(_ResidualMixin, JointUpsampler):
         factor = _check_pow2_factor(factor)
         super().__init__(factor, channels)
         self._setup_residual(residual, residual_sampling, residual_sigmas, residual_input)
-        if not isinstance(pre_upsample, numbers.Integral) or isinstance(pre_upsample, bool):
-            raise TypeError(f"pre_upsample must be an int, got {pre_upsample!r}")
-        pre_upsample = int(pre_upsample)
-        if pre_upsample < 1 or pre_upsample & (pre_upsample - 1) or pre_upsample >= factor:
-            raise ValueError(f"pre_upsample={pre_upsample} is invalid: give a power of 2 "
-                             f"(1: none) below factor={factor}, so that the network body "
-                             f"upsamples by factor / pre_upsample >= 2")
-        self.pre_upsample = pre_upsample
+        self.pre_upsample = pre_upsample = check_pre_upsample(pre_upsample, factor)
         if n_g_layers < 1 or n_f_layers < 1 or n_t_layers < 1:
             raise ValueError("every branch needs at least one layer")
         if f_sz_1 % 2 != 1 or f_sz_2 % 2 != 1:

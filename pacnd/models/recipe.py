@@ -81,7 +81,7 @@ class Recipe:
     checkpoint_seconds: float = 1200.0
 
     def __post_init__(self):
-        from .networks import RESIDUAL_BASES  # noqa: PLC0415
+        from .networks import RESIDUAL_BASES, check_pre_upsample  # noqa: PLC0415
 
         if self.task not in ("depth", "flow"):
             raise ValueError(f"task={self.task!r}; choose 'depth' or 'flow'")
@@ -98,14 +98,7 @@ class Recipe:
                                                and self.init_from):
             raise TypeError(f"init_from must be the path of an upsampler file (a non-empty "
                             f"str) or None, got {self.init_from!r}")
-        if not isinstance(self.pre_upsample, numbers.Integral) \
-                or isinstance(self.pre_upsample, bool):
-            raise TypeError(f"pre_upsample must be an int, got {self.pre_upsample!r}")
-        self.pre_upsample = int(self.pre_upsample)
-        p = self.pre_upsample
-        if p < 1 or p & (p - 1) or p >= self.factor:
-            raise ValueError(f"pre_upsample={p} is invalid: give a power of 2 (1: none) below "
-                             f"factor={self.factor}")
+        self.pre_upsample = check_pre_upsample(self.pre_upsample, self.factor)
         if self.pre_upsample != 1 and self.model != "pac":
             raise ValueError(f"pre_upsample={self.pre_upsample} needs model 'pac' (got "
                              f"{self.model!r}); use pre_upsample=1")
