@@ -11,7 +11,9 @@ The simulator runs a block's threads as Python threads, and every device-functio
 call takes a lock (it swaps the module's ``cuda`` global); with the default 5 ms
 GIL switch interval the threads convoy on that lock and one launch can take
 anywhere from 0.5 s to minutes. A 10 us switch interval and 4 threads per block
-make the run steady (a few seconds per case).
+make the run steady (a few seconds per case). The short interval also exposes a
+race in the simulator's shared-array allocation, fixed here by
+``tests/gpu_sim/sim_fixes.py``.
 
 Outputs are allocated NaN-filled (every element must be written) and compared
 with the NumPy reference engine: every option (tests/gpu_sim/cases.py) and
@@ -39,6 +41,10 @@ from numba import config as numba_config  # noqa: E402
 
 sys.setswitchinterval(1e-5)
 
+import sim_fixes  # noqa: E402
+
+sim_fixes.install()
+
 from pacnd.engines import cuda as cuda_engine  # noqa: E402
 from pacnd.engines import reference  # noqa: E402
 from pacnd.engines.cuda import _backend, config  # noqa: E402
@@ -64,6 +70,29 @@ def test_simulator_is_on():
 
     assert numba_config.ENABLE_CUDASIM
     assert "simulator" in type(pac_fwd_direct).__module__
+
+
+def test_shared_array_is_one_array_per_block(monkeypatch):
+    """Threads switched between the simulator's check and store of a shared array
+    still get one array (sim_fixes); without the fix each makes its own."""
+    import threading  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from numba.cuda.simulator.kernelapi import FakeCUDAShared  # noqa: PLC0415
+
+    monkeypatch.setattr(sim_fixes, "_between_check_and_store", lambda: time.sleep(0.002))
+    shared, got, start = FakeCUDAShared(0), [], threading.Barrier(4)
+
+    def thread():
+        start.wait()
+        got.append(shared.array(8, np.float64))
+
+    threads = [threading.Thread(target=thread) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(got) == 4 and all(a is got[0] for a in got)
 
 
 @pytest.mark.parametrize("name", SIM_CONFIGS)
