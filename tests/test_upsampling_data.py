@@ -462,10 +462,13 @@ def test_recipe_init_from_continues_a_run(tmp_path, monkeypatch):
     other = R.default_recipe("depth", 4, "djf", init_from="one/model.npz", **kw)
     with pytest.raises(ValueError, match="another network"):
         R.build_from_recipe(other, root=tmp_path)
-    other = R.default_recipe("depth", 4, "pac_lite", init_from="one/model.npz",
-                             residual="bicubic", **kw)              # another residual base
-    with pytest.raises(ValueError, match="another network"):
-        R.build_from_recipe(other, root=tmp_path)
+    # another residual base (parameter-free): the same learned layers on it
+    rebased = R.build_from_recipe(R.default_recipe("depth", 4, "pac_lite", residual="bicubic",
+                                                   init_from="one/model.npz", **kw),
+                                  root=tmp_path)
+    assert rebased.residual_config()["residual"] == "bicubic"
+    for k, v in rebased.state_dict().items():
+        np.testing.assert_array_equal(np.asarray(v), np.asarray(st[k]), err_msg=k)
     # another protocol: the same learned layers, the residual base on the area grid
     moved = R.build_from_recipe(R.default_recipe("depth", 4, "pac_lite", protocol="bicubic",
                                                  init_from="one/model.npz", **kw), root=tmp_path)
@@ -496,6 +499,9 @@ def test_recipe_pre_upsample_starts_from_the_smaller_factor(tmp_path):
     for k, v in m.state_dict().items():
         np.testing.assert_array_equal(np.asarray(v), np.asarray(small.state_dict()[k]),
                                       err_msg=k)
+    with pytest.raises(ValueError, match="another network"):  # the base fed to the guide
+        R.build_from_recipe(R.default_recipe("depth", 4, "pac", residual_input=True,
+                                             init_from="x4.npz", crop=64), root=tmp_path)
     with pytest.raises(ValueError, match="another network"):     # 8x body: 3 PAC^T layers
         R.build_from_recipe(R.default_recipe("depth", 8, "pac", init_from="x4.npz"),
                             root=tmp_path)

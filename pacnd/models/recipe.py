@@ -253,14 +253,15 @@ def _find_alley(pool_root):
 # --------------------------------------------------------------------------- model
 def _learned_config(model):
     """What a model's parameters depend on: its configuration without the residual
-    base's sample grid and JBU sigmas (weights may move from one low-res protocol to
-    another) and with the factor its network body upsamples by (``factor /
-    pre_upsample``: 16x weights may start from 8x ones)."""
+    base (parameter-free: weights may move to another base, or to another low-res
+    protocol's sample grid) and with the factor its network body upsamples by
+    (``factor / pre_upsample``: 16x weights may start from 8x ones).
+    ``residual_input`` stays: it adds guide channels."""
     from .registry import model_config  # noqa: PLC0415
 
     cfg = model_config(model)
     kw = cfg.get("kwargs", {})
-    for k in ("residual_sampling", "residual_sigmas"):
+    for k in ("residual", "residual_sampling", "residual_sigmas"):
         kw.pop(k, None)
     cfg["factor"] //= kw.pop("pre_upsample", 1)
     return cfg
@@ -270,8 +271,9 @@ def build_from_recipe(r, rng=None, root=None):
     """The model of a recipe before training: initialised by ``r.init`` or, with
     ``r.init_from``, holding the weights of that upsampler file (a path relative to
     ``root``, default the current directory, or absolute), which must be the same
-    network (its residual base may sample on another protocol's grid: a run for the
-    ``'bicubic'`` protocol can start from ``'center'`` weights) or, with
+    network up to its parameter-free residual base (which may be another one, or sample
+    on another protocol's grid: a run for the ``'bicubic'`` protocol can start from
+    ``'center'`` weights, a bicubic-based run from JBU-based weights) or, with
     ``r.pre_upsample``, the network of factor ``r.factor / r.pre_upsample``."""
     from .registry import build_model, load_upsampler, model_config  # noqa: PLC0415
 
