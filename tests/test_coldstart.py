@@ -155,6 +155,27 @@ def test_markers_name_path_dtype_and_sources(monkeypatch):
     assert coldstart.marker("dense", "float32") != m32
 
 
+def test_uncachable_overload_warns_through_the_pacnd_locator():
+    """Numba warns (and does not cache) when a compile result is uncachable (e.g. it
+    holds dynamic globals, as NUMBA_OPT=0 builds of these kernels do); its warning
+    reads the locator's ``_py_file``, which pacnd's locator must carry."""
+    from types import SimpleNamespace
+
+    from numba.core import caching
+    from numba.core.errors import NumbaWarning
+
+    from pacnd.engines.cpu import dense
+
+    py_func = next(v.py_func for v in vars(dense).values() if hasattr(v, "py_func"))
+    impl = caching.CompileResultCacheImpl(py_func)
+    assert type(impl.locator).__name__ == "PacndCacheLocator"
+    assert impl.locator._py_file == py_func.__code__.co_filename
+    cres = SimpleNamespace(lifted=(), library=SimpleNamespace(has_dynamic_globals=True),
+                           fndesc=SimpleNamespace(qualname="kernel"))
+    with pytest.warns(NumbaWarning, match="Cannot cache compiled function"):
+        assert impl.check_cachable(cres) is False
+
+
 def test_warm_marks_a_path(tmp_path):
     coldstart.warm("dw_fused", "float64")
     assert coldstart.marker("dw_fused", "float64").exists()

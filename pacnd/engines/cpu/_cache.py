@@ -66,8 +66,9 @@ def install():
 
         _pacnd = True
 
-        def __init__(self, inner):
+        def __init__(self, inner, py_file):
             self._inner = inner
+            self._py_file = py_file   # Numba's warning for an uncachable overload reads it
 
         def ensure_cache_path(self):
             self._inner.ensure_cache_path()
@@ -88,7 +89,7 @@ def install():
             for c in inner_classes:
                 inner = c.from_function(py_func, py_file)
                 if inner is not None:
-                    return cls(inner)
+                    return cls(inner, py_file)
             return None
 
     impl._locator_classes.insert(0, PacndCacheLocator)
