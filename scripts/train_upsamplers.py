@@ -44,11 +44,12 @@ RUNS = {
                                                         lr=3e-4, residual="bicubic",
                                                         init_from="pacnd/data/weights/"
                                                                   "depth_x8.npz")),
-    # the same at 4x, where JBU is 1.105x bicubic's RMSE on the held-out scenes
+    # the same at 4x, where JBU is 1.105x bicubic's RMSE on the held-out scenes (from the
+    # JBU-based 4x run: the shipped 4x weights have no residual base)
     "depth_x4_pac_resbicubic": ("depth", 4, "pac", dict(steps=3000, crop=128, batch_size=2,
                                                         lr=3e-4, residual="bicubic",
-                                                        init_from="pacnd/data/weights/"
-                                                                  "depth_x4.npz")),
+                                                        init_from="runs/depth_x4_pac/"
+                                                                  "model.npz")),
     # 16x from the shipped 8x weights: the input interpolated 2x, the 8x body, the residual
     # on JBU at 16x (untrained: 0.966x JBU held out). Trained from scratch, the 16x network's
     # decoder ReLUs died at lr 1e-3 and were dying at 3e-4 (runs/superseded/depth_x16_pac_*)

@@ -499,6 +499,9 @@ def test_recipe_pre_upsample_starts_from_the_smaller_factor(tmp_path):
     for k, v in m.state_dict().items():
         np.testing.assert_array_equal(np.asarray(v), np.asarray(small.state_dict()[k]),
                                       err_msg=k)
+    with pytest.raises(ValueError, match="another network"):  # a correction vs the target
+        R.build_from_recipe(R.default_recipe("depth", 4, "pac", residual=None,
+                                             init_from="x4.npz", crop=64), root=tmp_path)
     with pytest.raises(ValueError, match="another network"):  # the base fed to the guide
         R.build_from_recipe(R.default_recipe("depth", 4, "pac", residual_input=True,
                                              init_from="x4.npz", crop=64), root=tmp_path)

@@ -252,16 +252,19 @@ def _find_alley(pool_root):
 
 # --------------------------------------------------------------------------- model
 def _learned_config(model):
-    """What a model's parameters depend on: its configuration without the residual
-    base (parameter-free: weights may move to another base, or to another low-res
-    protocol's sample grid) and with the factor its network body upsamples by
-    (``factor / pre_upsample``: 16x weights may start from 8x ones).
-    ``residual_input`` stays: it adds guide channels."""
+    """What a model's parameters depend on and mean: its configuration with the
+    residual base reduced to whether there is one (a base is parameter-free, so
+    weights may move to another base or another low-res protocol's sample grid; but
+    a network without a base predicts the target itself, with one a correction) and
+    with the factor its network body upsamples by (``factor / pre_upsample``: 16x
+    weights may start from 8x ones). ``residual_input`` stays: it adds guide
+    channels."""
     from .registry import model_config  # noqa: PLC0415
 
     cfg = model_config(model)
     kw = cfg.get("kwargs", {})
-    for k in ("residual", "residual_sampling", "residual_sigmas"):
+    kw["residual"] = kw.get("residual") is not None     # which base: free; none vs one: not
+    for k in ("residual_sampling", "residual_sigmas"):
         kw.pop(k, None)
     cfg["factor"] //= kw.pop("pre_upsample", 1)
     return cfg
@@ -271,7 +274,7 @@ def build_from_recipe(r, rng=None, root=None):
     """The model of a recipe before training: initialised by ``r.init`` or, with
     ``r.init_from``, holding the weights of that upsampler file (a path relative to
     ``root``, default the current directory, or absolute), which must be the same
-    network up to its parameter-free residual base (which may be another one, or sample
+    network up to which residual base it has (another one, or one that samples
     on another protocol's grid: a run for the ``'bicubic'`` protocol can start from
     ``'center'`` weights, a bicubic-based run from JBU-based weights) or, with
     ``r.pre_upsample``, the network of factor ``r.factor / r.pre_upsample``."""
