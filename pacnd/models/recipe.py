@@ -274,9 +274,9 @@ def build_from_recipe(r, rng=None, root=None):
     """The model of a recipe before training: initialised by ``r.init`` or, with
     ``r.init_from``, holding the weights of that upsampler file (a path relative to
     ``root``, default the current directory, or absolute), which must be the same
-    network up to which residual base it has (another one, or one that samples
-    on another protocol's grid: a run for the ``'bicubic'`` protocol can start from
-    ``'center'`` weights, a bicubic-based run from JBU-based weights) or, with
+    network, with or without a residual base as the recipe's (the base may be another
+    one, or sample on another protocol's grid: a run for the ``'bicubic'`` protocol
+    can start from ``'center'`` weights, a bicubic-based run from JBU-based ones) or, with
     ``r.pre_upsample``, the network of factor ``r.factor / r.pre_upsample``."""
     from .registry import build_model, load_upsampler, model_config  # noqa: PLC0415
 
