@@ -1,7 +1,7 @@
 """Held-out evaluation of the joint upsamplers: whole scenes from several sources.
 
     python benchmarks/upsampling_heldout.py [--pool ../shared/data/train] [--tasks depth flow]
-        [--factors 4 8 16] [--per-group 4] [--figures] [--update]
+        [--factors 4 8 16] [--per-group 4] [--figures] [--update] [--run pac=runs/DIR]
 
 Scenes: every group of :data:`pacnd.data.pool.HELD_OUT` (the first ``--per-group``
 images of each: RGB-D-D days hold 8-16 captures) plus Middlebury 2003 Cones view 2
@@ -54,16 +54,27 @@ def shipped_model(task, factor, name, protocol):
         return None, None
 
 
+#: model name -> run folder evaluated as that model instead of runs/<task>_x<factor>_<name>
+#: (--run; one task, factor and protocol per invocation)
+OVERRIDES = {}
+
+
 def learned_model(task, factor, name, protocol):
     """(model, where it came from) or (None, None)."""
     from pacnd.models import load_upsampler, pretrained
     from pacnd.models.registry import default_protocol
 
     suffix = "" if protocol == default_protocol(task) else f"_{protocol}"
-    p = RUNS and os.path.join(RUNS, f"{task}_x{factor}_{name}{suffix}", "model.npz")
+    folder = f"{task}_x{factor}_{name}{suffix}"
+    p = RUNS and os.path.join(RUNS, folder, "model.npz")
+    if name in OVERRIDES:
+        p = os.path.join(OVERRIDES[name], "model.npz")
+        folder = os.path.basename(os.path.normpath(OVERRIDES[name]))
+        if not os.path.exists(p):
+            raise SystemExit(f"--run {name}={OVERRIDES[name]}: no model.npz there")
     if p and os.path.exists(p):
         m = load_upsampler(p)
-        return m, f"runs/{task}_x{factor}_{name}{suffix} (step {m.meta.get('step')})"
+        return m, f"runs/{folder} (step {m.meta.get('step')})"
     try:
         variant = "standard" if name == "pac" else name
         return pretrained(task, factor, variant=variant, protocol=protocol), "shipped weights"
@@ -193,6 +204,10 @@ def main(argv=None):
                     "(default benchmarks/results)")
     ap.add_argument("--runs", default=None, help="folder of run folders holding model.npz "
                     "(default runs/; 'none': shipped weights only)")
+    ap.add_argument("--run", action="append", default=[], metavar="MODEL=DIR",
+                    help="evaluate DIR/model.npz as MODEL (pac, pac_lite, djf) instead of "
+                         "runs/<task>_x<factor>_<MODEL>; needs a single task, factor and "
+                         "protocol")
     ap.add_argument("--update", action="store_true",
                     help="keep the other sections of the existing upsampling_eval.json and "
                          "replace only the task/factor/protocol sections evaluated now")
@@ -203,6 +218,13 @@ def main(argv=None):
         RESULTS = args.results
     if args.runs:
         RUNS = None if args.runs == "none" else args.runs
+    for spec in args.run:
+        name, sep, folder = spec.partition("=")
+        if not sep or name not in LEARNED or not folder:
+            raise SystemExit(f"--run {spec!r}: write MODEL=DIR with MODEL one of {LEARNED}")
+        if len(args.tasks) != 1 or len(args.factors) != 1 or len(args.protocols or ()) != 1:
+            raise SystemExit("--run needs one --tasks, one --factors and one --protocols value")
+        OVERRIDES[name] = folder
     from pacnd.models.recipe import heldout_scenes
 
     results = {}
