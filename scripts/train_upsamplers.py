@@ -37,6 +37,10 @@ RUNS = {
                                                      lr=5e-4, protocol="bicubic",
                                                      init_from="runs/depth_x8_pac/model.npz")),
     "depth_x4_pac": ("depth", 4, "pac", dict(steps=6000, crop=128, batch_size=2)),
+    # the bicubic-protocol weights on a bicubic base (there JBU is 1.16x bicubic's RMSE)
+    "depth_x8_pac_bicubic_resbicubic": ("depth", 8, "pac", dict(
+        steps=2000, crop=192, batch_size=2, lr=3e-4, protocol="bicubic", residual="bicubic",
+        init_from="pacnd/data/weights/depth_x8_bicubic.npz")),
     # the shipped 8x weights on a bicubic residual base: on ToF / Kinect scenes (RGB-D-D, NYU,
     # TUM, SUN RGB-D) JBU is 1.2-1.5x bicubic's RMSE and the JBU-based network stays above
     # bicubic even on its own training captures (1.17-1.37x); a bicubic base starts it there
