@@ -335,12 +335,13 @@ def test_pretrained_missing():
 def test_pretrained_depth_x8_on_held_out_cones():
     """The shipped 8x depth weights on the bundled Cones view 2 (whole scene, the held-out
     protocol of benchmarks/upsampling_heldout.py; no view of Cones was trained on).
-    Measured when they were shipped (step 8000 of runs/depth_x8_pac_2, the second cosine
-    cycle): RMSE 1.2442 px as ``model.upsample`` runs them (1.2571 without its border
-    padding), JBU 1.2155, bicubic 1.7142 -- 0.726x bicubic, 1.024x JBU on this scene (the
-    first cycle's weights: 1.2331; the second is better on average over the held-out groups,
-    not on Cones). Pinned to within 1 %: a changed engine, loader,
-    low-res protocol or weight file shows up here."""
+    Measured when they were shipped (step 4000 of runs/depth_x8_pac_resbicubic: the
+    JBU-based weights moved onto a bicubic residual base and fine-tuned): RMSE 1.3999 px as
+    ``model.upsample`` runs them (1.4199 without its border padding), JBU 1.2155, bicubic
+    1.7142 -- 0.817x bicubic, 1.152x JBU on this scene. The Middlebury scenes, where JBU is
+    strong, are where the bicubic base gives ground (the JBU-based weights: 1.2442 here); over
+    the 13 held-out groups it leads them (0.849x against 0.885x JBU). Pinned to within 1 %:
+    a changed engine, loader, low-res protocol or weight file shows up here."""
     from pacnd.datasets import load_cones
     from pacnd.models import baseline
     from pacnd.models.evaluation import evaluate_scenes, scene_examples
@@ -353,7 +354,7 @@ def test_pretrained_depth_x8_on_held_out_cones():
     rows = evaluate_scenes({"pac": model, "jbu": baseline("jbu", "depth", 8),
                             "bicubic": baseline("bicubic", "depth", 8)}, exs, task="depth")
     err = {r["model"]: r["error"] for r in rows}
-    assert err["pac"] == pytest.approx(1.2442, rel=0.01)
+    assert err["pac"] == pytest.approx(1.3999, rel=0.01)
     # the evaluation runs the network as model.upsample does (mirror-padded borders)
     b = exs[0]["batch"]
     low = b["low"][0, 0] * (b["hi"][0, 0] - b["lo"][0, 0]) + b["lo"][0, 0]
@@ -361,13 +362,14 @@ def test_pretrained_depth_x8_on_held_out_cones():
                 border=6)
     assert err["pac"] == pytest.approx(want, rel=1e-5)
     bare = evaluate_scenes({"pac": model}, exs, task="depth", user_padding=False)[0]["error"]
-    assert bare == pytest.approx(1.2571, rel=0.01)
+    assert bare == pytest.approx(1.4199, rel=0.01)
     with pytest.raises(ValueError, match="pad=-1"):
         predict_batch(model, b, pad=-1)
     assert err["jbu"] == pytest.approx(1.2155, rel=0.01)
     assert err["bicubic"] == pytest.approx(1.7142, rel=0.01)
-    assert err["pac"] / err["bicubic"] < 0.74
-    assert err["pac"] / err["jbu"] < 1.03
+    assert err["pac"] / err["bicubic"] < 0.83
+    assert model.residual_config()["residual"] == "bicubic"
+    assert model.meta["training"]["held_out_eval"]["vs_jbu"] < 0.85
 
 
 def test_pretrained_depth_x16_on_held_out_cones():
@@ -397,9 +399,10 @@ def test_pretrained_depth_x16_on_held_out_cones():
 def test_pretrained_depth_x8_bicubic_protocol_on_held_out_cones():
     """The bicubic-protocol 8x weights (runs/depth_x8_pac_bicubic step 3000, fine-tuned from
     the centre ones) on Cones view 2 with antialiased bicubic low-res inputs. Measured when
-    shipped: RMSE 1.2165 px, bicubic 1.4103, the shipped centre weights on these inputs
-    1.2975 (the first-cycle ones it started from: 1.2898) (0.859x / 0.747x bicubic / JBU
-    over 13 held-out groups). Pinned to within 1 %."""
+    shipped: RMSE 1.2165 px, bicubic 1.4103, the centre weights shipped then on these inputs
+    1.2975 (the first-cycle ones it started from: 1.2898; today's bicubic-based centre
+    weights: 1.3562) (0.859x / 0.747x bicubic / JBU over 13 held-out groups). Pinned to
+    within 1 %."""
     from pacnd.datasets import load_cones
     from pacnd.models import baseline
     from pacnd.models.evaluation import evaluate_scenes, scene_examples
@@ -419,7 +422,7 @@ def test_pretrained_depth_x8_bicubic_protocol_on_held_out_cones():
     err = {r["model"]: r["error"] for r in rows}
     assert err["pac"] == pytest.approx(1.2165, rel=0.01)
     assert err["bicubic"] == pytest.approx(1.4103, rel=0.01)
-    assert err["centre"] == pytest.approx(1.2975, rel=0.01)
+    assert err["centre"] == pytest.approx(1.3562, rel=0.01)
     assert err["pac"] < 0.87 * err["bicubic"] and err["pac"] < 0.95 * err["centre"]
 
 
@@ -427,7 +430,7 @@ def test_pretrained_depth_x8_comparison_networks_on_held_out_cones():
     """The 8x PAC-lite and DJF weights (runs/depth_x8_pac_lite, runs/depth_x8_djf: the PAC
     recipe for 8000 steps; DJF at lr 2e-4) on the bundled Cones view 2. Measured when
     shipped: RMSE 1.2637 (PAC-lite) and 1.2557 (DJF) px; over the 13 held-out groups they
-    reach 0.912x and 0.950x JBU (PAC: 0.885x), the paper's order. Pinned to within 1 %."""
+    reach 0.912x and 0.950x JBU (PAC after the same 8000 steps: 0.892x), the paper's order. Pinned to within 1 %."""
     from pacnd.datasets import load_cones
     from pacnd.models.evaluation import evaluate_scenes, scene_examples
 
