@@ -28,6 +28,8 @@ import sys
 import threading
 
 import numpy as np
+from numba.core import types
+from numba.np import numpy_support
 
 _LOCK = threading.Lock()
 
@@ -37,9 +39,6 @@ def _between_check_and_store():
 
 
 def _shared_array(self, shape, dtype, alignment=None):
-    from numba.core import types  # noqa: PLC0415
-    from numba.np import numpy_support  # noqa: PLC0415
-
     if shape == 0 or alignment is not None:
         return _ORIGINAL[0](self, shape, dtype, alignment)  # dynamic shared memory: no dict
     if isinstance(dtype, types.Type):
