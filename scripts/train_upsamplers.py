@@ -72,6 +72,20 @@ RUNS = {
                                              pre_upsample=4,
                                              init_from="pacnd/data/weights/flow_x4.npz",
                                              **synthetic_mix(FLOW_WEIGHTS, 0.5))),
+    # 16x on a bicubic base from the bicubic-based 8x weights (input interpolated 2x; the
+    # untrained cascade is 0.945x bicubic / 1.087x JBU held out, the JBU-based 16x run 0.836 / 0.940)
+    "depth_x16_pac_resbicubic": ("depth", 16, "pac", dict(
+        steps=1500, crop=384, batch_size=1, lr=3e-4, pre_upsample=2, residual="bicubic",
+        init_from="pacnd/data/weights/depth_x8.npz")),
+    # the bicubic protocol at 4x and 16x, from the weights of the neighbouring run on a bicubic
+    # base (4x: the centre-protocol 4x weights; 16x: the bicubic-protocol 8x weights, input
+    # interpolated 2x)
+    "depth_x4_pac_bicubic_resbicubic": ("depth", 4, "pac", dict(
+        steps=2000, crop=128, batch_size=2, lr=3e-4, protocol="bicubic", residual="bicubic",
+        init_from="pacnd/data/weights/depth_x4.npz")),
+    "depth_x16_pac_bicubic_resbicubic": ("depth", 16, "pac", dict(
+        steps=1000, crop=384, batch_size=1, lr=3e-4, protocol="bicubic", residual="bicubic",
+        pre_upsample=2, init_from="pacnd/data/weights/depth_x8_bicubic.npz")),
     "depth_x8_pac_lite": ("depth", 8, "pac_lite", dict(steps=8000, crop=192, batch_size=2)),
     # DJF trains at its default lr 2e-4 (recipe.DEFAULT_LR): at the PAC runs' 1e-3 it
     # collapsed (runs/superseded/depth_x8_djf_lr1e-3/NOTE.md)
