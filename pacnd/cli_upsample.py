@@ -136,6 +136,10 @@ def configure_parser(parser):
                    help="--pool, PAC: interpolate the low-res input P times (a power of 2) "
                         "and run the factor/P network on it (e.g. --factor 16 --pre-upsample 2 "
                         "--init 8x-weights.npz: how the shipped 16x depth weights started)")
+    t.add_argument("--loss", choices=("mse", "relative"), default="mse",
+                   help="--pool: 'mse' over all known pixels, or 'relative': each crop's MSE "
+                        "over the interpolation baseline's (bicubic depth, bilinear flow), "
+                        "which is what the held-out ratios average")
     t.add_argument("--start", choices=("bilinear", "reference"), default="bilinear",
                    help="PAC networks: 'reference' random init, or 'bilinear' (the same, with "
                         "channel 0 a bilinear pass-through: better for short runs)")
@@ -403,7 +407,7 @@ def _train_pool(args):
                        residual=None if args.residual == "none" else args.residual,
                        init="zero_last" if args.residual != "none" else "reference",
                        eval_every=args.eval_every or 250, pre_upsample=args.pre_upsample,
-                       **start)
+                       loss=args.loss, **start)
     res = train_from_pool(r, args.pool, args.out, resume=args.resume,
                           progress=not args.no_progress)
     path = os.path.join(args.out, "model.npz")
@@ -424,6 +428,9 @@ def _train(args):
     if args.pre_upsample != 1:
         raise ValueError(f"--pre-upsample {args.pre_upsample} trains with the pool recipe: "
                          f"give --pool DIR too (or drop it)")
+    if args.loss != "mse":
+        raise ValueError(f"--loss {args.loss} trains with the pool recipe: give --pool DIR "
+                         f"too (or drop it)")
     from .models import build_model, evaluate_upsampler, load_upsampler  # noqa: PLC0415
     from .models import save_upsampler, train_upsampler  # noqa: PLC0415
     from .models.recipe import DEFAULT_LR  # noqa: PLC0415

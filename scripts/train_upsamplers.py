@@ -86,6 +86,12 @@ RUNS = {
     "depth_x16_pac_bicubic_resbicubic": ("depth", 16, "pac", dict(
         steps=1000, crop=384, batch_size=1, lr=3e-4, protocol="bicubic", residual="bicubic",
         pre_upsample=2, init_from="pacnd/data/weights/depth_x8_bicubic.npz")),
+    # the shipped 8x weights, another cycle with the loss the held-out score averages: each
+    # crop's MSE over bicubic's (loss="relative"); with the plain MSE a crop where bicubic is
+    # already close weighs little, while each held-out group counts the same
+    "depth_x8_pac_relative": ("depth", 8, "pac", dict(
+        steps=2000, crop=192, batch_size=2, lr=3e-4, residual="bicubic", loss="relative",
+        init_from="pacnd/data/weights/depth_x8.npz")),
     "depth_x8_pac_lite": ("depth", 8, "pac_lite", dict(steps=8000, crop=192, batch_size=2)),
     # DJF trains at its default lr 2e-4 (recipe.DEFAULT_LR): at the PAC runs' 1e-3 it
     # collapsed (runs/superseded/depth_x8_djf_lr1e-3/NOTE.md)

@@ -332,6 +332,40 @@ def test_recipe_default_lr_per_model():
         Recipe(lr=True)
 
 
+def test_recipe_loss(tmp_path, monkeypatch):
+    """Recipe.loss: 'mse' (default; absent from the JSON, so older run folders still
+    resume) or 'relative', whose run logs the mean of each sample's MSE over bicubic's
+    (not the plain MSE); bad values are refused by name."""
+    import json
+
+    from pacnd.models import recipe as R
+
+    r = R.Recipe()
+    assert r.loss == "mse" and "loss" not in r.to_json() and "loss_floor" not in r.to_json()
+    rel = R.Recipe(loss="relative", loss_floor=1e-3)
+    assert rel.to_json()["loss"] == "relative" and R.Recipe(**rel.to_json()) == rel
+    with pytest.raises(ValueError, match="loss='l2'"):
+        R.Recipe(loss="l2")
+    for bad in (0, -1e-4, float("inf"), True):
+        with pytest.raises(ValueError, match="loss_floor"):
+            R.Recipe(loss="relative", loss_floor=bad)
+
+    monkeypatch.setattr(R, "pool_sources",
+                        lambda root, task, items=None, synthetic=0: _sources("depth"))
+    logs = {}
+    for loss in ("mse", "relative"):
+        rr = R.default_recipe("depth", 4, "pac_lite", steps=2, warmup=1, crop=32, batch_size=2,
+                              eval_every=0, weights={"a": 1.0, "b": 1.0}, loss=loss)
+        R.train_from_pool(rr, "unused", tmp_path / loss, progress=False, eval_per_group=0)
+        with open(tmp_path / loss / "metrics.jsonl") as f:
+            logs[loss] = [json.loads(line) for line in f]
+    # the first step sees the same batch and weights: equal plain RMSE, another loss
+    a, b = logs["mse"][0], logs["relative"][0]
+    np.testing.assert_allclose(a["loss"], a["rmse_n"] ** 2, rtol=1e-5)
+    np.testing.assert_allclose(a["rmse_n"], b["rmse_n"], rtol=1e-6)
+    assert abs(b["loss"] - b["rmse_n"] ** 2) > 0.1 * b["rmse_n"] ** 2
+
+
 def test_recipe_synthetic_scenes(monkeypatch):
     """``Recipe.synthetic=N`` adds N deterministic synthetic scenes as the source
     'synthetic' (weighted like any other); the count and its weight come together."""
@@ -543,3 +577,27 @@ def test_cli_pool_pre_upsample_and_init(tmp_path, monkeypatch, capsys):
     capsys.readouterr()
     assert main(args) == 1
     assert "--pre-upsample 2 trains with the pool recipe" in capsys.readouterr().err
+
+
+def test_cli_pool_loss(tmp_path, monkeypatch, capsys):
+    """``pacnd upsample train --pool --loss relative`` sets the recipe's loss (default
+    'mse'); --loss relative needs --pool."""
+    from pacnd.cli import main
+    from pacnd.models import recipe as R
+    from pacnd.train import TrainResult
+
+    got = []
+
+    def fake(r, pool, out, **kw):
+        got.append(r)
+        return TrainResult(step=0)
+
+    monkeypatch.setattr(R, "train_from_pool", fake)
+    args = ["upsample", "train", "--task", "depth", "--factor", "4", "--crop", "32",
+            "--out", str(tmp_path / "run"), "--no-progress"]
+    assert main(args + ["--pool", "unused"]) == 0 and got[-1].loss == "mse"
+    assert main(args + ["--pool", "unused", "--loss", "relative"]) == 0
+    assert got[-1].loss == "relative"
+    capsys.readouterr()
+    assert main(args + ["--loss", "relative"]) == 1
+    assert "--loss relative trains with the pool recipe" in capsys.readouterr().err

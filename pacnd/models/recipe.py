@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 __all__ = ["Recipe", "default_recipe", "train_from_pool", "pool_sources", "heldout_scenes",
-           "DEPTH_WEIGHTS", "FLOW_WEIGHTS", "PROTOCOLS", "DEFAULT_LR", "default_weights"]
+           "DEPTH_WEIGHTS", "FLOW_WEIGHTS", "PROTOCOLS", "LOSSES", "DEFAULT_LR", "default_weights"]
 
 #: low-res protocols: name -> make_low_res mode (depth: the paper's nearest
 #: "center" subsampling, or bicubic downsampling; flow: antialiased bilinear)
@@ -36,6 +36,10 @@ DEPTH_WEIGHTS = {"rgbdd": 0.30, "middlebury2006": 0.20, "middlebury2005": 0.10,
                  "middlebury2001": 0.03, "lu2014": 0.07, "redwood": 0.04, "sunrgbd": 0.04,
                  "diml": 0.04, "esanet": 0.04, "scared": 0.03, "hypersim": 0.05,
                  "sceneflow": 0.03, "sintel_depth": 0.03}
+#: training losses (:attr:`Recipe.loss`): ``'mse'`` over all known pixels of a batch, or
+#: ``'relative'``: each sample's MSE over the interpolation baseline's of the held-out
+#: score (bicubic for depth, bilinear for flow) on the same pixels, plus ``loss_floor``
+LOSSES = ("mse", "relative")
 FLOW_WEIGHTS = {"sintel": 0.40, "flyingchairs": 0.30, "middleburyflow": 0.25, "yosemite": 0.05}
 
 
@@ -79,6 +83,8 @@ class Recipe:
     seed: int = 0
     eval_every: int = 250
     checkpoint_seconds: float = 1200.0
+    loss: str = "mse"
+    loss_floor: float = 1e-4
 
     def __post_init__(self):
         from .networks import RESIDUAL_BASES, check_pre_upsample  # noqa: PLC0415
@@ -112,6 +118,13 @@ class Recipe:
         self.lr = float(self.lr)
         if self.crop % self.factor:
             raise ValueError(f"crop={self.crop} must be a multiple of factor={self.factor}")
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss={self.loss!r}; choose one of {LOSSES}")
+        if not isinstance(self.loss_floor, numbers.Real) or isinstance(self.loss_floor, bool) \
+                or not (math.isfinite(self.loss_floor) and self.loss_floor > 0):
+            raise ValueError(f"loss_floor={self.loss_floor!r}; give a finite number > 0 "
+                             f"(normalised units squared)")
+        self.loss_floor = float(self.loss_floor)
         self.scale = tuple(float(v) for v in self.scale)
         if self.residual == "jbu" and self.residual_sigmas is None:
             from .registry import JBU_PARAMS  # noqa: PLC0415
@@ -145,6 +158,10 @@ class Recipe:
         for k in ("residual_input", "init_from", "synthetic"):  # recipes from before these
             if not d[k]:                          # compare equal
                 del d[k]
+        if d["loss"] == "mse":
+            del d["loss"]
+            if d["loss_floor"] == 1e-4:
+                del d["loss_floor"]
         return d
 
 
@@ -372,7 +389,16 @@ def train_from_pool(recipe, pool_root, run_dir, *, resume=False, progress=True,
                              "trained_on": f"pool {os.path.basename(os.fspath(pool_root))} "
                                            f"minus pacnd.data.pool.HELD_OUT"})
 
-    return fit(model, lambda m, b: upsampling_loss(m, b, border=border), opt, data,
+    reference = None
+    if r.loss == "relative":
+        from .baselines import Bicubic, Bilinear  # noqa: PLC0415
+        ref_cls = Bicubic if r.task == "depth" else Bilinear
+        reference = ref_cls(r.factor, 1 if r.task == "depth" else 2, sampling=r.sampling)
+
+    def loss_fn(m, b):
+        return upsampling_loss(m, b, border=border, reference=reference, floor=r.loss_floor)
+
+    return fit(model, loss_fn, opt, data,
                steps=r.steps, scheduler=sched, rng=r.seed, eval_fn=eval_fn,
                eval_every=r.eval_every, log_dir=run_dir, checkpoint_seconds=r.checkpoint_seconds,
                resume=resume, progress=progress, on_checkpoint=export,

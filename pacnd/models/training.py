@@ -37,13 +37,38 @@ def _crop(a, border):
     return a[..., border:a.shape[-2] - border, border:a.shape[-1] - border]
 
 
-def upsampling_loss(model, batch, *, border=6):
+def upsampling_loss(model, batch, *, border=6, reference=None, floor=1e-4):
     """MSE between the model's output and the normalised target over known
     pixels, ``border`` pixels cropped from each side.
 
+    Parameters
+    ----------
+    model : callable
+        ``model(low, guide)`` returning a Tensor of the target's shape.
+    batch : dict
+        ``low``, ``guide``, ``target`` and ``mask`` (1 = known target pixel).
+    border : int
+        Pixels left out on each side.
+    reference : callable, optional
+        A training-free upsampler ``reference(low, guide) -> array`` (e.g.
+        :class:`~pacnd.models.Bicubic`). With it the loss is *relative*: the
+        mean over the batch's samples of ``mse_i / (mse_ref_i + floor)``, each
+        sample's MSE divided by the reference's on the same pixels, which is
+        what a held-out score of RMSE ratios to that reference averages; a
+        scene the reference already gets nearly right is not drowned by one
+        with large errors. Without it: plain MSE over all known pixels.
+    floor : float
+        Added to each ``mse_ref_i`` (normalised units squared, > 0), so that a
+        sample the reference fits almost exactly gets a bounded weight.
+
     Returns ``(loss, {"rmse_n": ...})`` for :func:`pacnd.train.fit`
-    (``rmse_n``: RMSE in normalised units).
+    (``rmse_n``: the plain RMSE in normalised units, whichever the loss).
     """
+    if reference is not None and not callable(reference):
+        raise TypeError(f"reference must be a callable upsampler or None, got {reference!r}")
+    if not (isinstance(floor, (int, float, np.floating)) and not isinstance(floor, bool)
+            and math.isfinite(floor) and floor > 0):
+        raise ValueError(f"floor={floor!r} must be a finite number > 0")
     out = model(Tensor(batch["low"]), Tensor(batch["guide"]))
     if tuple(out.shape) != tuple(batch["target"].shape):
         raise ValueError(f"the model returned {tuple(out.shape)} for a target of "
@@ -55,12 +80,28 @@ def upsampling_loss(model, batch, *, border=6):
     n = float(m.sum())
     if n == 0:
         raise ValueError("no known target pixel in the batch (after the border crop)")
-    if float(m.min()) == 1.0:
-        loss = F.mse_loss(out, Tensor(t))
-    else:
-        d = (out - Tensor(t)) * Tensor(m)
-        loss = F.sum(d * d) * (1.0 / n)
-    return loss, {"rmse_n": math.sqrt(max(loss.item(), 0.0))}
+    if reference is None:
+        if float(m.min()) == 1.0:
+            loss = F.mse_loss(out, Tensor(t))
+        else:
+            d = (out - Tensor(t)) * Tensor(m)
+            loss = F.sum(d * d) * (1.0 / n)
+        return loss, {"rmse_n": math.sqrt(max(loss.item(), 0.0))}
+    axes = tuple(range(1, t.ndim))
+    with no_grad():
+        ref = as_array(reference(batch["low"], batch["guide"]))
+    ref = xp.asarray(_crop(ref, border), dtype=t.dtype)
+    n_i = _host(m).sum(axis=axes)
+    dr = (ref - t) * m
+    sse_ref = _host((dr * dr).sum(axis=axes))
+    known = n_i > 0
+    w = np.zeros_like(n_i)
+    w[known] = 1.0 / (n_i[known] * (sse_ref[known] / n_i[known] + floor) * known.sum())
+    d = (out - Tensor(t)) * Tensor(m)
+    sse = F.sum(d * d, axis=axes)
+    loss = F.sum(sse * Tensor(xp.asarray(w, dtype=t.dtype)))
+    plain = float(_host(as_array(sse)).sum()) / n
+    return loss, {"rmse_n": math.sqrt(max(plain, 0.0))}
 
 
 def predict_batch(model, batch, *, pad=0):
@@ -85,6 +126,11 @@ def predict_batch(model, batch, *, pad=0):
     lo = batch["lo"][..., None, None]
     hi = batch["hi"][..., None, None]
     return (np.asarray(out, dtype=np.float64) * (hi - lo) + lo).astype(np.float32)
+
+
+def _host(a):
+    """A NumPy float64 copy of a NumPy or CuPy array."""
+    return np.asarray(a.get() if hasattr(a, "get") else a, dtype=np.float64)
 
 
 def rmse(pred, truth, *, border=0):
