@@ -399,11 +399,9 @@ def test_recipe_synthetic_scenes(monkeypatch):
         R.synthetic_mix({"a": 0.0}, 0.5)
 
 
-def test_cli_pool_synthetic_ratio(tmp_path, monkeypatch, capsys):
-    """``pacnd upsample train --pool --synthetic-ratio R`` trains the pool recipe with a
-    fraction R of synthetic crops (the real sources' weights scaled by 1 - R); a ratio
-    outside [0, 1] is refused by name."""
-    from pacnd.cli import main
+def _capture_pool_recipes(monkeypatch):
+    """Replace ``train_from_pool`` with a stub; the list it returns collects the
+    recipes the CLI would have trained."""
     from pacnd.models import recipe as R
     from pacnd.train import TrainResult
 
@@ -414,6 +412,17 @@ def test_cli_pool_synthetic_ratio(tmp_path, monkeypatch, capsys):
         return TrainResult(step=0)
 
     monkeypatch.setattr(R, "train_from_pool", fake)
+    return got
+
+
+def test_cli_pool_synthetic_ratio(tmp_path, monkeypatch, capsys):
+    """``pacnd upsample train --pool --synthetic-ratio R`` trains the pool recipe with a
+    fraction R of synthetic crops (the real sources' weights scaled by 1 - R); a ratio
+    outside [0, 1] is refused by name."""
+    from pacnd.cli import main
+    from pacnd.models import recipe as R
+
+    got = _capture_pool_recipes(monkeypatch)
     args = ["upsample", "train", "--pool", "unused", "--task", "flow", "--factor", "4",
             "--crop", "32", "--out", str(tmp_path / "run"), "--no-progress"]
     assert main(args + ["--synthetic-ratio", "0.25"]) == 0
@@ -556,16 +565,8 @@ def test_cli_pool_pre_upsample_and_init(tmp_path, monkeypatch, capsys):
     from those weights with the input interpolated 2x; --pre-upsample needs --pool."""
     from pacnd.cli import main
     from pacnd.models import PacJointUpsample, load_upsampler, save_upsampler
-    from pacnd.models import recipe as R
-    from pacnd.train import TrainResult
 
-    got = []
-
-    def fake(r, pool, out, **kw):
-        got.append(r)
-        return TrainResult(step=0)
-
-    monkeypatch.setattr(R, "train_from_pool", fake)
+    got = _capture_pool_recipes(monkeypatch)
     save_upsampler(tmp_path / "x4.npz", PacJointUpsample(4, residual="jbu", rng=2))
     args = ["upsample", "train", "--task", "depth", "--factor", "8", "--crop", "64",
             "--out", str(tmp_path / "run"), "--no-progress", "--pre-upsample", "2"]
@@ -583,16 +584,8 @@ def test_cli_pool_loss(tmp_path, monkeypatch, capsys):
     """``pacnd upsample train --pool --loss relative`` sets the recipe's loss (default
     'mse'); --loss relative needs --pool."""
     from pacnd.cli import main
-    from pacnd.models import recipe as R
-    from pacnd.train import TrainResult
 
-    got = []
-
-    def fake(r, pool, out, **kw):
-        got.append(r)
-        return TrainResult(step=0)
-
-    monkeypatch.setattr(R, "train_from_pool", fake)
+    got = _capture_pool_recipes(monkeypatch)
     args = ["upsample", "train", "--task", "depth", "--factor", "4", "--crop", "32",
             "--out", str(tmp_path / "run"), "--no-progress"]
     assert main(args + ["--pool", "unused"]) == 0 and got[-1].loss == "mse"
