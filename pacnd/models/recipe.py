@@ -2,7 +2,7 @@
 
 :class:`Recipe` holds every choice of a training run (model, protocol, residual
 base, initialisation, learning-rate schedule, crop, batch, augmentation, source
-weights, synthetic scenes, seed). :func:`train_from_pool` trains it on a pool folder
+weights, synthetic scenes, seed, loss: :data:`LOSSES`). :func:`train_from_pool` trains it on a pool folder
 (:mod:`pacnd.data.pool`) into a *run folder* that a later session resumes bit
 for bit: ``recipe.json``, ``checkpoint.npz`` (every ``checkpoint_seconds``),
 ``metrics.csv``/``eval.csv``, ``curve.png`` and ``model.npz`` (the weights at
