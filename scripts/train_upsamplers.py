@@ -22,7 +22,9 @@ sys.path.insert(0, REPO)
 
 from pacnd.models.recipe import FLOW_WEIGHTS, synthetic_mix  # noqa: E402
 
-#: run name -> (task, factor, model, recipe changes)
+#: run name -> (task, factor, model, recipe changes). ``init_from`` names a run folder's
+#: weights, never a shipped file (those change when a run is shipped); the runs that started
+#: from shipped files name the run folder those files were shipped from (the same weights)
 RUNS = {
     "depth_x8_pac": ("depth", 8, "pac", dict(steps=8000, crop=192, batch_size=2)),
     "flow_x8_pac": ("flow", 8, "pac", dict(steps=8000, crop=192, batch_size=2)),
@@ -40,14 +42,14 @@ RUNS = {
     # the bicubic-protocol weights on a bicubic base (there JBU is 1.16x bicubic's RMSE)
     "depth_x8_pac_bicubic_resbicubic": ("depth", 8, "pac", dict(
         steps=2000, crop=192, batch_size=2, lr=3e-4, protocol="bicubic", residual="bicubic",
-        init_from="pacnd/data/weights/depth_x8_bicubic.npz")),
+        init_from="runs/depth_x8_pac_bicubic/model.npz")),
     # the shipped 8x weights on a bicubic residual base: on ToF / Kinect scenes (RGB-D-D, NYU,
     # TUM, SUN RGB-D) JBU is 1.2-1.5x bicubic's RMSE and the JBU-based network stays above
     # bicubic even on its own training captures (1.17-1.37x); a bicubic base starts it there
     "depth_x8_pac_resbicubic": ("depth", 8, "pac", dict(steps=4000, crop=192, batch_size=2,
                                                         lr=3e-4, residual="bicubic",
-                                                        init_from="pacnd/data/weights/"
-                                                                  "depth_x8.npz")),
+                                                        init_from="runs/depth_x8_pac_2/"
+                                                                  "model.npz")),
     # the same at 4x, where JBU is 1.105x bicubic's RMSE on the held-out scenes (from the
     # JBU-based 4x run: the shipped 4x weights have no residual base)
     "depth_x4_pac_resbicubic": ("depth", 4, "pac", dict(steps=3000, crop=128, batch_size=2,
@@ -59,7 +61,7 @@ RUNS = {
     # decoder ReLUs died at lr 1e-3 and were dying at 3e-4 (runs/superseded/depth_x16_pac_*)
     "depth_x16_pac": ("depth", 16, "pac", dict(steps=2000, crop=384, batch_size=1, lr=3e-4,
                                                pre_upsample=2,
-                                               init_from="pacnd/data/weights/depth_x8.npz")),
+                                               init_from="runs/depth_x8_pac_2/model.npz")),
     # half the crops from 256 synthetic scenes: on the held-out subset the synthetic-only
     # 8x flow weights (0.59x bilinear) beat the real-pool run at step 2750 (0.67x)
     "flow_x4_pac": ("flow", 4, "pac", dict(steps=5000, crop=128, batch_size=2,
@@ -70,28 +72,29 @@ RUNS = {
     # (320-px crops, 1000 steps: two flow channels make a 384-px step ~5 s on one thread)
     "flow_x16_pac": ("flow", 16, "pac", dict(steps=1000, crop=320, batch_size=1, lr=3e-4,
                                              pre_upsample=4,
-                                             init_from="pacnd/data/weights/flow_x4.npz",
+                                             init_from="runs/flow_x4_pac/model.npz",
                                              **synthetic_mix(FLOW_WEIGHTS, 0.5))),
     # 16x on a bicubic base from the bicubic-based 8x weights (input interpolated 2x; the
-    # untrained cascade is 0.945x bicubic / 1.087x JBU held out, the JBU-based 16x run 0.836 / 0.940)
+    # untrained cascade is 0.945x bicubic / 1.087x JBU held out, the JBU-based 16x run
+    # 0.836 / 0.940)
     "depth_x16_pac_resbicubic": ("depth", 16, "pac", dict(
         steps=1500, crop=384, batch_size=1, lr=3e-4, pre_upsample=2, residual="bicubic",
-        init_from="pacnd/data/weights/depth_x8.npz")),
+        init_from="runs/depth_x8_pac_resbicubic/model.npz")),
     # the bicubic protocol at 4x and 16x, from the weights of the neighbouring run on a bicubic
     # base (4x: the centre-protocol 4x weights; 16x: the bicubic-protocol 8x weights, input
     # interpolated 2x)
     "depth_x4_pac_bicubic_resbicubic": ("depth", 4, "pac", dict(
         steps=2000, crop=128, batch_size=2, lr=3e-4, protocol="bicubic", residual="bicubic",
-        init_from="pacnd/data/weights/depth_x4.npz")),
+        init_from="runs/depth_x4_pac_resbicubic/model.npz")),
     "depth_x16_pac_bicubic_resbicubic": ("depth", 16, "pac", dict(
         steps=1000, crop=384, batch_size=1, lr=3e-4, protocol="bicubic", residual="bicubic",
-        pre_upsample=2, init_from="pacnd/data/weights/depth_x8_bicubic.npz")),
+        pre_upsample=2, init_from="runs/depth_x8_pac_bicubic_resbicubic/model.npz")),
     # the shipped 8x weights, another cycle with the loss the held-out score averages: each
     # crop's MSE over bicubic's (loss="relative"); with the plain MSE a crop where bicubic is
     # already close weighs little, while each held-out group counts the same
     "depth_x8_pac_relative": ("depth", 8, "pac", dict(
         steps=2000, crop=192, batch_size=2, lr=3e-4, residual="bicubic", loss="relative",
-        init_from="pacnd/data/weights/depth_x8.npz")),
+        init_from="runs/depth_x8_pac_resbicubic/model.npz")),
     # a further cycle of the relative loss on larger crops (256 px: 32x32 low-res samples of
     # context instead of 24x24; the first cycle's held-out subset levelled off at ~0.796x
     # bicubic after 1500 steps). Stopped at step 612: the subset went the other way

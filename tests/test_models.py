@@ -408,9 +408,9 @@ def test_pretrained_depth_x16_on_held_out_cones():
 #: fine-tuned from the centre ones, moved onto a bicubic residual base): 0.727x / 0.643x
 #: bicubic / JBU over the 13 held-out groups (the JBU-based weights before them: 1.2165 px
 #: here, 0.859x / 0.747x). 4x: runs/depth_x4_pac_bicubic_resbicubic step 2000 (the centre 4x
-#: weights fine-tuned on bicubic inputs): 0.732x / 0.566x. 16x: runs/depth_x16_pac_bicubic_resbicubic
-#: step 1000 (the bicubic-protocol 8x network on a 2x-interpolated input, fine-tuned at 16x):
-#: 0.813x / 0.760x.
+#: weights fine-tuned on bicubic inputs): 0.732x / 0.566x. 16x:
+#: runs/depth_x16_pac_bicubic_resbicubic step 1000 (the bicubic-protocol 8x network on a
+#: 2x-interpolated input, fine-tuned at 16x): 0.813x / 0.760x.
 BICUBIC_PROTOCOL_PINS = {4: (0.7570, 0.9512, 0.9942, 0.75), 8: (1.2701, 1.4103, 1.3245, 0.75),
                          16: (1.7025, 1.9206, 1.8132, 0.83)}
 

@@ -2,10 +2,10 @@
 
 :class:`Recipe` holds every choice of a training run (model, protocol, residual
 base, initialisation, learning-rate schedule, crop, batch, augmentation, source
-weights, synthetic scenes, seed, loss: :data:`LOSSES`). :func:`train_from_pool` trains it on a pool folder
-(:mod:`pacnd.data.pool`) into a *run folder* that a later session resumes bit
-for bit: ``recipe.json``, ``checkpoint.npz`` (every ``checkpoint_seconds``),
-``metrics.csv``/``eval.csv``, ``curve.png`` and ``model.npz`` (the weights at
+weights, synthetic scenes, seed, loss: :data:`LOSSES`). :func:`train_from_pool`
+trains it on a pool folder (:mod:`pacnd.data.pool`) into a *run folder* that a later
+session resumes bit for bit: ``recipe.json``, ``checkpoint.npz`` (every
+``checkpoint_seconds``), ``metrics.csv``/``eval.csv``, ``curve.png`` and ``model.npz`` (the weights at
 the last checkpoint, loadable with :func:`pacnd.models.load_upsampler`).
 
 During training the model is evaluated on one scene per held-out group
@@ -36,11 +36,11 @@ DEPTH_WEIGHTS = {"rgbdd": 0.30, "middlebury2006": 0.20, "middlebury2005": 0.10,
                  "middlebury2001": 0.03, "lu2014": 0.07, "redwood": 0.04, "sunrgbd": 0.04,
                  "diml": 0.04, "esanet": 0.04, "scared": 0.03, "hypersim": 0.05,
                  "sceneflow": 0.03, "sintel_depth": 0.03}
+FLOW_WEIGHTS = {"sintel": 0.40, "flyingchairs": 0.30, "middleburyflow": 0.25, "yosemite": 0.05}
 #: training losses (:attr:`Recipe.loss`): ``'mse'`` over all known pixels of a batch, or
 #: ``'relative'``: each sample's MSE over the interpolation baseline's of the held-out
 #: score (bicubic for depth, bilinear for flow) on the same pixels, plus ``loss_floor``
 LOSSES = ("mse", "relative")
-FLOW_WEIGHTS = {"sintel": 0.40, "flyingchairs": 0.30, "middleburyflow": 0.25, "yosemite": 0.05}
 
 
 def default_weights(task):
