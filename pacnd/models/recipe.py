@@ -5,8 +5,8 @@ base, initialisation, learning-rate schedule, crop, batch, augmentation, source
 weights, synthetic scenes, seed, loss: :data:`LOSSES`). :func:`train_from_pool`
 trains it on a pool folder (:mod:`pacnd.data.pool`) into a *run folder* that a later
 session resumes bit for bit: ``recipe.json``, ``checkpoint.npz`` (every
-``checkpoint_seconds``), ``metrics.csv``/``eval.csv``, ``curve.png`` and ``model.npz`` (the weights at
-the last checkpoint, loadable with :func:`pacnd.models.load_upsampler`).
+``checkpoint_seconds``), ``metrics.csv``/``eval.csv``, ``curve.png`` and ``model.npz``
+(the weights at the last checkpoint, loadable with :func:`pacnd.models.load_upsampler`).
 
 During training the model is evaluated on one scene per held-out group
 (:data:`pacnd.data.pool.HELD_OUT`, plus Middlebury 2003 Cones view 2 bundled
@@ -41,6 +41,8 @@ FLOW_WEIGHTS = {"sintel": 0.40, "flyingchairs": 0.30, "middleburyflow": 0.25, "y
 #: ``'relative'``: each sample's MSE over the interpolation baseline's of the held-out
 #: score (bicubic for depth, bilinear for flow) on the same pixels, plus ``loss_floor``
 LOSSES = ("mse", "relative")
+#: the interpolation baseline of each task's held-out score and relative loss
+INTERPOLATION = {"depth": "bicubic", "flow": "bilinear"}
 
 
 def default_weights(task):
@@ -322,7 +324,7 @@ def _eval_fn(r, scenes):
     from .registry import baseline  # noqa: PLC0415
 
     exs = scene_examples(scenes, r.factor, lowres_mode=PROTOCOLS[r.protocol])
-    ref = "bicubic" if r.task == "depth" else "bilinear"
+    ref = INTERPOLATION[r.task]
     interp = baseline(ref, r.task, r.factor, protocol=r.protocol)
     # unpadded, as every run's curve so far (a resumed run's curve stays comparable)
     base = evaluate_scenes({ref: interp, "jbu": baseline("jbu", r.task, r.factor)}, exs,
@@ -391,9 +393,8 @@ def train_from_pool(recipe, pool_root, run_dir, *, resume=False, progress=True,
 
     reference = None
     if r.loss == "relative":
-        from .baselines import Bicubic, Bilinear  # noqa: PLC0415
-        ref_cls = Bicubic if r.task == "depth" else Bilinear
-        reference = ref_cls(r.factor, 1 if r.task == "depth" else 2, sampling=r.sampling)
+        from .registry import baseline  # noqa: PLC0415
+        reference = baseline(INTERPOLATION[r.task], r.task, r.factor, protocol=r.protocol)
 
     def loss_fn(m, b):
         return upsampling_loss(m, b, border=border, reference=reference, floor=r.loss_floor)
