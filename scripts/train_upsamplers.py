@@ -102,7 +102,21 @@ RUNS = {
     "depth_x8_pac_relative_2": ("depth", 8, "pac", dict(
         steps=1000, crop=256, batch_size=2, lr=2e-4, residual="bicubic", loss="relative",
         init_from="runs/depth_x8_pac_relative/model.npz")),
+    # a third cycle of the relative loss on the first cycle's 192-px crops at a lower peak lr
+    # (the larger crops of depth_x8_pac_relative_2 changed two things at once)
+    "depth_x8_pac_relative_3": ("depth", 8, "pac", dict(
+        steps=3000, crop=192, batch_size=2, lr=2e-4, residual="bicubic", loss="relative",
+        init_from="runs/depth_x8_pac_relative/model.npz")),
     "depth_x8_pac_lite": ("depth", 8, "pac_lite", dict(steps=8000, crop=192, batch_size=2)),
+    # the comparison networks trained the way the shipped PAC weights are: one cycle on a
+    # bicubic residual base with the relative loss, from their JBU-based weights (PAC took two
+    # cycles for this, depth_x8_pac_resbicubic and depth_x8_pac_relative; DJF at its own lr)
+    "depth_x8_pac_lite_relative": ("depth", 8, "pac_lite", dict(
+        steps=2500, crop=192, batch_size=2, lr=3e-4, residual="bicubic", loss="relative",
+        init_from="runs/depth_x8_pac_lite/model.npz")),
+    "depth_x8_djf_relative": ("depth", 8, "djf", dict(
+        steps=2500, crop=192, batch_size=2, residual="bicubic", loss="relative",
+        init_from="runs/depth_x8_djf/model.npz")),
     # DJF trains at its default lr 2e-4 (recipe.DEFAULT_LR): at the PAC runs' 1e-3 it
     # collapsed (runs/superseded/depth_x8_djf_lr1e-3/NOTE.md)
     "depth_x8_djf": ("depth", 8, "djf", dict(steps=8000, crop=192, batch_size=2)),
