@@ -129,7 +129,10 @@ def write(results):
              "out; flow: EPE in px. Known pixels only. Per scene group (several captures of "
              "one place count once); the last rows average each model's error relative to "
              "bicubic (flow: bilinear) and to JBU over the groups. Produced by "
-             "`benchmarks/upsampling_heldout.py`.", ""]
+             "`benchmarks/upsampling_heldout.py`. The same networks on whole *training* "
+             "scenes (fit against data, not a held-out result): "
+             "`upsampling_fit_<task>_x<factor>_<protocol>.md` (`benchmarks/upsampling_fit.py`).",
+             ""]
     summary = []
     for key, res in results.items():
         task, factor, protocol = key.split("|")
