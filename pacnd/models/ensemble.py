@@ -5,7 +5,7 @@ copies of the same input (the "self-ensemble" of image super-resolution): the
 low-res target and the guide are flipped (and, for 8 copies, transposed), the
 network runs on each copy, and each result is mapped back before averaging.
 On the held-out scenes of ``benchmarks/results/upsampling_eval.md`` the four
-flips take the shipped 8x depth network's RMSE from 0.828x to 0.807x JBU's and
+flips take the shipped 8x depth network's RMSE from 0.824x to 0.802x JBU's and
 the 8x flow network's EPE from 0.567x to 0.478x bilinear's, at four times the
 compute. Eight copies (the transposes too) gave no more than four for the first
 8x depth weights (0.880x against 0.880x, without border padding): the networks were trained
