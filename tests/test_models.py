@@ -403,10 +403,10 @@ def test_pretrained_depth_x16_on_held_out_cones():
 
 def test_pretrained_depth_x4_on_held_out_cones():
     """The shipped 4x depth weights (the paper's 4x network over a bicubic residual base,
-    runs/depth_x4_pac_resbicubic step 3000) on the bundled Cones view 2, centre protocol.
-    Measured when shipped: RMSE 0.9650 px, JBU 0.9435, bicubic 1.1791 -- on this Middlebury
-    scene JBU stays ahead, as at 8x and 16x; over the 13 held-out groups the weights are
-    0.854x bicubic and 0.809x JBU. Pinned to within 1 %."""
+    then a cycle with the relative loss: runs/depth_x4_pac_relative step 3000) on the
+    bundled Cones view 2, centre protocol. Measured when shipped: RMSE 0.9156 px, JBU 0.9435,
+    bicubic 1.1791 (before the relative cycle: 0.9650, behind JBU); over the 13 held-out
+    groups the weights are 0.803x bicubic and 0.765x JBU. Pinned to within 1 %."""
     from pacnd.datasets import load_cones
     from pacnd.models import baseline
     from pacnd.models.evaluation import evaluate_scenes, scene_examples
@@ -419,17 +419,19 @@ def test_pretrained_depth_x4_on_held_out_cones():
     rows = evaluate_scenes({"pac": m, "jbu": baseline("jbu", "depth", 4),
                             "bicubic": baseline("bicubic", "depth", 4)}, exs, task="depth")
     err = {r["model"]: r["error"] for r in rows}
-    assert err["pac"] == pytest.approx(0.9650, rel=0.01)
+    assert err["pac"] == pytest.approx(0.9156, rel=0.01)
+    assert err["pac"] < err["jbu"]
     assert err["jbu"] == pytest.approx(0.9435, rel=0.01)
     assert err["bicubic"] == pytest.approx(1.1791, rel=0.01)
     assert err["pac"] < 0.85 * err["bicubic"]
     held = m.meta["training"]["held_out_eval"]
-    assert held["vs_bicubic"] < 0.86 and held["vs_jbu"] < 0.82
+    assert held["vs_bicubic"] < 0.81 and held["vs_jbu"] < 0.77
 
 
 #: the bicubic-protocol weights on Cones view 2 with antialiased bicubic low-res inputs,
 #: measured when shipped: factor -> RMSE (px) of (the weights, bicubic, the shipped
-#: centre-protocol weights on these inputs), and the held-out vs_bicubic bound.
+#: centre-protocol weights on these inputs: re-measured whenever those are replaced), and the
+#: held-out vs_bicubic bound.
 #: 8x: runs/depth_x8_pac_bicubic_resbicubic step 2000 (the former bicubic-protocol weights,
 #: fine-tuned from the centre ones, moved onto a bicubic residual base): 0.727x / 0.643x
 #: bicubic / JBU over the 13 held-out groups (the JBU-based weights before them: 1.2165 px
@@ -437,7 +439,7 @@ def test_pretrained_depth_x4_on_held_out_cones():
 #: weights fine-tuned on bicubic inputs): 0.732x / 0.566x. 16x:
 #: runs/depth_x16_pac_bicubic_resbicubic step 1000 (the bicubic-protocol 8x network on a
 #: 2x-interpolated input, fine-tuned at 16x): 0.813x / 0.760x.
-BICUBIC_PROTOCOL_PINS = {4: (0.7570, 0.9512, 0.9942, 0.75), 8: (1.2701, 1.4103, 1.3245, 0.75),
+BICUBIC_PROTOCOL_PINS = {4: (0.7570, 0.9512, 0.9677, 0.75), 8: (1.2701, 1.4103, 1.3245, 0.75),
                          16: (1.7025, 1.9206, 1.8132, 0.83)}
 
 
