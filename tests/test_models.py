@@ -373,6 +373,22 @@ def test_pretrained_depth_x8_on_held_out_cones():
     assert model.meta["training"]["held_out_eval"]["vs_jbu"] < 0.85
 
 
+def _cones_centre_errors(model, factor):
+    """RMSE (px) of ``model``, JBU and bicubic on the bundled Cones view 2 (never trained
+    on), centre protocol, scored as benchmarks/upsampling_heldout.py scores it."""
+    from pacnd.datasets import load_cones
+    from pacnd.models import baseline
+    from pacnd.models.evaluation import evaluate_scenes, scene_examples
+
+    rgb, disp = load_cones()
+    exs = scene_examples([("cones2", "middlebury2003/cones", rgb, disp)], factor,
+                         lowres_mode="center")
+    rows = evaluate_scenes({"pac": model, "jbu": baseline("jbu", "depth", factor),
+                            "bicubic": baseline("bicubic", "depth", factor)}, exs,
+                           task="depth")
+    return {r["model"]: r["error"] for r in rows}
+
+
 def test_pretrained_depth_x16_on_held_out_cones():
     """The shipped 16x depth weights: the 8x network on a 2x-interpolated input
     (``pre_upsample=2``) over a bicubic residual base, started from the bicubic-based 8x
@@ -381,19 +397,10 @@ def test_pretrained_depth_x16_on_held_out_cones():
     bicubic 2.3570. On this Middlebury scene JBU stays ahead, as at 8x (the JBU-based 16x
     weights before them: 1.7757 px here); over the 13 held-out groups the weights lead it
     (0.921x JBU, the JBU-based ones 0.940x). Pinned to within 1 %."""
-    from pacnd.datasets import load_cones
-    from pacnd.models import baseline
-    from pacnd.models.evaluation import evaluate_scenes, scene_examples
-
     m = pretrained("depth", 16)
     assert m.pre_upsample == 2 and m.num_ups == 3 and m.num_parameters() == STANDARD[8]
     assert m.residual_config()["residual"] == "bicubic"
-    rgb, disp = load_cones()
-    exs = scene_examples([("cones2", "middlebury2003/cones", rgb, disp)], 16,
-                         lowres_mode="center")
-    rows = evaluate_scenes({"pac": m, "jbu": baseline("jbu", "depth", 16),
-                            "bicubic": baseline("bicubic", "depth", 16)}, exs, task="depth")
-    err = {r["model"]: r["error"] for r in rows}
+    err = _cones_centre_errors(m, 16)
     assert err["pac"] == pytest.approx(1.9663, rel=0.01)
     assert err["jbu"] == pytest.approx(1.7366, rel=0.01)
     assert err["bicubic"] == pytest.approx(2.3570, rel=0.01)
@@ -407,18 +414,9 @@ def test_pretrained_depth_x4_on_held_out_cones():
     bundled Cones view 2, centre protocol. Measured when shipped: RMSE 0.9156 px, JBU 0.9435,
     bicubic 1.1791 (before the relative cycle: 0.9650, behind JBU); over the 13 held-out
     groups the weights are 0.803x bicubic and 0.765x JBU. Pinned to within 1 %."""
-    from pacnd.datasets import load_cones
-    from pacnd.models import baseline
-    from pacnd.models.evaluation import evaluate_scenes, scene_examples
-
     m = pretrained("depth", 4)
     assert m.num_parameters() == STANDARD[4] and m.residual_config()["residual"] == "bicubic"
-    rgb, disp = load_cones()
-    exs = scene_examples([("cones2", "middlebury2003/cones", rgb, disp)], 4,
-                         lowres_mode="center")
-    rows = evaluate_scenes({"pac": m, "jbu": baseline("jbu", "depth", 4),
-                            "bicubic": baseline("bicubic", "depth", 4)}, exs, task="depth")
-    err = {r["model"]: r["error"] for r in rows}
+    err = _cones_centre_errors(m, 4)
     assert err["pac"] == pytest.approx(0.9156, rel=0.01)
     assert err["pac"] < err["jbu"]
     assert err["jbu"] == pytest.approx(0.9435, rel=0.01)
