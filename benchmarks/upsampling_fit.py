@@ -80,10 +80,11 @@ def main(argv=None):
         raise SystemExit(f"--per-source {args.per_source}: give 1 or more")
     from pacnd.models import baseline, load_upsampler, pretrained
     from pacnd.models.evaluation import evaluate_scenes, format_table, scene_examples, summarize
+    from pacnd.models.recipe import INTERPOLATION
     from pacnd.models.registry import default_protocol
 
     protocol = args.protocol or default_protocol(args.task)
-    ref = "bicubic" if args.task == "depth" else "bilinear"
+    ref = INTERPOLATION[args.task]
     models = {n: baseline(n, args.task, args.factor, protocol=protocol) for n in (ref, "jbu")}
     sources = {}
     for spec in args.run:
