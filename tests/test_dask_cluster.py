@@ -114,7 +114,7 @@ def test_crf_batch_on_cluster_matches_serial_and_reports_bad_file(cluster, crf_f
 def test_worker_killed_mid_batch_loses_nothing(cluster, crf_folders, tmp_path):
     lc, client = cluster
     img, sc, serial = crf_folders
-    from pacnd.cli_crf import refine_files
+    from pacnd.crf.files import refine_files
     from pacnd.crf.batch import crf_jobs
 
     marker = str(tmp_path / "killed-pid")

@@ -361,6 +361,35 @@ def test_cli_errors_are_one_line(cones_files, tmp_path, args, needle):
     assert needle in lines[0]
 
 
+@pytest.mark.parametrize("call,exc,needle", [
+    (lambda B: B.check_factor(8.0), TypeError, "--factor 8.0 is a float"),
+    (lambda B: B.check_factor(True), TypeError, "is a bool"),
+    (lambda B: B.check_factor(1), ValueError, "--factor 1 is invalid"),
+    (lambda B: B.task_of("x.npy", "normals"), ValueError, "task 'normals' is invalid"),
+    (lambda B: B.resolve_protocol("center", "flow"), ValueError, "is a depth protocol"),
+    (lambda B: B.resolve_protocol("bilinear", "depth"), ValueError, "is the flow protocol"),
+    (lambda B: B.upsample_file("g.png", "t.npy", "o.npy", source="target", factor=8.0),
+     TypeError, "--factor 8.0"),
+])
+def test_file_helpers_reject_bad_values(call, exc, needle):
+    """The helpers ``pacnd upsample`` and the folder batches share (pacnd.models.batch)."""
+    import pacnd.models.batch as B
+
+    with pytest.raises(exc, match=needle.replace(".", r"\.")):
+        call(B)
+
+
+def test_file_helpers_defaults():
+    import pacnd.models.batch as B
+
+    assert B.check_factor(None) is None and B.check_factor(np.int64(4)) == 4
+    assert B.task_of("a/b.FLO") == "flow" and B.task_of("a.png") == "depth"
+    assert B.task_of("a.flo", "depth") == "depth"
+    assert B.resolve_protocol(None, "depth") == "center"
+    assert B.resolve_protocol(None, "flow") == "bilinear"
+    assert B.resolve_protocol("bicubic", "depth") == "bicubic"
+
+
 def test_cli_train_default_lr_per_model(tmp_path):
     """Without --lr, DJF trains at 2e-4 (its ReLUs die at the PAC networks' 1e-3) and
     PAC-lite at 1e-3; the weights' training record holds the rate used."""

@@ -19,7 +19,7 @@
   :func:`read_label_image`, :func:`write_label_image` — the "unary from
   labels" recipe and palette PNGs.
 
-The command line front end is ``pacnd crf`` (:mod:`pacnd.cli_crf`); pydensecrf's
+The command line front end is ``pacnd crf`` (:mod:`pacnd.cli.crf`); pydensecrf's
 API on top of all this is :mod:`pacnd.densecrf`. Modules: ``model`` (PacCRF),
 ``spec`` (pairwise kernels), ``plan`` / ``fast`` / ``fast3d`` (the fast path),
 ``mapping`` (dense CRF -> PAC-CRF), ``inputs`` (checks), ``refine``, ``learn``,

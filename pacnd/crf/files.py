@@ -20,7 +20,7 @@ import os
 import numpy as np
 
 __all__ = ["IMAGE_EXTS", "VOLUME_EXTS", "ext_of", "load_npy", "read_guide", "read_scores",
-           "write_labels", "write_npy"]
+           "write_labels", "write_npy", "refine_files"]
 
 IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 VOLUME_EXTS = (".npy", ".nii", ".nii.gz")
@@ -186,3 +186,112 @@ def write_labels(path, labels, n_labels, colors=None, nifti=None):
     atomic_write(path, lambda f: f.write(data))
     set_default_mode(path)
     return path
+
+
+def _check_writable(path):
+    directory = os.path.dirname(os.path.abspath(path)) or "."
+    probe = directory
+    while not os.path.exists(probe):
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
+        raise PermissionError(f"cannot write {path!r}: {probe!r} is not a writable folder")
+    if os.path.isdir(path):
+        raise IsADirectoryError(f"output {path!r} is a folder; give a file name ending in .png")
+
+
+def _write_outputs(out, labels, n_labels, colors, nifti, out_npy=None, probs=None):
+    """Write the .npy (if any) and the labels atomically; on failure remove what this call
+    wrote, so a run leaves both outputs or neither."""
+    written = []
+    try:
+        if out_npy is not None:
+            write_npy(out_npy, probs.astype(np.float32))
+            written.append(out_npy)
+        write_labels(out, labels, n_labels, colors, nifti)
+        written.append(out)
+    except BaseException:
+        for w in written:
+            try:
+                os.unlink(w)
+            except OSError:
+                pass
+        raise
+
+
+def refine_files(image_path, scores_path, out_path, out_npy=None, *, kind="auto",
+                 channel_axis=-1, gt_prob=0.7, n_labels=None, method="pac", params=None,
+                 prob_tol=1e-3, spacing=None, **crf_kwargs):
+    """Refine one image's (or volume's) scores read from files; write the labels (and the
+    probabilities .npy) atomically: both outputs or neither.
+
+    Parameters
+    ----------
+    image_path : str
+        The guide: an image file, a ``.npy`` image or volume, or NIfTI.
+    scores_path : str
+        ``.npy`` / NIfTI probabilities, logits or labels, or an annotation PNG.
+    out_path : str
+        The labels: ``.png`` (2-D), ``.npy`` or ``.nii.gz``.
+    out_npy : str, optional
+        Where to write the refined probabilities (``.npy``).
+    kind, channel_axis, gt_prob, n_labels, prob_tol
+        How the scores are read (:func:`pacnd.crf.refine`).
+    method : {'pac', 'convcrf'}
+        The fully-connected CRF's PAC-CRF mapping, or the ConvCRF baseline.
+    params : str or PacCRF, optional
+        Learned PAC-CRF parameters (:func:`pacnd.crf.save_crf`) used instead.
+    spacing : tuple of float, optional
+        Physical pixel size (default: a NIfTI guide's voxel size).
+    **crf_kwargs
+        The fully-connected CRF's parameters (``sxy_gaussian``, ``srgb``, ...).
+
+    Returns
+    -------
+    ndarray
+        The labels, (H, W) or (D, H, W).
+    """
+    from .learn import load_crf  # noqa: PLC0415
+    from .model import PacCRF  # noqa: PLC0415
+    from .refine import (convcrf_mapping, dense_crf_mapping,  # noqa: PLC0415
+                             prepare_inputs, run_crf)
+
+    if ext_of(out_path) not in LABEL_EXTS:
+        raise ValueError(f"output {out_path!r} must end in .png (labels are written as an "
+                         f"indexed PNG) or, for volumes, .npy or .nii.gz")
+    if out_npy is not None and ext_of(out_npy) != ".npy":
+        raise ValueError(f"probabilities output {out_npy!r} must end in .npy")
+    _check_writable(out_path)
+    if out_npy is not None:
+        _check_writable(out_npy)
+    image, info = read_guide(image_path)
+    scores, kind = read_scores(scores_path, kind)
+    # validate now (clear errors naming the files)
+    try:
+        img, U, colors = prepare_inputs(image, scores, kind, channel_axis, n_labels, gt_prob,
+                                        1e-5, prob_tol)
+    except (ValueError, TypeError) as exc:
+        raise type(exc)(f"{scores_path}: {exc}") from None
+    size = img.shape[:-1]
+    if ext_of(out_path) == ".png" and len(size) != 2:
+        raise ValueError(f"output {out_path!r}: a PNG holds 2-D labels but the scores are a "
+                         f"volume {size}; write .npy or .nii.gz")
+    if spacing is None:
+        spacing = info.get("spacing")
+        if spacing is not None and len(spacing) != len(size):
+            spacing = None
+    L = U.shape[1]
+    if params is not None:
+        crf = params if isinstance(params, PacCRF) else load_crf(params)
+    elif method == "convcrf":
+        kw = {k: v for k, v in crf_kwargs.items() if k != "sxy_bilateral"}
+        crf = convcrf_mapping(L, ndim=len(size), **kw)
+    else:
+        crf = dense_crf_mapping(size, L, spacing=spacing, n_channels=img.shape[-1],
+                                **crf_kwargs)
+    res = run_crf(crf, img, U, out_npy is not None, None)
+    labels, probs = res if out_npy is not None else (res, None)
+    _write_outputs(out_path, labels, L, colors, info.get("nifti"), out_npy, probs)
+    return labels

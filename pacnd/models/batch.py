@@ -10,12 +10,14 @@ atomically. Tasks run on any scheduler of :func:`pacnd.batch.run_batch`.
 
 from __future__ import annotations
 
+import numbers
 import os
 import tempfile
 
 import numpy as np
 
-__all__ = ["upsample_file", "upsample_folder", "upsample_jobs", "TARGET_EXTS"]
+__all__ = ["upsample_file", "upsample_folder", "upsample_jobs", "TARGET_EXTS", "task_of",
+           "read_target", "resolve_protocol", "check_factor", "model_for"]
 
 _GUIDE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 #: target files a guide is paired with, in order of preference
@@ -28,9 +30,7 @@ def _model(task, factor, weights, model, protocol):
     """The model for a spec, built once per process (tasks on a worker share it)."""
     key = (task, factor, weights, model, protocol)
     if key not in _MODELS:
-        from ..cli_upsample import _get_model  # noqa: PLC0415
-
-        _MODELS[key] = _get_model(task, factor, weights, model, protocol)
+        _MODELS[key] = model_for(task, factor, weights, model, protocol)
     return _MODELS[key]
 
 
@@ -69,21 +69,18 @@ def upsample_file(guide_path, source_path, out_path, *, source="low", task=None,
     ndarray
         The upsampled target.
     """
-    from types import SimpleNamespace  # noqa: PLC0415
-
-    from ..cli_upsample import _check_factor, _protocol, _read_target, _task_of  # noqa
     from ..data import crop_to_multiple, fill_unknown, make_low_res  # noqa: PLC0415
     from ..data.io import read_image, write_target  # noqa: PLC0415
 
     ext = os.path.splitext(out_path)[1].lower()
     if ext not in _OUT_EXTS:
         raise ValueError(f"output {out_path!r} must end in one of {_OUT_EXTS}")
-    factor = _check_factor(factor)
-    task = _task_of(source_path, task)
-    protocol = _protocol(SimpleNamespace(protocol=protocol), task)
+    factor = check_factor(factor)
+    task = task_of(source_path, task)
+    protocol = resolve_protocol(protocol, task)
     guide = read_image(guide_path)
     H, W = guide.shape[:2]
-    src = _read_target(source_path, task, target_scale)
+    src = read_target(source_path, task, target_scale)
     if source == "target":
         factor = factor or 8
         if src.shape[:2] != (H, W):
@@ -157,7 +154,6 @@ def upsample_jobs(guide_dir, source_dir, out_dir, *, source="low", out_format=No
                   task=None, **kwargs):
     """The :class:`pacnd.batch.Job` s of a folder pair and the guides without a target."""
     from ..batch import Job  # noqa: PLC0415
-    from ..cli_upsample import _task_of  # noqa: PLC0415
 
     pairs, missing = _pairs(os.fspath(guide_dir), os.fspath(source_dir))
     out_dir = os.fspath(out_dir)
@@ -167,7 +163,7 @@ def upsample_jobs(guide_dir, source_dir, out_dir, *, source="low", out_format=No
         raise ValueError(f"format {out_format!r}: choose npy, png or flo")
     jobs = []
     for stem, gp, sp in pairs:
-        t = _task_of(sp, task)
+        t = task_of(sp, task)
         ext = ("." + out_format.lstrip(".")) if out_format else (
             ".flo" if t == "flow" else ".npy")
         op = os.path.join(out_dir, stem + ext)
@@ -208,3 +204,69 @@ def upsample_folder(guide_dir, source_dir, out_dir, *, source="low", out_format=
                        keep_going=keep_going, progress=progress, desc="pacnd upsample",
                        engine=engine, on_error=on_error, memory_limit=memory_limit)
     return report, missing
+
+
+# --------------------------------------------------------- file-level helpers (``pacnd upsample``)
+def task_of(path, task=None):
+    """The task of a target file: ``task`` when given, else flow for ``.flo``, depth otherwise."""
+    if task is not None:
+        if task not in ("depth", "flow"):
+            raise ValueError(f"task {task!r} is invalid: use 'depth' or 'flow'")
+        return task
+    return "flow" if str(path).lower().endswith(".flo") else "depth"
+
+
+def read_target(path, task, scale=1.0):
+    """Read a depth map (PNG / PFM / .npy; stored value = ``scale`` * depth) or a flow field."""
+    from ..data.io import read_depth, read_flow  # noqa: PLC0415
+
+    if task == "flow":
+        return read_flow(path)
+    return read_depth(path, scale=scale)
+
+
+def resolve_protocol(protocol, task):
+    """The low-res protocol (``None``: the task's default), checked against the task."""
+    from .registry import default_protocol  # noqa: PLC0415
+
+    p = protocol or default_protocol(task)
+    if task == "flow" and p != "bilinear":
+        raise ValueError(f"--protocol {p} is a depth protocol; flow low-res inputs are made by "
+                         f"antialiased bilinear downsampling (--protocol bilinear)")
+    if task == "depth" and p == "bilinear":
+        raise ValueError("--protocol bilinear is the flow protocol; depth uses 'center' or "
+                         "'bicubic'")
+    return p
+
+
+def check_factor(f):
+    """``None`` (from the sizes), or an int >= 2."""
+    if f is None:
+        return None
+    if isinstance(f, bool) or not isinstance(f, numbers.Integral):
+        raise TypeError(f"--factor {f!r} is a {type(f).__name__}: use an int >= 2 (4, 8 or 16)")
+    if f < 2:
+        raise ValueError(f"--factor {f} is invalid: use an int >= 2 (4, 8 or 16)")
+    return int(f)
+
+
+def model_for(task, factor, weights=None, model="pac", protocol=None):
+    """The upsampler ``pacnd upsample --weights/--model`` names.
+
+    ``weights`` (a saved upsampler) wins; else ``model`` ``'pac'``, ``'pac_lite'`` or
+    ``'djf'`` loads the shipped weights for (task, factor, protocol), and any other name a
+    training-free baseline (:func:`pacnd.models.baseline`).
+    """
+    from . import baseline, load_upsampler, pretrained  # noqa: PLC0415
+
+    if weights:
+        m = load_upsampler(weights)
+        if m.factor != factor:
+            raise ValueError(f"the weights {weights!r} upsample by {m.factor}, not by "
+                             f"{factor}; pass --factor {m.factor} or other weights")
+        return m
+    if model == "pac":
+        return pretrained(task, factor, protocol=protocol)
+    if model in ("pac_lite", "djf"):
+        return pretrained(task, factor, variant=model, protocol=protocol)
+    return baseline(model, task, factor, protocol=protocol)

@@ -59,7 +59,7 @@ def configure_parser(parser):
                         "stem), -o is the output folder (NAME.npy, or --format); no figures")
     p.add_argument("--format", choices=("npy", "png", "flo"), default=None,
                    help="--batch: output type (default: flo for flow, npy for depth)")
-    from .batch import add_batch_options  # noqa: PLC0415
+    from ..batch import add_batch_options  # noqa: PLC0415
     add_batch_options(p, keep_going=True)
     p.add_argument("-q", "--quiet", action="store_true", help="--batch: no progress or summary")
     p.set_defaults(_action=_predict)
@@ -174,73 +174,14 @@ def _common_model_args(p):
                         "the compute, a lower error for the learned networks; default 1)")
 
 
-def _protocol(args, task):
-    from .models.registry import default_protocol  # noqa: PLC0415
-
-    p = getattr(args, "protocol", None) or default_protocol(task)
-    if task == "flow" and p != "bilinear":
-        raise ValueError(f"--protocol {p} is a depth protocol; flow low-res inputs are made by "
-                         f"antialiased bilinear downsampling (--protocol bilinear)")
-    if task == "depth" and p == "bilinear":
-        raise ValueError("--protocol bilinear is the flow protocol; depth uses 'center' or "
-                         "'bicubic'")
-    return p
-
-
 def run_from_args(args):
     """Run ``pacnd upsample ACTION`` from parsed arguments."""
     return args._action(args)
 
 
-# ----------------------------------------------------------------------------- helpers
-def _task_of(path, task):
-    if task is not None:
-        return task
-    return "flow" if str(path).lower().endswith(".flo") else "depth"
-
-
-def _read_target(path, task, scale):
-    from .data.io import read_depth, read_flow  # noqa: PLC0415
-
-    if task == "flow":
-        return read_flow(path)
-    t = read_depth(path, scale=scale)
-    return t
-
-
-def _get_model(task, factor, weights, model, protocol=None):
-    from .models import load_upsampler, pretrained  # noqa: PLC0415
-
-    if weights:
-        m = load_upsampler(weights)
-        if m.factor != factor:
-            raise ValueError(f"the weights {weights!r} upsample by {m.factor}, not by "
-                             f"{factor}; pass --factor {m.factor} or other weights")
-        return m
-    if model == "pac":
-        return pretrained(task, factor, protocol=protocol)
-    if model in ("pac_lite", "djf"):
-        return pretrained(task, factor, variant=model, protocol=protocol)
-    return _baseline(model, task, factor, protocol)
-
-
-def _baseline(name, task, factor, protocol=None):
-    from .models import baseline  # noqa: PLC0415
-
-    return baseline(name, task, factor, protocol=protocol)
-
-
-def _check_factor(f):
-    if f is None:
-        return None
-    if f < 2:
-        raise ValueError(f"--factor {f} is invalid: use an int >= 2 (4, 8 or 16)")
-    return f
-
-
 # ----------------------------------------------------------------------------- predict
 def _predict_batch(args):
-    from .models.batch import upsample_folder  # noqa: PLC0415
+    from ..models.batch import upsample_folder  # noqa: PLC0415
 
     if args.output is None:
         raise ValueError("--batch needs -o OUT_DIR (the output folder)")
@@ -266,23 +207,26 @@ def _predict_batch(args):
 
 
 def _predict(args):
+    from ..models import baseline  # noqa: PLC0415
+    from ..models.batch import (check_factor, model_for, read_target,  # noqa: PLC0415
+                                resolve_protocol, task_of)
     if args.batch:
         return _predict_batch(args)
-    from .data.io import read_image, write_target  # noqa: PLC0415
-    from .models import DEFAULT_BORDER, epe, rmse  # noqa: PLC0415
-    from .models.visualize import comparison_figure  # noqa: PLC0415
-    from .data import crop_to_multiple, fill_unknown, make_low_res  # noqa: PLC0415
+    from ..data.io import read_image, write_target  # noqa: PLC0415
+    from ..models import DEFAULT_BORDER, epe, rmse  # noqa: PLC0415
+    from ..models.visualize import comparison_figure  # noqa: PLC0415
+    from ..data import crop_to_multiple, fill_unknown, make_low_res  # noqa: PLC0415
 
-    factor = _check_factor(args.factor)
+    factor = check_factor(args.factor)
     guide = read_image(args.guide)
     H, W = guide.shape[:2]
     gt = None
     if args.target is not None:
-        task = _task_of(args.target, args.task)
-        protocol = _protocol(args, task)
+        task = task_of(args.target, args.task)
+        protocol = resolve_protocol(getattr(args, "protocol", None), task)
         factor = factor or 8
-        gt = _read_target(args.target, task, args.target_scale)
-        model = _get_model(task, factor, args.weights, args.model, protocol)
+        gt = read_target(args.target, task, args.target_scale)
+        model = model_for(task, factor, args.weights, args.model, protocol)
         if gt.shape[:2] != (H, W):
             raise ValueError(f"the guide is {W}x{H} but the target {args.target!r} is "
                              f"{gt.shape[1]}x{gt.shape[0]}; they must be the same size")
@@ -294,9 +238,9 @@ def _predict(args):
                   f"{factor})", file=sys.stderr)
         low = make_low_res(gt, factor, protocol)
     else:
-        task = _task_of(args.low, args.task)
-        protocol = _protocol(args, task)
-        low = _read_target(args.low, task, args.target_scale)
+        task = task_of(args.low, args.task)
+        protocol = resolve_protocol(getattr(args, "protocol", None), task)
+        low = read_target(args.low, task, args.target_scale)
         h, w = low.shape[:2]
         if factor is None:
             if H % h or W % w or H // h != W // w:
@@ -306,7 +250,7 @@ def _predict(args):
         if (H, W) != (h * factor, w * factor):
             raise ValueError(f"size mismatch: with --factor {factor} a {w}x{h} low-res input "
                              f"needs a {w * factor}x{h * factor} guide, got {W}x{H}")
-        model = _get_model(task, factor, args.weights, args.model, protocol)
+        model = model_for(task, factor, args.weights, args.model, protocol)
     if not np.isfinite(low).all():
         n = int((~np.isfinite(low)).sum())
         print(f"note: {n} unknown low-res samples filled with the nearest known value",
@@ -320,7 +264,7 @@ def _predict(args):
     if not args.no_baselines:
         for name in ("bicubic", "jbu"):
             if name != model.kind:
-                b = _baseline(name, task, factor, protocol)
+                b = baseline(name, task, factor, protocol=protocol)
                 results[name if name != "jbu" else "JBU"] = b.upsample(low, guide)
         results = {k: results[k] for k in sorted(results, key=lambda k: k == label)}
     metrics = {}
@@ -352,16 +296,18 @@ def _predict(args):
 
 # ----------------------------------------------------------------------------- eval
 def _eval(args):
-    from .models import evaluate_upsampler, load_upsampler  # noqa: PLC0415
-    from .data import JointUpsamplingPairs, load_pair  # noqa: PLC0415
+    from ..models import baseline, evaluate_upsampler, load_upsampler  # noqa: PLC0415
+    from ..models.batch import (check_factor, model_for, resolve_protocol,  # noqa: PLC0415
+                                task_of)
+    from ..data import JointUpsamplingPairs, load_pair  # noqa: PLC0415
 
-    task = _task_of(args.pair[0][1], args.task)
-    protocol = _protocol(args, task)
+    task = task_of(args.pair[0][1], args.task)
+    protocol = resolve_protocol(getattr(args, "protocol", None), task)
     pairs = [load_pair(g, t, kind=task if task == "flow" else None,
                        target_scale=args.target_scale) for g, t in args.pair]
     rows = []
     for factor in args.factor:
-        _check_factor(factor)
+        check_factor(factor)
         ds = JointUpsamplingPairs(pairs, factor, kind=task, crop=None, lowres_mode=protocol)
         exs = list(ds.examples(multiple=max(args.multiple, factor)))
         for spec in args.models:
@@ -371,9 +317,9 @@ def _eval(args):
                 if model.factor != factor:
                     continue
             elif spec in ("pac", "pac_lite", "djf"):
-                name, model = spec, _get_model(task, factor, None, spec, protocol)
+                name, model = spec, model_for(task, factor, None, spec, protocol)
             elif spec in ("bicubic", "bilinear", "jbu"):
-                name, model = spec, _baseline(spec, task, factor, protocol)
+                name, model = spec, baseline(spec, task, factor, protocol=protocol)
             else:
                 raise ValueError(f"--models {spec!r}: use one of pac, pac_lite, djf, bicubic, "
                                  f"bilinear, jbu or NAME=WEIGHTS.npz")
@@ -392,8 +338,8 @@ def _eval(args):
 
 # ----------------------------------------------------------------------------- train
 def _train_pool(args):
-    from .models import save_upsampler  # noqa: PLC0415
-    from .models.recipe import (build_from_recipe, default_recipe,  # noqa: PLC0415
+    from ..models import save_upsampler  # noqa: PLC0415
+    from ..models.recipe import (build_from_recipe, default_recipe,  # noqa: PLC0415
                                 default_weights, synthetic_mix, train_from_pool)
 
     if args.pair or args.guide_dir:
@@ -422,8 +368,9 @@ def _train_pool(args):
 
 
 def _train(args):
+    from ..models.batch import check_factor  # noqa: PLC0415
     if args.pool:
-        _check_factor(args.factor)
+        check_factor(args.factor)
         return _train_pool(args)
     if args.pre_upsample != 1:
         raise ValueError(f"--pre-upsample {args.pre_upsample} trains with the pool recipe: "
@@ -431,13 +378,13 @@ def _train(args):
     if args.loss != "mse":
         raise ValueError(f"--loss {args.loss} trains with the pool recipe: give --pool DIR "
                          f"too (or drop it)")
-    from .models import build_model, evaluate_upsampler, load_upsampler  # noqa: PLC0415
-    from .models import save_upsampler, train_upsampler  # noqa: PLC0415
-    from .models.recipe import DEFAULT_LR  # noqa: PLC0415
-    from .models.training import DEFAULT_BORDER  # noqa: PLC0415
-    from .data import JointUpsamplingPairs, SyntheticScenes, load_pair  # noqa
+    from ..models import build_model, evaluate_upsampler, load_upsampler  # noqa: PLC0415
+    from ..models import save_upsampler, train_upsampler  # noqa: PLC0415
+    from ..models.recipe import DEFAULT_LR  # noqa: PLC0415
+    from ..models.training import DEFAULT_BORDER  # noqa: PLC0415
+    from ..data import JointUpsamplingPairs, SyntheticScenes, load_pair  # noqa
 
-    _check_factor(args.factor)
+    check_factor(args.factor)
     task = args.task
     kind = task
     pairs = [load_pair(g, t, kind=task if task == "flow" else None,

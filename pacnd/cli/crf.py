@@ -34,7 +34,7 @@ runs the pairs on Dask (``threads``, ``processes[:N]``, ``local:N``,
 outputs exist.
 
 Large images and volumes run chunk by chunk (Dask, exact halo;
-:mod:`pacnd.dask.cli`) when IMAGE or SCORES is a ``.zarr`` store, OUT is
+:mod:`pacnd.cli.chunked`) when IMAGE or SCORES is a ``.zarr`` store, OUT is
 ``.zarr`` / ``.tif``, or ``--chunks PX`` is given.
 
 Bad input — including empty, truncated or garbage files — ends with a
@@ -44,19 +44,17 @@ temporary file renamed into place), so a failed run leaves no partial file.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 
 import numpy as np
 
-from .crf.files import (IMAGE_EXTS, LABEL_EXTS, ext_of, load_npy, read_guide, read_scores,
-                        write_labels, write_npy)
+from ..crf.batch import stem_and_ext
+from ..crf.files import refine_files
 
-__all__ = ["configure_parser", "run_from_args", "refine_files", "load_npy"]
+__all__ = ["configure_parser", "run_from_args"]
 
 _KINDS = ("auto", "probabilities", "logits", "labels")
-_GUIDE_EXTS = IMAGE_EXTS + (".npy", ".nii", ".nii.gz")
 
 
 def configure_parser(p):
@@ -105,44 +103,10 @@ def configure_parser(p):
     p.add_argument("--keep-going", action="store_true",
                    help="--batch: report a bad pair and continue (exit status 1 at the end)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or summary")
-    from .batch import add_batch_options  # noqa: PLC0415
+    from ..batch import add_batch_options  # noqa: PLC0415
     add_batch_options(p)
-    from .dask.cli import add_chunk_options  # noqa: PLC0415
+    from .chunked import add_chunk_options  # noqa: PLC0415
     add_chunk_options(p)
-
-
-# ------------------------------------------------------------------------------ writing
-def _check_writable(path):
-    directory = os.path.dirname(os.path.abspath(path)) or "."
-    probe = directory
-    while not os.path.exists(probe):
-        parent = os.path.dirname(probe)
-        if parent == probe:
-            break
-        probe = parent
-    if not os.path.isdir(probe) or not os.access(probe, os.W_OK | os.X_OK):
-        raise PermissionError(f"cannot write {path!r}: {probe!r} is not a writable folder")
-    if os.path.isdir(path):
-        raise IsADirectoryError(f"output {path!r} is a folder; give a file name ending in .png")
-
-
-def _write_outputs(out, labels, n_labels, colors, nifti, out_npy=None, probs=None):
-    """Write the .npy (if any) and the labels atomically; on failure remove what this call
-    wrote, so a run leaves both outputs or neither."""
-    written = []
-    try:
-        if out_npy is not None:
-            write_npy(out_npy, probs.astype(np.float32))
-            written.append(out_npy)
-        write_labels(out, labels, n_labels, colors, nifti)
-        written.append(out)
-    except BaseException:
-        for w in written:
-            try:
-                os.unlink(w)
-            except OSError:
-                pass
-        raise
 
 
 # ------------------------------------------------------------------------------ running
@@ -153,89 +117,6 @@ def _crf_kwargs(args):
                 compat_bilateral=args.compat_bilateral, iterations=args.iterations)
 
 
-def refine_files(image_path, scores_path, out_path, out_npy=None, *, kind="auto",
-                 channel_axis=-1, gt_prob=0.7, n_labels=None, method="pac", params=None,
-                 prob_tol=1e-3, spacing=None, **crf_kwargs):
-    """Refine one image's (or volume's) scores read from files; write the labels (and the
-    probabilities .npy).
-
-    Returns the labels ((H, W) or (D, H, W)).
-    """
-    from .crf.learn import load_crf  # noqa: PLC0415
-    from .crf.model import PacCRF  # noqa: PLC0415
-    from .crf.refine import (convcrf_mapping, dense_crf_mapping,  # noqa: PLC0415
-                             prepare_inputs, run_crf)
-
-    if ext_of(out_path) not in LABEL_EXTS:
-        raise ValueError(f"output {out_path!r} must end in .png (labels are written as an "
-                         f"indexed PNG) or, for volumes, .npy or .nii.gz")
-    if out_npy is not None and ext_of(out_npy) != ".npy":
-        raise ValueError(f"probabilities output {out_npy!r} must end in .npy")
-    _check_writable(out_path)
-    if out_npy is not None:
-        _check_writable(out_npy)
-    image, info = read_guide(image_path)
-    scores, kind = read_scores(scores_path, kind)
-    # validate now (clear errors naming the files)
-    try:
-        img, U, colors = prepare_inputs(image, scores, kind, channel_axis, n_labels, gt_prob,
-                                        1e-5, prob_tol)
-    except (ValueError, TypeError) as exc:
-        raise type(exc)(f"{scores_path}: {exc}") from None
-    size = img.shape[:-1]
-    if ext_of(out_path) == ".png" and len(size) != 2:
-        raise ValueError(f"output {out_path!r}: a PNG holds 2-D labels but the scores are a "
-                         f"volume {size}; write .npy or .nii.gz")
-    if spacing is None:
-        spacing = info.get("spacing")
-        if spacing is not None and len(spacing) != len(size):
-            spacing = None
-    L = U.shape[1]
-    if params is not None:
-        crf = params if isinstance(params, PacCRF) else load_crf(params)
-    elif method == "convcrf":
-        kw = {k: v for k, v in crf_kwargs.items() if k != "sxy_bilateral"}
-        crf = convcrf_mapping(L, ndim=len(size), **kw)
-    else:
-        crf = dense_crf_mapping(size, L, spacing=spacing, n_channels=img.shape[-1],
-                                **crf_kwargs)
-    res = run_crf(crf, img, U, out_npy is not None, None)
-    labels, probs = res if out_npy is not None else (res, None)
-    _write_outputs(out_path, labels, L, colors, info.get("nifti"), out_npy, probs)
-    return labels
-
-
-def _stem(name):
-    ext = ext_of(name)
-    return name[:len(name) - len(ext)], ext
-
-
-def _pairs(image_dir, scores_dir):
-    for d, what in ((image_dir, "image"), (scores_dir, "scores")):
-        if not os.path.isdir(d):
-            raise NotADirectoryError(f"--batch: {what} folder {d!r} does not exist or is not a "
-                                     f"folder")
-    pairs, missing = [], []
-    for name in sorted(os.listdir(image_dir)):
-        stem, ext = _stem(name)
-        if ext not in _GUIDE_EXTS or name.startswith("."):
-            continue
-        for cand in (stem + ".npy", stem + ".png", stem + ".nii.gz", stem + ".nii"):
-            sp = os.path.join(scores_dir, cand)
-            if os.path.isfile(sp) and os.path.abspath(sp) != os.path.abspath(
-                    os.path.join(image_dir, name)):
-                out_ext = {".npy": ".npy", ".nii": ".nii.gz", ".nii.gz": ".nii.gz"}.get(
-                    ext, ".png")
-                pairs.append((stem, os.path.join(image_dir, name), sp, out_ext))
-                break
-        else:
-            missing.append(name)
-    if not pairs:
-        raise ValueError(f"--batch: no image in {image_dir!r} has scores ({{name}}.npy, "
-                         f"{{name}}.png or {{name}}.nii.gz) in {scores_dir!r}")
-    return pairs, missing
-
-
 def run_from_args(args):
     kw = dict(kind=args.kind, channel_axis=args.channel_axis, gt_prob=args.gt_prob,
               n_labels=args.n_labels, method=args.method, prob_tol=args.prob_tol,
@@ -243,11 +124,11 @@ def run_from_args(args):
               **_crf_kwargs(args))
     params = None
     if args.params is not None:
-        from .crf.learn import load_crf  # noqa: PLC0415
+        from ..crf.learn import load_crf  # noqa: PLC0415
 
         params = load_crf(args.params)
     if not args.batch:
-        from .dask.cli import run_chunked_crf, wants_chunked  # noqa: PLC0415
+        from .chunked import run_chunked_crf, wants_chunked  # noqa: PLC0415
 
         if wants_chunked(args, (args.image, args.scores), (args.output, args.save_probabilities
                                                            if args.save_probabilities is not True
@@ -255,7 +136,7 @@ def run_from_args(args):
             return run_chunked_crf(args, kw, params)  # .zarr/.tif: chunk by chunk (Dask)
         out_npy = args.save_probabilities
         if out_npy is True:
-            stem, ext = _stem(args.output)
+            stem, ext = stem_and_ext(args.output)
             out_npy = stem + (".probs.npy" if ext == ".npy" else ".npy")
         t = time.perf_counter()
         labels = refine_files(args.image, args.scores, args.output, out_npy, params=params,
@@ -268,7 +149,7 @@ def run_from_args(args):
     if args.save_probabilities not in (None, True):
         raise ValueError("with --batch, --save-probabilities is a flag (the .npy files go next "
                          "to the PNGs in the output folder)")
-    from .crf.batch import refine_folder  # noqa: PLC0415
+    from ..crf.batch import refine_folder  # noqa: PLC0415
 
     report, missing = refine_folder(
         args.image, args.scores, args.output, scheduler=args.scheduler, resume=args.resume,
@@ -291,6 +172,6 @@ def _summary(report, missing):
 
 
 if __name__ == "__main__":  # pragma: no cover
-    from .cli import main
+    from . import main
 
     sys.exit(main(["crf"] + sys.argv[1:]))

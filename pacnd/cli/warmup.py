@@ -23,7 +23,7 @@ def configure_parser(parser):
 
 
 def run_from_args(args):
-    from .engines import cpu  # noqa: PLC0415
+    from ..engines import cpu  # noqa: PLC0415
 
     dtypes = ("float32", "float64") if args.dtype == "both" else (args.dtype,)
     t0 = time.perf_counter()

@@ -53,16 +53,16 @@ def configure_parser(p):
                    help="channel axis (default: -1 for 3-D images, none for 2-D)")
     p.add_argument("--output-dtype", choices=("float32", "uint8"), default="float32")
     p.add_argument("-q", "--quiet", action="store_true", help="no summary line")
-    from .batch import SCHEDULER_HELP  # noqa: PLC0415
+    from ..batch import SCHEDULER_HELP  # noqa: PLC0415
     p.add_argument("--scheduler", default="threads", metavar="SPEC",
                    help=f"where the chunks are computed: {SCHEDULER_HELP}")
-    from .dask.cli import add_chunk_options  # noqa: PLC0415
+    from .chunked import add_chunk_options  # noqa: PLC0415
     add_chunk_options(p)
 
 
 def _read(path, chunks):
     """``path`` lazily as float32 (integer files scaled to [0, 1] as they are read)."""
-    from .dask.cli import _open  # noqa: PLC0415
+    from .chunked import _open  # noqa: PLC0415
 
     a = _open(path, chunks, as_float32=True)
     return a if a.dtype == np.float32 else a.astype(np.float32)
@@ -70,12 +70,12 @@ def _read(path, chunks):
 
 def run_from_args(args):
     """Run ``pacnd filter`` from parsed arguments."""
-    from .dask import require  # noqa: PLC0415
+    from ..dask import require  # noqa: PLC0415
 
     require("pacnd filter")
-    from . import filters  # noqa: PLC0415
-    from .dask.cli import use_scheduler  # noqa: PLC0415
-    from .dask.io import is_chunked_path, save_array  # noqa: PLC0415
+    from .. import filters  # noqa: PLC0415
+    from .chunked import use_scheduler  # noqa: PLC0415
+    from ..dask.io import is_chunked_path, save_array  # noqa: PLC0415
 
     out = args.output
     small_out = not is_chunked_path(out)
@@ -117,7 +117,7 @@ def run_from_args(args):
         res = res.astype(np.float32)
     with use_scheduler(args.scheduler, memory_limit=args.worker_memory):
         if small_out:
-            from .data.io import write_image  # noqa: PLC0415
+            from ..data.io import write_image  # noqa: PLC0415
 
             write_image(out, np.asarray(res.compute()))
         else:

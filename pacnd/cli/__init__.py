@@ -26,11 +26,11 @@ __all__ = ["main", "build_parser", "SUBCOMMANDS"]
 SUBCOMMANDS = {
     "demo": ("pacnd.demo", "joint bilateral upsampling of the bundled depth sample: "
                            "bicubic vs JBU, RMSE and a PNG figure"),
-    "upsample": ("pacnd.cli_upsample", "deep joint upsampling of depth / flow: predict, eval, "
+    "upsample": ("pacnd.cli.upsample", "deep joint upsampling of depth / flow: predict, eval, "
                                        "train"),
-    "crf": ("pacnd.cli_crf", "refine a segmentation (scores or an annotation) with a PAC-CRF"),
-    "warmup": ("pacnd.cli_warmup", "compile the CPU kernels ahead of time (once per install)"),
-    "filter": ("pacnd.cli_filter", "bilateral / joint bilateral / JBU / DPP of an image, chunk "
+    "crf": ("pacnd.cli.crf", "refine a segmentation (scores or an annotation) with a PAC-CRF"),
+    "warmup": ("pacnd.cli.warmup", "compile the CPU kernels ahead of time (once per install)"),
+    "filter": ("pacnd.cli.filter", "bilateral / joint bilateral / JBU / DPP of an image, chunk "
                                    "by chunk for large .zarr/.tif files (Dask)"),
 }
 
@@ -38,7 +38,7 @@ _ENGINES = ("numpy", "numba", "cuda", "cupy")
 
 
 def _version():
-    from . import __version__  # noqa: PLC0415
+    from .. import __version__  # noqa: PLC0415
 
     return __version__
 
@@ -80,7 +80,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     try:
         if args.engine is not None:
-            from ._dispatch import use_engine  # noqa: PLC0415
+            from .._dispatch import use_engine  # noqa: PLC0415
 
             with use_engine(args.engine):
                 return int(args._run(args) or 0)

@@ -5,7 +5,7 @@
 ``--chunks`` is given: the image and scores are opened lazily
 (:func:`pacnd.dask.open_array`), refined block by block with the exact halo
 (:mod:`pacnd.dask.crf`) and written chunk by chunk (:func:`pacnd.dask.save_array`),
-on the scheduler ``--scheduler`` names. ``pacnd filter`` (:mod:`pacnd.cli_filter`)
+on the scheduler ``--scheduler`` names. ``pacnd filter`` (:mod:`pacnd.cli.filter`)
 uses the same helpers.
 """
 
@@ -39,7 +39,7 @@ def add_chunk_options(p):
 
 def wants_chunked(args, paths, outputs):
     """True when the run should go through Dask (see the module doc)."""
-    from .io import is_chunked_path  # noqa: PLC0415
+    from ..dask.io import is_chunked_path  # noqa: PLC0415
 
     if getattr(args, "chunks", None) is not None:
         return True
@@ -78,7 +78,7 @@ def use_scheduler(spec, *, memory_limit=None):
 
 
 def _open(path, chunks, as_float32=False):
-    from .io import open_array  # noqa: PLC0415
+    from ..dask.io import open_array  # noqa: PLC0415
 
     a = open_array(path, as_float32=as_float32)
     c = chunks if chunks is not None else _chunk_size_default(a)
@@ -93,11 +93,11 @@ def _chunk_size_default(a):
 
 def run_chunked_crf(args, kw, params):
     """``pacnd crf`` on lazily read arrays, written chunk by chunk (see the module doc)."""
-    from . import require  # noqa: PLC0415
+    from ..dask import require  # noqa: PLC0415
 
     require("pacnd crf on .zarr/.tif inputs or outputs")
     from ..crf.refine import refine  # noqa: PLC0415
-    from .io import save_array  # noqa: PLC0415
+    from ..dask.io import save_array  # noqa: PLC0415
 
     out = args.output
     out_npy = args.save_probabilities
@@ -141,7 +141,7 @@ def _save_both(labels, out, probs, out_probs, overwrite):
     """Write labels and probabilities; zarr pairs in one computation (shared blocks)."""
     import dask.array as da  # noqa: PLC0415
 
-    from .io import _regular, _replace, _tmp_name, save_array  # noqa: PLC0415
+    from ..dask.io import _regular, _replace, _tmp_name, save_array  # noqa: PLC0415
 
     zarr_both = all(str(p).lower().rstrip("/").endswith(".zarr") for p in (out, out_probs))
     if not zarr_both:
