@@ -33,6 +33,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import filters as _mem
+from ..filters import _bilateral as _mem_bil
+from ..filters import _common as _mem_common
+from ..filters import _pooling as _mem_pool
+from ..filters import _upsample as _mem_up
 from . import require
 from .regions import Region, as_dask, axis_halo, map_regions, meta_like
 
@@ -44,7 +48,7 @@ _WHAT = "pacnd.filters on Dask arrays"
 # --------------------------------------------------------------------------- helpers
 def _float_dtype(dtype, name):
     """The float dtype the in-memory filters give an image of ``dtype`` (checked)."""
-    return _mem._as_float_image(np.zeros(1, dtype=dtype), name).dtype
+    return _mem_common._as_float_image(np.zeros(1, dtype=dtype), name).dtype
 
 
 def _dask_image(image, name):
@@ -52,7 +56,7 @@ def _dask_image(image, name):
         raise TypeError(f"{name} is required: pass a NumPy or Dask array")
     if isinstance(image, (list, tuple)):
         image = np.asarray(image)
-    if not (_mem._is_array(image) or hasattr(image, "dask")):
+    if not (_mem_common._is_array(image) or hasattr(image, "dask")):
         raise TypeError(f"{name} must be a NumPy or Dask array, got {type(image).__name__}; "
                         f"convert it with dask.array.from_array({name})")
     a = as_dask(image)
@@ -79,7 +83,7 @@ def _guide_channel_axis(guide, layout, spatial, name="guide"):
     if guide.ndim == nsp:
         if tuple(guide.shape) != tuple(spatial):
             raise ValueError(f"{name} has shape {tuple(guide.shape)} but its spatial size must "
-                             f"be {tuple(spatial)}" + _mem._GUIDE_HINT)
+                             f"be {tuple(spatial)}" + _mem_common._GUIDE_HINT)
         return None
     if guide.ndim == nsp + 1:
         axis = layout.axis if layout.axis is not None else nsp
@@ -87,7 +91,7 @@ def _guide_channel_axis(guide, layout, spatial, name="guide"):
         if g_sp != tuple(spatial):
             raise ValueError(f"{name} has shape {tuple(guide.shape)}, spatial size {g_sp} "
                              f"(channel axis {axis}), but it must be {tuple(spatial)}"
-                             + _mem._GUIDE_HINT)
+                             + _mem_common._GUIDE_HINT)
         return axis
     raise ValueError(f"{name} has {guide.ndim} dimensions (shape {tuple(guide.shape)}); it must "
                      f"have the {nsp} spatial dimensions {tuple(spatial)} and optionally one "
@@ -96,7 +100,7 @@ def _guide_channel_axis(guide, layout, spatial, name="guide"):
 
 def _guide_for(guide, layout, spatial_chunks):
     """The guide, checked, as a Dask array (a NumPy guide gets ``spatial_chunks``)."""
-    if not (_mem._is_array(guide) or hasattr(guide, "dask")):
+    if not (_mem_common._is_array(guide) or hasattr(guide, "dask")):
         if isinstance(guide, (list, tuple)):
             guide = np.asarray(guide)
         else:
@@ -118,7 +122,7 @@ def _guide_for(guide, layout, spatial_chunks):
 
 def _global_std(a, name, dtype):
     """Lazy ``float(a_as_float.std())`` (0-d), 1 for a flat image — the default sigma_color."""
-    f = a.map_blocks(_mem._as_float_image, name, dtype, dtype=dtype)
+    f = a.map_blocks(_mem_common._as_float_image, name, dtype, dtype=dtype)
     return f.astype(np.float64).std().map_blocks(_std_or_one, dtype=np.float64,
                                                  meta=np.empty((), np.float64))
 
@@ -174,13 +178,13 @@ def _bilateral(image, guide, *, sigma_spatial, sigma_color, win_size, channel_ax
     require(_WHAT)
     img = _dask_image(image, "image")
     dtype = _float_dtype(img.dtype, "image")
-    layout = _mem._Layout(img, channel_axis, "image")
-    sigma_spatial = _mem._check_positive(sigma_spatial, "sigma_spatial")
-    sigma_color = _mem._check_positive(sigma_color, "sigma_color", allow_none=True,
+    layout = _mem_common._Layout(img, channel_axis, "image")
+    sigma_spatial = _mem_common._check_positive(sigma_spatial, "sigma_spatial")
+    sigma_color = _mem_common._check_positive(sigma_color, "sigma_color", allow_none=True,
                                        hint="or None for the guide's standard deviation")
-    win_size = _mem._bilateral_win_size(sigma_spatial, win_size)
-    _mem._check_choice(kernel, "kernel", _mem._RANGE_KERNELS)
-    _mem._check_choice(window, "window", _mem._WINDOWS)
+    win_size = _mem_bil._bilateral_win_size(sigma_spatial, win_size)
+    _mem_common._check_choice(kernel, "kernel", _mem_common._RANGE_KERNELS)
+    _mem_common._check_choice(window, "window", _mem_common._WINDOWS)
     out_chunks = _merged_chunks(img, layout)
     sp = _spatial_axes(layout)
     spatial_chunks = [img.chunks[ax] for ax in sp]
@@ -269,14 +273,14 @@ def joint_bilateral_upsample(low_res, guide, *, factor, sigma_spatial=0.5, sigma
     require(_WHAT)
     low = _dask_image(low_res, "low_res")
     dtype = _float_dtype(low.dtype, "low_res")
-    layout = _mem._Layout(low, channel_axis, "low_res")
+    layout = _mem_common._Layout(low, channel_axis, "low_res")
     nd = len(layout.spatial)
-    factor = _mem._check_factor(factor, nd)
-    sigma_spatial = _mem._check_positive(sigma_spatial, "sigma_spatial")
-    sigma_color = _mem._check_positive(sigma_color, "sigma_color", allow_none=True,
+    factor = _mem_up._check_factor(factor, nd)
+    sigma_spatial = _mem_common._check_positive(sigma_spatial, "sigma_spatial")
+    sigma_color = _mem_common._check_positive(sigma_color, "sigma_color", allow_none=True,
                                        hint="or None for the guide's standard deviation")
-    _mem._check_choice(kernel, "kernel", _mem._RANGE_KERNELS)
-    ksize = _mem._jbu_window(factor, sigma_spatial, win_size)
+    _mem_common._check_choice(kernel, "kernel", _mem_common._RANGE_KERNELS)
+    ksize = _mem_up._jbu_window(factor, sigma_spatial, win_size)
     sp = _spatial_axes(layout)
     low_chunks = [low.chunks[ax] for ax in sp]
     g, gaxis = _guide_for(guide, layout, [tuple(c * f for c in ch)
@@ -305,7 +309,7 @@ def joint_bilateral_upsample(low_res, guide, *, factor, sigma_spatial=0.5, sigma
               Region(g, _guide_region(gaxis, g.ndim, sp, guide_span))]
     has_mask = mask is not None
     if has_mask:
-        if not (_mem._is_array(mask) or hasattr(mask, "dask")):
+        if not (_mem_common._is_array(mask) or hasattr(mask, "dask")):
             raise TypeError(f"mask must be a boolean array of shape {tuple(layout.spatial)}, "
                             f"got {type(mask).__name__}")
         if mask.dtype != np.bool_:
@@ -362,19 +366,19 @@ def detail_preserving_pool(image, *, size=2, stride=None, padding=0, alpha=0.1, 
     require(_WHAT)
     img = _dask_image(image, "image")
     dtype = _float_dtype(img.dtype, "image")
-    layout = _mem._Layout(img, channel_axis, "image")
+    layout = _mem_common._Layout(img, channel_axis, "image")
     C = layout.channels
-    size = _mem._check_int(size, "size", minimum=1)
-    stride = size if stride is None else _mem._check_int(stride, "stride", minimum=1)
-    padding = _mem._check_int(padding, "padding", minimum=0)
+    size = _mem_common._check_int(size, "size", minimum=1)
+    stride = size if stride is None else _mem_common._check_int(stride, "stride", minimum=1)
+    padding = _mem_common._check_int(padding, "padding", minimum=0)
     if padding > size // 2:
         raise ValueError(f"padding={padding} is larger than size // 2 = {size // 2}: some "
                          f"windows would hold only padding; use padding <= {size // 2}")
-    _mem._check_positive(eps, "eps")
+    _mem_common._check_positive(eps, "eps")
     if not isinstance(asym, (bool, np.bool_)):
         raise TypeError(f"asym must be True or False, got {asym!r}")
-    _mem._dpp_param(alpha, "alpha", C, nonneg=True)
-    _mem._dpp_param(lam, "lam", C, nonneg=False)
+    _mem_pool._dpp_param(alpha, "alpha", C, nonneg=True)
+    _mem_pool._dpp_param(lam, "lam", C, nonneg=False)
     out_sp = tuple((s + 2 * padding - size) // stride + 1 for s in layout.spatial)
     if any(o < 1 for o in out_sp):
         raise ValueError(f"size={size} (with padding={padding}) is larger than the image's "
@@ -382,7 +386,7 @@ def detail_preserving_pool(image, *, size=2, stride=None, padding=0, alpha=0.1, 
     sp = _spatial_axes(layout)
     margin = 1 if isinstance(reference, str) and reference == "dpid" else 0
     if isinstance(reference, str):
-        _mem._check_choice(reference, "reference", _mem._REFERENCES)
+        _mem_common._check_choice(reference, "reference", _mem_pool._REFERENCES)
 
     def span(k, b):
         n, n_out = layout.spatial[k], out_sp[k]
@@ -402,7 +406,7 @@ def detail_preserving_pool(image, *, size=2, stride=None, padding=0, alpha=0.1, 
     if has_ref:
         expected = tuple(out_sp[sp.index(ax)] if ax != layout.axis else C
                          for ax in range(img.ndim))
-        if not (_mem._is_array(reference) or hasattr(reference, "dask")):
+        if not (_mem_common._is_array(reference) or hasattr(reference, "dask")):
             raise TypeError(f"reference must be 'box', 'dpid' or an array, got "
                             f"{type(reference).__name__}")
         if tuple(reference.shape) != expected:

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 import pacnd
-import pacnd.ops as ops
+import pacnd._plan as _plan
 
 REPO = Path(__file__).resolve().parents[2]
 #: The authors' reference cases: ``<repo>/../shared/reference``, or in ``$PACND_SHARED_DIR``.
@@ -33,12 +33,12 @@ REFERENCE_DIR = Path(os.environ.get("PACND_SHARED_DIR") or REPO.parent / "shared
 @contextlib.contextmanager
 def with_engine(engine_module):
     """Every public op in the block runs on ``engine_module`` (the dispatch is bypassed)."""
-    old = ops.select_engine
-    ops.select_engine = lambda arrays, engine=None: engine_module
+    old = _plan.select_engine
+    _plan.select_engine = lambda arrays, engine=None: engine_module
     try:
         yield
     finally:
-        ops.select_engine = old
+        _plan.select_engine = old
 
 
 class PoisonNumpy:
