@@ -174,7 +174,7 @@ class _Plan:
             if self.shared:
                 gw = gw.sum(axis=0, keepdims=True)
             elif self.transposed:
-                gw = _transposed_weight_back(gw, self.groups)
+                gw = _swap_group_axes(gw, self.groups)
             res["weight"] = xp.ascontiguousarray(gw).reshape(self.user_weight_shape)
         for p in ("alpha", "lam"):
             if p in res:
@@ -202,25 +202,16 @@ def _check_wrt(wrt, allowed):
     return wrt
 
 
-def _transposed_weight_to_engine(w, groups):
-    """(Cin, Cout/g, *k) -> (Cout, Cin/g, *k), the layout engines use for both ops."""
+def _swap_group_axes(w, groups):
+    """(G*a, b, *k) -> (G*b, a, *k), swapping the two channel axes within each of the
+    ``groups`` groups: a transposed op's weight (Cin, Cout/g, *k) to the engines' layout
+    (Cout, Cin/g, *k), and that layout's gradient back (the map is its own inverse)."""
     xp = array_module(w)
-    cin, cout_g = w.shape[:2]
-    cin_g = cin // groups
+    a = w.shape[0] // groups
+    b = w.shape[1]
     k = w.shape[2:]
-    w = w.reshape((groups, cin_g, cout_g) + k)
-    w = xp.swapaxes(w, 1, 2)
-    return xp.ascontiguousarray(w.reshape((groups * cout_g, cin_g) + k))
-
-
-def _transposed_weight_back(gw, groups):
-    xp = array_module(gw)
-    cout, cin_g = gw.shape[:2]
-    cout_g = cout // groups
-    k = gw.shape[2:]
-    gw = gw.reshape((groups, cout_g, cin_g) + k)
-    gw = xp.swapaxes(gw, 1, 2)
-    return xp.ascontiguousarray(gw.reshape((groups * cin_g, cout_g) + k))
+    w = xp.swapaxes(w.reshape((groups, a, b) + k), 1, 2)
+    return xp.ascontiguousarray(w.reshape((groups * b, a) + k))
 
 
 def _resolve_guide_or_kernel(guide, adapting, kernel_opts, *, batch, guide_size, k_channels_ok,
@@ -364,7 +355,7 @@ def _plan_pac(input, guide, weight, bias, *, stride, padding, dilation, groups, 
         xp = array_module(weight)
         eng_weight = xp.ascontiguousarray(xp.broadcast_to(weight, (cin, 1) + ksize))
     elif transposed:
-        eng_weight = _transposed_weight_to_engine(weight, groups)
+        eng_weight = _swap_group_axes(weight, groups)
     else:
         eng_weight = weight
     eng = select_engine([input, guide, eng_weight, bias, adapting, mask], engine)

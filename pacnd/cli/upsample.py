@@ -208,8 +208,8 @@ def _predict_batch(args):
 
 def _predict(args):
     from ..models import baseline  # noqa: PLC0415
-    from ..models.batch import (check_factor, model_for, read_target,  # noqa: PLC0415
-                                resolve_protocol, task_of)
+    from ..models.batch import (check_factor, factor_of_sizes, model_for,  # noqa: PLC0415
+                                read_target, resolve_protocol, task_of)
     if args.batch:
         return _predict_batch(args)
     from ..data.io import read_image, write_target  # noqa: PLC0415
@@ -233,7 +233,6 @@ def _predict(args):
         if H % factor or W % factor:
             guide = crop_to_multiple(guide, factor)
             gt = crop_to_multiple(gt, factor)
-            H, W = guide.shape[:2]
             print(f"note: centre-cropped to {guide.shape[1]}x{guide.shape[0]} (a multiple of "
                   f"{factor})", file=sys.stderr)
         low = make_low_res(gt, factor, protocol)
@@ -241,15 +240,7 @@ def _predict(args):
         task = task_of(args.low, args.task)
         protocol = resolve_protocol(getattr(args, "protocol", None), task)
         low = read_target(args.low, task, args.target_scale)
-        h, w = low.shape[:2]
-        if factor is None:
-            if H % h or W % w or H // h != W // w:
-                raise ValueError(f"the guide ({W}x{H}) is not an integer multiple of the "
-                                 f"low-res input ({w}x{h}); pass --factor and matching files")
-            factor = H // h
-        if (H, W) != (h * factor, w * factor):
-            raise ValueError(f"size mismatch: with --factor {factor} a {w}x{h} low-res input "
-                             f"needs a {w * factor}x{h * factor} guide, got {W}x{H}")
+        factor = factor_of_sizes(guide.shape, low.shape, factor)
         model = model_for(task, factor, args.weights, args.model, protocol)
     if not np.isfinite(low).all():
         n = int((~np.isfinite(low)).sum())

@@ -17,7 +17,7 @@ import tempfile
 import numpy as np
 
 __all__ = ["upsample_file", "upsample_folder", "upsample_jobs", "TARGET_EXTS", "task_of",
-           "read_target", "resolve_protocol", "check_factor", "model_for"]
+           "read_target", "resolve_protocol", "check_factor", "model_for", "factor_of_sizes"]
 
 _GUIDE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 #: target files a guide is paired with, in order of preference
@@ -92,15 +92,7 @@ def upsample_file(guide_path, source_path, out_path, *, source="low", task=None,
         low = make_low_res(src, factor, protocol)
     elif source == "low":
         low = src
-        h, w = low.shape[:2]
-        if factor is None:
-            if H % h or W % w or H // h != W // w:
-                raise ValueError(f"the guide ({W}x{H}) is not an integer multiple of the "
-                                 f"low-res input ({w}x{h}); pass --factor and matching files")
-            factor = H // h
-        if (H, W) != (h * factor, w * factor):
-            raise ValueError(f"size mismatch: with --factor {factor} a {w}x{h} low-res input "
-                             f"needs a {w * factor}x{h * factor} guide, got {W}x{H}")
+        factor = factor_of_sizes(guide.shape, low.shape, factor)
     else:
         raise ValueError(f"source={source!r}; choose 'low' or 'target'")
     if not np.isfinite(low).all():
@@ -248,6 +240,21 @@ def check_factor(f):
     if f < 2:
         raise ValueError(f"--factor {f} is invalid: use an int >= 2 (4, 8 or 16)")
     return int(f)
+
+
+def factor_of_sizes(guide_shape, low_shape, factor=None):
+    """The upsampling factor of a (guide, low-res) pair: ``factor`` checked against the
+    sizes, or (``None``) derived from them."""
+    (H, W), (h, w) = guide_shape[:2], low_shape[:2]
+    if factor is None:
+        if H % h or W % w or H // h != W // w:
+            raise ValueError(f"the guide ({W}x{H}) is not an integer multiple of the "
+                             f"low-res input ({w}x{h}); pass --factor and matching files")
+        factor = H // h
+    if (H, W) != (h * factor, w * factor):
+        raise ValueError(f"size mismatch: with --factor {factor} a {w}x{h} low-res input "
+                         f"needs a {w * factor}x{h * factor} guide, got {W}x{H}")
+    return factor
 
 
 def model_for(task, factor, weights=None, model="pac", protocol=None):
