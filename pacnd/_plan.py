@@ -99,6 +99,17 @@ def _check_nonempty(a, name):
                          f"needs at least one batch item, channel and pixel")
 
 
+def _spatial_array(a, name, layout):
+    """A non-empty float array ``layout`` with 1, 2 or 3 spatial dims, and that count."""
+    a = check_float_array(_unwrap(a), name)
+    _check_nonempty(a, name)
+    nd = a.ndim - 2
+    if nd not in (1, 2, 3):
+        raise ValueError(f"{name} has shape {tuple(a.shape)}: it must be {layout} with 1, 2 "
+                         f"or 3 spatial dims")
+    return a, nd
+
+
 def _check_out_size(out_size, in_size, what):
     if any(o < 1 for o in out_size):
         raise ValueError(
@@ -374,12 +385,7 @@ def _plan_pac(input, guide, weight, bias, *, stride, padding, dilation, groups, 
 
 def _plan_pool(input, guide, kernel_size, *, stride, padding, dilation, kernel, alpha, lam, asym,
                normalize, channel_wise, mask, adapting, engine):
-    input = check_float_array(_unwrap(input), "input")
-    _check_nonempty(input, "input")
-    nd = input.ndim - 2
-    if nd not in (1, 2, 3):
-        raise ValueError(f"input has shape {tuple(input.shape)}: it must be (B, C, *spatial) "
-                         f"with 1, 2 or 3 spatial dims")
+    input, nd = _spatial_array(input, "input", "(B, C, *spatial)")
     ksize = spatial_tuple(kernel_size, nd, "kernel_size", minimum=1)
     _odd_kernel(ksize)
     cin = input.shape[1]
@@ -394,9 +400,6 @@ def _plan_pool(input, guide, kernel_size, *, stride, padding, dilation, kernel, 
     return plan
 
 
-# --------------------------------------------------------------------------- public ops
-
-
 def _default_wrt(wrt, plan):
     if wrt == ("input", "weight", "bias", "guide"):  # the default: keep what applies
         return tuple(w for w in wrt if w in plan.wrt_allowed)
@@ -406,12 +409,7 @@ def _default_wrt(wrt, plan):
 # --------------------------------------------------------------------------- adapting kernel
 def _plan_kernel(guide, kernel_size, *, stride, padding, dilation, kernel, alpha, lam, asym,
                  normalize, mask, channel_wise, transposed, output_padding, engine):
-    guide = check_float_array(_unwrap(guide), "guide")
-    _check_nonempty(guide, "guide")
-    nd = guide.ndim - 2
-    if nd not in (1, 2, 3):
-        raise ValueError(f"guide has shape {tuple(guide.shape)}: it must be (B, Cg, *spatial) "
-                         f"with 1, 2 or 3 spatial dims")
+    guide, nd = _spatial_array(guide, "guide", "(B, Cg, *spatial)")
     check_finite(guide, "guide")
     ksize = spatial_tuple(kernel_size, nd, "kernel_size", minimum=1)
     _odd_kernel(ksize)

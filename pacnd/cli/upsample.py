@@ -208,14 +208,15 @@ def _predict_batch(args):
 
 def _predict(args):
     from ..models import baseline  # noqa: PLC0415
-    from ..models.batch import (check_factor, factor_of_sizes, model_for,  # noqa: PLC0415
-                                read_target, resolve_protocol, task_of)
+    from ..models.batch import (check_factor, factor_of_sizes,  # noqa: PLC0415
+                                low_res_of_target, model_for, read_target, resolve_protocol,
+                                task_of)
     if args.batch:
         return _predict_batch(args)
     from ..data.io import read_image, write_target  # noqa: PLC0415
     from ..models import DEFAULT_BORDER, epe, rmse  # noqa: PLC0415
     from ..models.visualize import comparison_figure  # noqa: PLC0415
-    from ..data import crop_to_multiple, fill_unknown, make_low_res  # noqa: PLC0415
+    from ..data import fill_unknown  # noqa: PLC0415
 
     factor = check_factor(args.factor)
     guide = read_image(args.guide)
@@ -227,15 +228,10 @@ def _predict(args):
         factor = factor or 8
         gt = read_target(args.target, task, args.target_scale)
         model = model_for(task, factor, args.weights, args.model, protocol)
-        if gt.shape[:2] != (H, W):
-            raise ValueError(f"the guide is {W}x{H} but the target {args.target!r} is "
-                             f"{gt.shape[1]}x{gt.shape[0]}; they must be the same size")
-        if H % factor or W % factor:
-            guide = crop_to_multiple(guide, factor)
-            gt = crop_to_multiple(gt, factor)
+        guide, gt, low = low_res_of_target(guide, gt, factor, protocol, args.target)
+        if guide.shape[:2] != (H, W):
             print(f"note: centre-cropped to {guide.shape[1]}x{guide.shape[0]} (a multiple of "
                   f"{factor})", file=sys.stderr)
-        low = make_low_res(gt, factor, protocol)
     else:
         task = task_of(args.low, args.task)
         protocol = resolve_protocol(getattr(args, "protocol", None), task)

@@ -17,7 +17,8 @@ import tempfile
 import numpy as np
 
 __all__ = ["upsample_file", "upsample_folder", "upsample_jobs", "TARGET_EXTS", "task_of",
-           "read_target", "resolve_protocol", "check_factor", "model_for", "factor_of_sizes"]
+           "read_target", "resolve_protocol", "check_factor", "model_for", "factor_of_sizes",
+           "low_res_of_target"]
 
 _GUIDE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".ppm", ".webp")
 #: target files a guide is paired with, in order of preference
@@ -69,7 +70,7 @@ def upsample_file(guide_path, source_path, out_path, *, source="low", task=None,
     ndarray
         The upsampled target.
     """
-    from ..data import crop_to_multiple, fill_unknown, make_low_res  # noqa: PLC0415
+    from ..data import fill_unknown  # noqa: PLC0415
     from ..data.io import read_image, write_target  # noqa: PLC0415
 
     ext = os.path.splitext(out_path)[1].lower()
@@ -83,13 +84,7 @@ def upsample_file(guide_path, source_path, out_path, *, source="low", task=None,
     src = read_target(source_path, task, target_scale)
     if source == "target":
         factor = factor or 8
-        if src.shape[:2] != (H, W):
-            raise ValueError(f"the guide is {W}x{H} but the target {source_path!r} is "
-                             f"{src.shape[1]}x{src.shape[0]}; they must be the same size")
-        if H % factor or W % factor:
-            guide = crop_to_multiple(guide, factor)
-            src = crop_to_multiple(src, factor)
-        low = make_low_res(src, factor, protocol)
+        guide, src, low = low_res_of_target(guide, src, factor, protocol, source_path)
     elif source == "low":
         low = src
         factor = factor_of_sizes(guide.shape, low.shape, factor)
@@ -255,6 +250,28 @@ def factor_of_sizes(guide_shape, low_shape, factor=None):
         raise ValueError(f"size mismatch: with --factor {factor} a {w}x{h} low-res input "
                          f"needs a {w * factor}x{h * factor} guide, got {W}x{H}")
     return factor
+
+
+def low_res_of_target(guide, target, factor, protocol, target_name="the target"):
+    """Simulate the low-res input from a high-res target of the guide's size.
+
+    Both are centre-cropped to a multiple of ``factor`` first when they are not one.
+
+    Returns
+    -------
+    guide, target, low : ndarray
+        The (cropped) guide and target, and the low-res input made by ``protocol``.
+    """
+    from ..data import crop_to_multiple, make_low_res  # noqa: PLC0415
+
+    H, W = guide.shape[:2]
+    if target.shape[:2] != (H, W):
+        raise ValueError(f"the guide is {W}x{H} but the target {target_name!r} is "
+                         f"{target.shape[1]}x{target.shape[0]}; they must be the same size")
+    if H % factor or W % factor:
+        guide = crop_to_multiple(guide, factor)
+        target = crop_to_multiple(target, factor)
+    return guide, target, make_low_res(target, factor, protocol)
 
 
 def model_for(task, factor, weights=None, model="pac", protocol=None):
