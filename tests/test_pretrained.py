@@ -95,20 +95,22 @@ def _cones_centre_errors(model, factor):
 def test_pretrained_depth_x16_on_held_out_cones():
     """The shipped 16x depth weights: the 8x network on a 2x-interpolated input
     (``pre_upsample=2``) over a bicubic residual base, started from the bicubic-based 8x
-    weights and fine-tuned at 16x (runs/depth_x16_pac_resbicubic, 1500 steps). Measured
-    when shipped on the bundled Cones view 2 (never trained on): RMSE 1.9663 px, JBU 1.7366,
-    bicubic 2.3570. On this Middlebury scene JBU stays ahead, as at 8x (the JBU-based 16x
-    weights before them: 1.7757 px here); over the 13 held-out groups the weights lead it
-    (0.921x JBU, the JBU-based ones 0.940x). Pinned to within 1 %."""
+    weights, fine-tuned at 16x (runs/depth_x16_pac_resbicubic, 1500 steps), then 1500 steps
+    of the relative loss (runs/depth_x16_pac_relative). Measured when shipped on the bundled
+    Cones view 2 (never trained on): RMSE 1.9134 px, JBU 1.7366, bicubic 2.3570. On this
+    Middlebury scene JBU stays ahead, as at 8x (before the relative cycle: 1.9663; the
+    JBU-based 16x weights: 1.7757 px here); over the 13 held-out groups the weights lead it
+    (0.903x JBU; before the relative cycle 0.921x, the JBU-based ones 0.940x). Pinned to
+    within 1 %."""
     m = pretrained("depth", 16)
     assert m.pre_upsample == 2 and m.num_ups == 3 and m.num_parameters() == STANDARD[8]
     assert m.residual_config()["residual"] == "bicubic"
     err = _cones_centre_errors(m, 16)
-    assert err["pac"] == pytest.approx(1.9663, rel=0.01)
+    assert err["pac"] == pytest.approx(1.9134, rel=0.01)
     assert err["jbu"] == pytest.approx(1.7366, rel=0.01)
     assert err["bicubic"] == pytest.approx(2.3570, rel=0.01)
     assert err["pac"] < 0.85 * err["bicubic"]
-    assert m.meta["training"]["held_out_eval"]["vs_jbu"] < 0.93
+    assert m.meta["training"]["held_out_eval"]["vs_jbu"] < 0.91
 
 
 def test_pretrained_depth_x4_on_held_out_cones():
@@ -141,7 +143,7 @@ def test_pretrained_depth_x4_on_held_out_cones():
 #: runs/depth_x16_pac_bicubic_resbicubic step 1000 (the bicubic-protocol 8x network on a
 #: 2x-interpolated input, fine-tuned at 16x): 0.813x / 0.760x.
 BICUBIC_PROTOCOL_PINS = {4: (0.7570, 0.9512, 0.9677, 0.75), 8: (1.2701, 1.4103, 1.3245, 0.75),
-                         16: (1.7025, 1.9206, 1.8132, 0.83)}
+                         16: (1.7025, 1.9206, 1.7730, 0.83)}
 
 
 @pytest.mark.parametrize("factor", sorted(BICUBIC_PROTOCOL_PINS))
